@@ -1,0 +1,10 @@
+"""Minimal adversarial perturbations in l1, l2 and l_inf, one call shape for all:
+
+    result = attack(logits_fn, x, labels, *, p, key, box=Box(0, 1), **options) -> AttackResult
+
+`logits_fn` maps `[batch, ...]` inputs in the box to `[batch, K]` logits.
+"""
+from robustjax.attacks.result import (AttackResult, Box, best_of, check_inputs, finalize, lp_norm,
+                                      robust_accuracy_curve)
+
+__all__ = ["AttackResult", "Box", "best_of", "check_inputs", "finalize", "lp_norm", "robust_accuracy_curve"]

@@ -1,0 +1,45 @@
+"""Per-example losses on logits. Each takes keyword-only `logits` `[batch, K]` and integer `labels`
+`[batch]` and returns `[batch]`; `get(name)` looks one up by name."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def softmax_cross_entropy(*, logits, labels):
+    """-log softmax(logits)[label]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def squared(*, logits, labels):
+    """sum_j (f_j(x) - onehot_j)^2 (the squared loss of the wide-layer theorems)."""
+    return jnp.sum((logits - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)) ** 2, -1)
+
+
+def huber(*, logits, labels, delta: float = 1.0):
+    """sum_j huber_delta(f_j(x) - onehot_j): quadratic below delta, linear beyond (C^1)."""
+    r = logits - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return jnp.sum(optax.huber_loss(r, delta=delta), -1)
+
+
+def pseudo_huber(*, logits, labels, delta: float = 1.0):
+    """sum_j delta^2 (sqrt(1 + (r_j/delta)^2) - 1): a C^inf Huber, which the ICML 2017 theorem admits."""
+    r = logits - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return jnp.sum(delta ** 2 * (jnp.sqrt(1 + (r / delta) ** 2) - 1), -1)
+
+
+LOSSES: dict[str, Callable] = {
+    "cross_entropy": softmax_cross_entropy,
+    "squared": squared,
+    "huber": huber,
+    "pseudo_huber": pseudo_huber,
+}
+
+
+def get(name: str) -> Callable:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
+    return LOSSES[name]
