@@ -58,7 +58,13 @@ class TrainConfig:
     def from_json(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         d["regularizers"] = tuple(tuple(r) for r in d.get("regularizers", ()))
+        d["model_config"] = {k: tuplify(v) for k, v in d.get("model_config", {}).items()}
         return cls().replace(**d)
+
+
+def tuplify(v):
+    """JSON lists back to tuples (model fields such as widths are tuples)."""
+    return tuple(tuplify(u) for u in v) if isinstance(v, list) else v
 
 
 class TrainState(flax.struct.PyTreeNode):

@@ -70,17 +70,21 @@ def _from_tfds(name: str, split: str, tfds_dir: str | None, allow_tfds_load: boo
         import tensorflow_datasets as tfds
     except ImportError:
         return None
+    from robustjax.data import _tfds  # registers the <name>_npz builders
+
     meta = info(name)
-    try:
-        src = tfds.data_source(meta.tfds_name, split=split, data_dir=tfds_dir, download=False)
-    except Exception:  # noqa: BLE001 - tfds raises assorted errors for "not prepared"
-        src = None
+    src = None
+    for tname in (f"{name}_npz", meta.tfds_name):
+        try:
+            src = tfds.data_source(tname, split=split, data_dir=tfds_dir, download=False)
+            break
+        except Exception:  # noqa: BLE001 - tfds raises assorted errors for "not prepared"
+            continue
     if src is not None:
         n = len(src)
         xs = np.empty((n,) + meta.shape, np.uint8)
         ys = np.empty((n,), np.int64)
-        for i, ex in enumerate(src.__getitems__(list(range(n))) if hasattr(src, "__getitems__")
-                               else (src[i] for i in range(n))):
+        for i, ex in enumerate(src.__getitems__(list(range(n)))):
             xs[i] = np.asarray(ex["image"]).reshape(meta.shape)
             ys[i] = int(ex["label"])
         return _finish(name, xs, ys)

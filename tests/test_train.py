@@ -1,0 +1,172 @@
+"""The training loop: accuracy on real MNIST, resume after a kill, atomic checkpoints, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustjax import losses, regularizers, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paper_net_beats_90_percent_in_300_steps(mnist_small):
+    from robustjax.data import load
+    xtr, ytr = load("mnist", "train")
+    xte, yte = load("mnist", "test")
+    cfg = train.TrainConfig(train_size=300 * 128, epochs=1, progress=False)  # 1024 softplus units, SGD 0.2
+    state = train.fit(cfg, (xtr, ytr))
+    assert int(state.step) == 300
+    acc = train.evaluate(state, xte, yte)["accuracy"]
+    assert acc > 0.90, acc
+
+
+def _small_config(**kw):
+    base = dict(model="mlp", model_config={"widths": (16,), "act": "tanh", "dropout_hidden": 0.2},
+                optimizer="sgd", momentum=0.9, learning_rate=0.05, epochs=3, batch_size=64,
+                train_size=640, checkpoint_every=4, progress=False, regularizers=(("weight_decay", 1e-3),))
+    base.update(kw)
+    return train.TrainConfig(**base)
+
+
+def _assert_same_params(a, b):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_resume_equals_uninterrupted(mnist_small, tmp_path):
+    (xtr, ytr), test = mnist_small
+    cfg = _small_config()
+    full = train.fit(cfg, (xtr, ytr), None, tmp_path / "full")
+    partial = train.fit(cfg, (xtr, ytr), None, tmp_path / "resumed", stop_after_steps=13)  # mid epoch 2
+    assert int(partial.step) == 13
+    resumed = train.fit(cfg, (xtr, ytr), None, tmp_path / "resumed")
+    assert int(resumed.step) == int(full.step) == 30
+    _assert_same_params(full.params, resumed.params)
+    _assert_same_params(full.opt_state, resumed.opt_state)
+    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+    state, model, config = train.load_run(tmp_path / "resumed")
+    assert config == cfg
+    _assert_same_params(state.params, full.params)
+
+
+def test_resume_after_sigkill(tmp_path):
+    """A real kill -9 of scripts/train.py mid-run, then the same command again."""
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--model", "mlp", "--model-config",
+           '{"widths": [16], "act": "relu"}', "--optimizer", "adam", "--lr", "1e-3", "--schedule", "constant",
+           "--epochs", "40", "--batch-size", "100", "--train-size", "2000", "--checkpoint-every", "7",
+           "--workdir", str(workdir), "--no-progress"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = workdir / "checkpoint.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file() and json.loads(ckpt.read_text() or "{}").get("step", 0) >= 100:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed; make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(ckpt.read_text())["step"]
+    assert 0 < killed_at < 800
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    resumed, _, cfg = train.load_run(workdir)
+    assert int(resumed.step) == 800
+    from robustjax.data import load
+    xtr, ytr = load("mnist", "train")
+    uninterrupted = train.fit(cfg.replace(checkpoint_every=0), (xtr, ytr))
+    _assert_same_params(uninterrupted.params, resumed.params)
+
+
+def test_checkpoint_write_is_atomic(mnist_small, tmp_path, monkeypatch):
+    (xtr, ytr), _ = mnist_small
+    cfg = _small_config(epochs=1)
+    state = train.fit(cfg, (xtr, ytr), None, tmp_path)
+    good = (tmp_path / "checkpoint.msgpack").read_bytes()
+    real_replace = os.replace
+
+    def crash(src, dst):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_checkpoint(tmp_path, state.replace(step=state.step + 1), {"step": 99})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (tmp_path / "checkpoint.msgpack").read_bytes() == good
+    restored, _ = train.restore_checkpoint(tmp_path, state)
+    assert int(restored.step) == int(state.step)
+
+
+def test_bad_input_is_refused(mnist_small):
+    (xtr, ytr), _ = mnist_small
+    cfg = _small_config(epochs=1)
+    x_nan = xtr[:640].copy()
+    x_nan[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        train.fit(cfg, (x_nan, ytr[:640]))
+    with pytest.raises(ValueError, match="labels outside"):
+        train.fit(cfg, (xtr[:640], np.full(640, 10, np.int32)))
+    with pytest.raises(ValueError, match="one label per example"):
+        train.fit(cfg, (xtr[:640], ytr[:600]))
+    with pytest.raises(ValueError, match="integers"):
+        train.fit(cfg, (xtr[:640], ytr[:640].astype(np.float32)))
+    with pytest.raises(ValueError, match="unknown model"):
+        train.fit(cfg.replace(model="nope"), (xtr, ytr))
+    with pytest.raises(ValueError, match="unknown loss"):
+        train.fit(cfg.replace(loss="hinge2"), (xtr, ytr))
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        train.fit(cfg.replace(regularizers=(("l7", 1.0),)), (xtr, ytr))
+    with pytest.raises(ValueError, match="no field"):
+        cfg.replace(learningrate=0.1)
+
+
+def test_piecewise_schedule():
+    s = train.piecewise_schedule(0.2, 100)
+    vals = [float(s(t)) for t in (0, 71, 72, 87, 88, 99)]
+    np.testing.assert_allclose(vals, [0.2, 0.2, 0.02, 0.02, 0.002, 0.002], rtol=1e-6)
+
+
+def test_losses_against_numpy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 3))
+    labels = np.array([0, 2, 1, 1])
+    onehot = np.eye(3)[labels]
+    lse = np.log(np.exp(logits).sum(-1))
+    np.testing.assert_allclose(losses.get("cross_entropy")(logits=jnp.asarray(logits), labels=labels),
+                               lse - logits[np.arange(4), labels], rtol=1e-5)
+    np.testing.assert_allclose(losses.get("squared")(logits=jnp.asarray(logits), labels=labels),
+                               ((logits - onehot) ** 2).sum(-1), rtol=1e-5)
+    r = np.abs(logits - onehot)
+    hub = np.where(r <= 1, 0.5 * r ** 2, r - 0.5).sum(-1)
+    np.testing.assert_allclose(losses.get("huber")(logits=jnp.asarray(logits), labels=labels), hub, rtol=1e-5)
+
+
+def test_weight_decay_term():
+    params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,))}}
+    t = regularizers.weight_decay(0.1)
+    assert float(t(params, None, None, logits_fn=None, key=jax.random.key(0))) == pytest.approx(0.1 * 0.5 * 6)
+    t_all = regularizers.weight_decay(0.1, include_biases=True)
+    assert float(t_all(params, None, None, logits_fn=None, key=jax.random.key(0))) == pytest.approx(0.1 * 0.5 * 8)
+
+
+def test_regularizer_sees_model_and_batch(mnist_small):
+    """The hook passes the batch and a logits function that differentiates through the model."""
+    (xtr, ytr), _ = mnist_small
+    seen = {}
+
+    def term(params, x, y, *, logits_fn, key):
+        seen["shapes"] = (x.shape, y.shape)
+        return 1e-3 * jnp.mean(logits_fn(params, x) ** 2)
+    cfg = _small_config(epochs=1, regularizers=())
+    state = train.fit(cfg, (xtr, ytr), regularizer=term)
+    assert seen["shapes"] == ((64, 28, 28, 1), (64,))
+    assert int(state.step) == 10
