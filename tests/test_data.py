@@ -141,3 +141,36 @@ def test_batches_are_a_keyed_permutation():
     assert sorted(full) == list(range(10))
     for xb, yb in data.batches(jax.random.key(3), x, y, 3):
         np.testing.assert_array_equal(xb[:, 0], yb)
+
+
+def _write_idx(path, arr):
+    import gzip
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_idx_folder(tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    imgs = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", imgs)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 4, 9]))
+    x, y = data.load("fashion_mnist", "test", data_dir=tmp_path)
+    assert x.shape == (6, 28, 28, 1) and list(y) == [0, 1, 2, 3, 4, 9]
+    np.testing.assert_allclose(x[..., 0], imgs / 255.0, atol=1e-7)
+    (folder / "bad-idx").write_bytes(b"\x00\x00\x0d\x01\x00\x00\x00\x05")
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        data.read_idx(folder / "bad-idx")
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_debian_package(monkeypatch):
+    monkeypatch.delenv("ROBUSTJAX_DATA", raising=False)
+    x, y = data.load("fashion_mnist", "test")
+    assert x.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(y), [1000] * 10)
+    xtr, ytr = data.load("fashion_mnist", "train")
+    np.testing.assert_array_equal(np.bincount(ytr), [6000] * 10)

@@ -59,6 +59,38 @@ def _finish(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nda
     return x, y
 
 
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+SYSTEM_IDX_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist",  # Debian: dataset-fashion-mnist
+                   "mnist": "/usr/share/datasets/mnist"}
+
+
+def read_idx(path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format, optionally gzipped) as a numpy array."""
+    import gzip
+    path = Path(path)
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape} but holds {data.size} bytes")
+    return data.reshape(shape)
+
+
+def _idx_pair(folder: Path, split: str):
+    """(images, labels) paths in `folder` for `split`, or None."""
+    found = []
+    for stem in IDX_FILES[split]:
+        hits = [folder / (stem + ext) for ext in ("", ".gz") if (folder / (stem + ext)).is_file()]
+        if not hits:
+            return None
+        found.append(hits[0])
+    return found
+
+
 def _from_npz(path: Path, name: str, split: str):
     with np.load(path) as z:
         return _finish(name, z[f"x_{split}"], z[f"y_{split}"])
@@ -132,6 +164,10 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
         if path.is_file():
             return _from_npz(path, name, split)
         looked.append(f"{path} (from {'data_dir' if data_dir is not None else '$' + ENV_DATA_DIR})")
+        idx = _idx_pair(Path(folder) / name, split)
+        if idx is not None:
+            return _finish(name, read_idx(idx[0]), read_idx(idx[1]))
+        looked.append(f"{Path(folder) / name}/ (IDX files)")
     else:
         looked.append(f"no data_dir given and ${ENV_DATA_DIR} unset")
     embedded = importlib.resources.files("robustjax.data") / f"{name}.npz"
@@ -139,6 +175,11 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
         with importlib.resources.as_file(embedded) as p:
             return _from_npz(p, name, split)
     looked.append(f"package data robustjax/data/{name}.npz (only mnist is embedded)")
+    if name in SYSTEM_IDX_DIRS:
+        idx = _idx_pair(Path(SYSTEM_IDX_DIRS[name]), split)
+        if idx is not None:
+            return _finish(name, read_idx(idx[0]), read_idx(idx[1]))
+        looked.append(f"{SYSTEM_IDX_DIRS[name]} (IDX files; Debian package dataset-{name.replace('_', '-')})")
     tdir = tfds_dir if tfds_dir is not None else os.environ.get("TFDS_DATA_DIR")
     if tdir is not None:
         out = _from_tfds(name, split, str(tdir), allow_tfds_load)
