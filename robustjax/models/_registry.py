@@ -11,6 +11,8 @@ import jax.numpy as jnp
 from robustjax.models.cnn import LeNet, MMRCNN, ResNet
 from robustjax.models.kernel import GaussianKernelMachine
 from robustjax.models.mlp import MLP, OneHiddenLayer
+from robustjax.models.skip import SKIP
+from robustjax.models.zoo import ZOO
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
@@ -19,6 +21,8 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mmr_cnn": MMRCNN,
     "resnet": ResNet,
     "gaussian_kernel": GaussianKernelMachine,
+    **ZOO,   # ImageNet architectures for the width table (models/zoo.py)
+    **SKIP,  # VGG/DenseNet with skip connections to the output (models/skip.py)
 }
 
 
