@@ -1,0 +1,161 @@
+"""Beyond one device: data parallelism with jax.sharding, and a process pool for CPU solver work.
+
+The model code does not change: a jitted function given a batch sharded over the mesh's "data" axis
+and replicated (or, for large leaves, sharded) parameters runs SPMD on every device, and XLA inserts
+the gradient all-reduce. Results equal the one-device results up to float reduction order.
+
+    mesh = parallel.data_mesh()                         # all devices, one "data" axis
+    state = train.fit(config, train, test, mesh=mesh)   # data-parallel training
+    result = parallel.sharded_call(pgd, mesh, logits_fn, x, labels, p=2, key=key)
+
+Multi-host: call `parallel.initialize()` first on every host (it runs `jax.distributed.initialize`
+when a coordinator is configured); each host then feeds its own slice of every batch
+(`shard_batch` uses `jax.make_array_from_process_local_data`).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA = "data"
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> bool:
+    """Starts multi-host JAX when configured (arguments, or $JAX_COORDINATOR_ADDRESS,
+    $JAX_NUM_PROCESSES, $JAX_PROCESS_ID); returns whether it did. A single host needs nothing."""
+    address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address:
+        return False
+    jax.distributed.initialize(
+        coordinator_address=address,
+        num_processes=num_processes if num_processes is not None else int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=process_id if process_id is not None else int(os.environ["JAX_PROCESS_ID"]))
+    return True
+
+
+def data_mesh(devices: Sequence | None = None) -> Mesh:
+    """A 1-D mesh with axis "data" over `devices` (default: every device of every process)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.asarray(devices), (DATA,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def _leaf_sharding(mesh: Mesh, leaf, min_size: int | None) -> NamedSharding:
+    """Replicated, or sharded along the largest axis divisible by the device count when the leaf
+    has at least `min_size` elements (None: never shard)."""
+    n = mesh.shape[DATA]
+    shape = getattr(leaf, "shape", ())
+    if min_size is None or n == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+        return replicated(mesh)
+    axes = [a for a in np.argsort(shape)[::-1] if shape[a] % n == 0]
+    if not axes:
+        return replicated(mesh)
+    spec = [None] * len(shape)
+    spec[axes[0]] = DATA
+    return NamedSharding(mesh, P(*spec))
+
+
+def param_shardings(mesh: Mesh, tree, *, shard_min_size: int | None = None):
+    """Shardings for a pytree: replicated, or leaves of >= shard_min_size elements sharded (FSDP-like)."""
+    return jax.tree.map(lambda leaf: _leaf_sharding(mesh, leaf, shard_min_size), tree)
+
+
+def place(tree, shardings):
+    return jax.tree.map(lambda leaf, s: jax.device_put(leaf, s), tree, shardings)
+
+
+def shard_batch(mesh: Mesh, *arrays):
+    """Global arrays sharded along the batch axis from this process's rows (all rows on one host).
+    The global batch must divide evenly over the devices."""
+    sharding = batch_sharding(mesh)
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        global_rows = a.shape[0] * jax.process_count()
+        if global_rows % mesh.shape[DATA]:
+            raise ValueError(f"batch of {global_rows} rows does not divide over {mesh.shape[DATA]} devices")
+        out.append(jax.make_array_from_process_local_data(sharding, a, (global_rows,) + a.shape[1:]))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def pad_to_multiple(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """x padded (by repeating its last row) to a multiple of n rows; returns (padded, original rows)."""
+    rows = x.shape[0]
+    extra = (-rows) % n
+    if extra:
+        x = np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
+    return x, rows
+
+
+def sharded_call(fn: Callable, mesh: Mesh, logits_fn: Callable, x, labels, **kwargs):
+    """Runs a batched method with the standard call shape `fn(logits_fn, x, labels, **kw)` (attacks,
+    certificates) with x and labels sharded over the mesh's devices. The batch is padded to a
+    multiple of the device count and every array field of the result is trimmed back."""
+    n = mesh.shape[DATA]
+    xp, rows = pad_to_multiple(np.asarray(x), n)
+    lp, _ = pad_to_multiple(np.asarray(labels), n)
+    xs, ls = shard_batch(mesh, xp, lp)
+    with jax.sharding.use_mesh(mesh) if hasattr(jax.sharding, "use_mesh") else _null():
+        result = fn(logits_fn, xs, ls, **kwargs)
+    return _trim(result, rows)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _trim(result, rows):
+    def cut(v):
+        if isinstance(v, (np.ndarray, jax.Array)) and v.ndim >= 1 and v.shape[0] >= rows:
+            return np.asarray(v)[:rows]
+        return v
+    if hasattr(result, "_fields"):
+        return type(result)(*[cut(getattr(result, f)) for f in result._fields])
+    return jax.tree.map(cut, result)
+
+
+def process_map(fn: Callable, items: Iterable, *, processes: int | None = None, progress: bool = False,
+                desc: str = "") -> list:
+    """[fn(item) for item in items] over a pool of worker processes (spawned, not forked: JAX is not
+    fork-safe). fn and the items must pickle (top-level functions, numpy arrays). processes=1 runs
+    inline. Results keep the order of the items."""
+    items = list(items)
+    processes = processes or os.cpu_count() or 1
+    if processes <= 1 or len(items) <= 1:
+        it = items
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(items, desc=desc)
+        return [fn(i) for i in it]
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(processes, len(items)), mp_context=ctx) as ex:
+        futures = [ex.submit(fn, i) for i in items]
+        if progress:
+            from tqdm.auto import tqdm
+            for _ in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc=desc):
+                pass
+        return [f.result() for f in futures]
+
+
+def describe(mesh: Mesh) -> dict[str, Any]:
+    return {"devices": mesh.shape[DATA], "platform": mesh.devices.flat[0].platform,
+            "processes": jax.process_count()}

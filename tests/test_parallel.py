@@ -1,0 +1,91 @@
+"""Data-parallel training and sharded evaluation: identical numbers on one and on four devices.
+
+The checks need 4 devices, which XLA only creates at start-up
+(XLA_FLAGS=--xla_force_host_platform_device_count=4); `test_on_four_cpu_devices` reruns this file in
+such a subprocess. Run directly with that flag, the device tests run in-process.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from robustjax import parallel, train
+
+FOUR = jax.device_count() >= 4
+needs_four = pytest.mark.skipif(not FOUR, reason="needs 4 devices (runs in the subprocess of test_on_four_cpu_devices)")
+
+
+@pytest.mark.skipif(FOUR or os.environ.get("ROBUSTJAX_PARALLEL_CHILD") == "1", reason="already multi-device")
+def test_on_four_cpu_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               ROBUSTJAX_PARALLEL_CHILD="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    import re
+    passed = re.search(r"(\d+) passed", out.stdout)
+    assert passed and int(passed.group(1)) >= 3, out.stdout[-2000:]
+
+
+def _assert_close(a, b, rtol=2e-5, atol=1e-6):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+
+
+@needs_four
+def test_data_parallel_training_matches_one_device(mnist_small):
+    (xtr, ytr), _ = mnist_small
+    cfg = train.TrainConfig(model="mlp", model_config={"widths": (32,), "act": "tanh", "dropout_hidden": 0.3},
+                            optimizer="adam", learning_rate=1e-3, schedule="constant", epochs=2, batch_size=64,
+                            train_size=2048, progress=False, regularizers=(("weight_decay", 1e-4),))
+    one = train.fit(cfg, (xtr, ytr), mesh=parallel.data_mesh(jax.devices()[:1]))
+    four = train.fit(cfg, (xtr, ytr), mesh=parallel.data_mesh())
+    four_fsdp = train.fit(cfg, (xtr, ytr), mesh=parallel.data_mesh(), shard_params_min_size=1000)
+    assert four_fsdp.params["dense_0"]["kernel"].sharding.spec[0] == parallel.DATA
+    assert len(four.params["dense_0"]["kernel"].sharding.device_set) == 4
+    _assert_close(one.params, four.params)
+    _assert_close(one.params, four_fsdp.params)
+
+
+@needs_four
+def test_sharded_call_trims_padding(mnist_small):
+    """A batched method run sharded over 4 devices on 10 rows (padded to 12) equals the plain call."""
+    from robustjax import models
+    model = models.build("mlp", widths=(16,))
+    logits_fn = models.logits_fn(model, models.init(model, jax.random.key(0), (1, 28, 28, 1)))
+    _, (xte, yte) = mnist_small
+    x, y = xte[:10], yte[:10]
+
+    def margin_method(logits_fn, x, labels, *, scale):
+        z = logits_fn(x)
+        top = jax.numpy.take_along_axis(z, labels[:, None], 1)[:, 0]
+        return {"margin": scale * (top - jax.numpy.max(jax.numpy.where(
+            jax.nn.one_hot(labels, z.shape[1]) > 0, -jax.numpy.inf, z), -1))}
+    mesh = parallel.data_mesh()
+    a = margin_method(logits_fn, x, y, scale=2.0)
+    b = parallel.sharded_call(margin_method, mesh, logits_fn, x, y, scale=2.0)
+    assert b["margin"].shape == (10,)
+    np.testing.assert_allclose(np.asarray(a["margin"]), b["margin"], rtol=1e-5, atol=1e-6)
+
+
+def _square(v):
+    return v * v
+
+
+@pytest.mark.skipif(os.environ.get("ROBUSTJAX_PARALLEL_CHILD") == "1", reason="checked in the parent")
+def test_process_map_keeps_order():
+    assert parallel.process_map(_square, range(7), processes=2) == [i * i for i in range(7)]
+    assert parallel.process_map(_square, [3], processes=4) == [9]
+
+
+def test_shard_batch_refuses_uneven(mnist_small):
+    mesh = parallel.data_mesh()
+    n = mesh.shape[parallel.DATA]
+    if n == 1:
+        pytest.skip("one device divides everything")
+    with pytest.raises(ValueError, match="does not divide"):
+        parallel.shard_batch(mesh, np.zeros((n + 1, 3)))
