@@ -1,0 +1,263 @@
+"""Shared pieces of the gradient attacks: lp-ball projections, steepest-ascent steps per norm,
+random starts, the margin loss and a line search toward the decision boundary.
+
+Every function works on a batch `[batch, ...]` with one radius per example `eps: [batch]` and is
+jittable. Projections are plain `(delta, eps) -> delta` functions (as optax.projections); the steps
+are optax `GradientTransformation`s over the batched gradient, so an attack's update is composed,
+e.g. `optax.chain(mask_box(box), normalize(2), scale_per_example(alpha * eps))`.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from robustjax.attacks.result import Box
+
+_TINY = 1e-12
+
+
+def _flat(a):
+    return a.reshape(a.shape[0], -1)
+
+
+def _bcast(v, like):
+    """[batch] -> [batch, 1, ..., 1] to broadcast against `like` `[batch, ...]`."""
+    return jnp.reshape(v, (-1,) + (1,) * (like.ndim - 1))
+
+
+def dual(p: float) -> float:
+    """The dual exponent q with 1/p + 1/q = 1 (1 <-> inf, 2 <-> 2)."""
+    return {1.0: np.inf, 2.0: 2.0, np.inf: 1.0}[float(p)]
+
+
+def norm(delta, p) -> jax.Array:
+    """||delta_i||_p per example: `[batch, ...]` -> `[batch]` (p in 1, 2, inf)."""
+    d = _flat(delta)
+    if p == np.inf:
+        return jnp.max(jnp.abs(d), axis=-1)
+    if p == 1:
+        return jnp.sum(jnp.abs(d), axis=-1)
+    return jnp.sqrt(jnp.sum(d * d, axis=-1))
+
+
+# ------------------------------------------------------------------------------- projections
+
+def _project_l1_single(v, eps):
+    """Euclidean projection of one flat vector v `[d]` onto {||w||_1 <= eps} by sorting.
+
+    Duchi, Shalev-Shwartz, Singer, Chandra, "Efficient projections onto the l1-ball for learning in
+    high dimensions", ICML 2008, Fig. 1: theta = (sum_{i<=rho} u_i - eps) / rho with u = sort(|v|)
+    descending and rho = max{j : u_j > (sum_{i<=j} u_i - eps) / j}; w = sign(v) max(|v| - theta, 0).
+    """
+    a = jnp.abs(v)
+    u = -jnp.sort(-a)
+    css = jnp.cumsum(u)
+    j = jnp.arange(1, v.shape[0] + 1, dtype=v.dtype)
+    cond = u - (css - eps) / j > 0
+    rho = jnp.max(jnp.where(cond, j, 1.0))
+    theta = (jnp.take(css, rho.astype(jnp.int32) - 1) - eps) / rho
+    w = jnp.sign(v) * jnp.maximum(a - theta, 0.0)
+    inside = jnp.sum(a) <= eps
+    return jnp.where(inside, v, jnp.where(eps > 0, w, jnp.zeros_like(v)))
+
+
+def project_l1_ball(delta, eps):
+    """delta `[batch, ...]` projected onto the l1 balls of radii eps `[batch]` (Duchi et al. 2008)."""
+    eps = jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1])
+    return jax.vmap(_project_l1_single)(_flat(delta), eps).reshape(delta.shape)
+
+
+def project_l2_ball(delta, eps):
+    """delta `[batch, ...]` scaled onto the l2 balls of radii eps `[batch]` where it lies outside."""
+    eps = jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1])
+    n = norm(delta, 2)
+    factor = jnp.where(n > eps, eps / jnp.maximum(n, _TINY), 1.0)
+    return delta * _bcast(factor, delta)
+
+
+def project_linf_ball(delta, eps):
+    """delta `[batch, ...]` clipped to [-eps, eps] per example."""
+    e = _bcast(jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1]), delta)
+    return jnp.clip(delta, -e, e)
+
+
+def project_ball(p) -> Callable:
+    """The (delta, eps) -> delta projection onto the lp ball, p in 1, 2, inf."""
+    return {1.0: project_l1_ball, 2.0: project_l2_ball, np.inf: project_linf_ball}[float(p)]
+
+
+def clip_box(x, box: Box):
+    return jnp.clip(x, jnp.asarray(box.lo, x.dtype), jnp.asarray(box.hi, x.dtype))
+
+
+def project(p, box: Box) -> Callable:
+    """project_fn(x_adv, x, eps) -> x + P_ball(x_adv - x) clipped to the box.
+
+    The result lies in ball ∩ box: clipping moves each coordinate toward x (which is in the box),
+    so it never increases |delta_i| and the point stays in the ball. For l_inf this is the exact
+    projection onto the intersection; for l1 and l2 it is a feasible point, not always the nearest.
+    """
+    proj = project_ball(p)
+
+    def project_fn(x_adv, x, eps):
+        return clip_box(x + proj(x_adv - x, eps), box)
+    return project_fn
+
+
+# ------------------------------------------------------------------------ steepest-ascent steps
+
+def _steepest(g, p, sparsity):
+    """Per example, the direction s with ||s||_p = 1 maximizing <g, s> (l_inf: sign g; l2: g/||g||);
+    for l1 the top (1 - sparsity) fraction of coordinates by |g|, with sign g, scaled to l1 norm 1
+    (the exact l1 steepest direction is a single coordinate; a few speed up progress, as in SLIDE,
+    Tramer & Boneh 2019)."""
+    if p == np.inf:
+        return jnp.sign(g)
+    if p == 2:
+        n = norm(g, 2)
+        return g / _bcast(jnp.maximum(n, _TINY), g)
+    flat = jnp.abs(_flat(g))
+    k = max(1, int(round((1.0 - sparsity) * flat.shape[1])))
+    kth = jax.lax.top_k(flat, k)[0][:, -1:]
+    keep = (flat >= kth) & (flat > 0)
+    s = jnp.where(keep, jnp.sign(_flat(g)), 0.0)
+    s = s / jnp.maximum(jnp.sum(keep, axis=1, keepdims=True), 1)
+    return s.reshape(g.shape)
+
+
+def normalize(p, *, sparsity: float = 0.99) -> optax.GradientTransformation:
+    """optax transformation: the gradient `[batch, ...]` -> per-example unit steepest-ascent
+    direction in the lp norm (see `_steepest`). Zero gradients give zero steps, never NaN."""
+    p = float(p)
+
+    def update_fn(updates, state, params=None):
+        del params
+        return _steepest(updates, p, sparsity), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def mask_box(box: Box) -> optax.GradientTransformation:
+    """optax transformation: zeroes ascent directions that point out of the box at coordinates of
+    params (the current x `[batch, ...]`) already on its boundary, so l1/l2 steps are not wasted."""
+    def update_fn(updates, state, params=None):
+        if params is None:
+            return updates, state
+        lo, hi = jnp.asarray(box.lo, params.dtype), jnp.asarray(box.hi, params.dtype)
+        blocked = ((params <= lo) & (updates < 0)) | ((params >= hi) & (updates > 0))
+        return jnp.where(blocked, 0.0, updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def scale_per_example(step) -> optax.GradientTransformation:
+    """optax transformation: multiplies example i's update by step[i] (`[batch]`, e.g. alpha*eps)."""
+    def update_fn(updates, state, params=None):
+        del params
+        return updates * _bcast(jnp.asarray(step, updates.dtype), updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+# ----------------------------------------------------------------------------- random starts
+
+def uniform_in_ball(p) -> Callable:
+    """init_fn(key, x, eps) -> x + delta, delta uniform in the lp ball of radius eps (per example;
+    l2 and l1: a uniform direction on the sphere times radius u^(1/d)); not yet clipped to a box."""
+    p = float(p)
+
+    def init_fn(key, x, eps):
+        d = int(np.prod(x.shape[1:]))
+        kd, kr = jax.random.split(key)
+        e = _bcast(jnp.asarray(eps, x.dtype) * jnp.ones(x.shape[:1], x.dtype), x)
+        if p == np.inf:
+            return x + e * jax.random.uniform(kd, x.shape, x.dtype, -1.0, 1.0)
+        r = jax.random.uniform(kr, x.shape[:1], x.dtype) ** (1.0 / d)
+        if p == 2:
+            g = jax.random.normal(kd, x.shape, x.dtype)
+        else:
+            g = jax.random.laplace(kd, x.shape, x.dtype)
+        g = g / _bcast(jnp.maximum(norm(g, p), _TINY), g)
+        return x + e * _bcast(r, x) * g
+    return init_fn
+
+
+# ------------------------------------------------------------------------------------ losses
+
+def margin(logits, labels):
+    """max_{j != y} f_j - f_y per example, `[batch, K]` -> `[batch]`: positive iff misclassified
+    (ties aside). The loss the attacks maximize (Carlini & Wagner 2017, the f_6 objective)."""
+    k = logits.shape[-1]
+    true = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    other = jnp.max(jnp.where(jax.nn.one_hot(labels, k, dtype=bool), -jnp.inf, logits), axis=-1)
+    return other - true
+
+
+def cross_entropy(logits, labels):
+    """Softmax cross-entropy per example, `[batch, K]` -> `[batch]`."""
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+
+
+LOSSES = {"margin": margin, "ce": cross_entropy}
+
+
+def get_loss(name):
+    if callable(name):
+        return name
+    if name not in LOSSES:
+        raise ValueError(f"unknown attack loss {name!r}; known: {sorted(LOSSES)}")
+    return LOSSES[name]
+
+
+def is_adversarial(logits, labels):
+    return jnp.argmax(logits, -1) != labels
+
+
+# ------------------------------------------------------------------------------- line search
+
+class LineSearch(NamedTuple):
+    x_adv: jax.Array
+    found: jax.Array
+    calls: jax.Array
+
+
+def line_search(logits_fn, x, labels, x_adv, found, steps: int) -> LineSearch:
+    """Bisection on t in [0, 1] along x + t (x_adv - x) for the smallest adversarial t, per example.
+
+    `found` `[batch]` marks rows where x_adv is adversarial (t = 1 works); other rows are returned
+    unchanged. Never increases a distance, keeps every point adversarial and in the box (convex
+    combination of two box points); `steps` forward passes. Jittable.
+    """
+    delta = x_adv - x
+    lo = jnp.zeros(x.shape[:1], x.dtype)
+    hi = jnp.ones(x.shape[:1], x.dtype)
+
+    def body(_, carry):
+        lo, hi = carry
+        t = 0.5 * (lo + hi)
+        adv = is_adversarial(logits_fn(x + _bcast(t, x) * delta), labels)
+        return jnp.where(adv, lo, t), jnp.where(adv, t, hi)
+    lo, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
+    out = jnp.where(_bcast(found, x), x + _bcast(hi, x) * delta, x_adv)
+    return LineSearch(out, found, jnp.full(x.shape[:1], steps, jnp.int32))
+
+
+# ----------------------------------------------------------------------------------- batching
+
+def in_batches(fn: Callable, rows: tuple, key, batch_size: int | None):
+    """Runs fn(*rows_b, key_b) -> tuple of `[b, ...]` arrays over batches of at most batch_size rows
+    (`rows`: arrays with the same leading size n; the last batch is padded by repeating its last row,
+    so one compiled program serves all batches; key_b = fold_in(key, b)) and concatenates the
+    outputs as numpy arrays."""
+    n = rows[0].shape[0]
+    bs = n if not batch_size or batch_size >= n else int(batch_size)
+    outs = []
+    for b, i in enumerate(range(0, n, bs)):
+        part = [r[i:i + bs] for r in rows]
+        m = part[0].shape[0]
+        if m < bs:
+            part = [jnp.concatenate([r, jnp.repeat(r[-1:], bs - m, axis=0)]) for r in part]
+        out = fn(*part, jax.random.fold_in(key, b))
+        outs.append([np.asarray(o)[:m] for o in out])
+    return tuple(np.concatenate(parts) for parts in zip(*outs))
