@@ -65,7 +65,8 @@ def main():
         "mmr_cnn (conv16-conv32-fc100, relu)": train.TrainConfig(model="mmr_cnn"),
         "lenet (conv32-conv64-fc1024, relu)": train.TrainConfig(model="lenet"),
     }
-    results = {"machine": machine(), "date": datetime.date.today().isoformat(), "batch": 128, "throughput": {}}
+    results = {"machine": machine(), "date": datetime.date.today().isoformat(), "batch": 128,
+               "load_average_at_start": os.getloadavg()[0], "throughput": {}}
     for name, cfg in nets.items():
         results["throughput"][name] = throughput(cfg, xtr, ytr)
         print(name, results["throughput"][name], flush=True)
@@ -83,7 +84,9 @@ def main():
         print(results["paper_training"]["final_test_accuracy"], wall, flush=True)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "train.json").write_text(json.dumps(results, indent=1))
-    lines = [f"# Training benchmarks", "", f"Machine: {results['machine']}. Date: {results['date']}.", "",
+    lines = [f"# Training benchmarks", "", f"Machine: {results['machine']}. Date: {results['date']}. "
+             f"1-minute load average at start: {results['load_average_at_start']:.1f} (above the core count "
+             "means other jobs shared the CPU and the times are inflated).", "",
              "## Train-step throughput (batch 128, jitted, warm, median of 50 steps)", "",
              "| model | params | ms / step | examples / s |", "|---|---|---|---|"]
     for name, r in results["throughput"].items():
