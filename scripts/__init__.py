@@ -1,0 +1,1 @@
+"""The runnable experiments (scripts/), importable as robustjax.experiments."""
