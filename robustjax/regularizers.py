@@ -12,6 +12,7 @@ from typing import Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class Term(Protocol):
@@ -38,7 +39,164 @@ def combine(*terms: Term) -> Term:
     return term
 
 
-REGULARIZERS: dict[str, Callable[..., Term]] = {"weight_decay": weight_decay}
+# ----------------------------------------------------------------------------- cross-Lipschitz
+#
+# Omega(f) = 1/(n K^2) sum_i sum_{l,m} ||grad f_l(x_i) - grad f_m(x_i)||_2^2   (Hein & Andriushchenko,
+# NIPS 2017; methods.md 1(c)). Never the K^2 pairs: with the K input gradients g_l of one example,
+#   sum_{l,m} ||g_l - g_m||^2 = 2K sum_l ||g_l||^2 - 2 ||sum_l g_l||^2 = 2K ||P J||_F^2,
+# J = [g_1; ...; g_K] `[K, d]`, P = I - 11^T/K (the centering projection).
+
+
+def _pairwise_from_jacobian(J) -> jax.Array:
+    """sum_{l,m} ||g_l - g_m||^2 summed over examples; J `[K, n, ...]` (jacrev layout)."""
+    K = J.shape[0]
+    J = J.reshape(K, J.shape[1], -1)
+    sq = jnp.sum(J * J)
+    tot = jnp.sum(J, 0)
+    return 2 * K * sq - 2 * jnp.sum(tot * tot)
+
+
+def cross_lipschitz_jacrev(params, x, logits_fn) -> jax.Array:
+    """Exact Omega for any smooth logits_fn(params, x `[n, ...]`) -> `[n, K]`: the K input gradients
+    by `jax.jacrev` of the batch-summed logits (examples must not interact), then the O(K) identity."""
+    def summed(xx):
+        return jnp.sum(logits_fn(params, xx), 0)
+    J = jax.jacrev(summed)(x)                                     # [K, n, ...]
+    n, K = x.shape[0], J.shape[0]
+    return _pairwise_from_jacobian(J) / (n * K * K)
+
+
+@jax.custom_vjp
+def _gram_contract(U, Q):
+    """sum(Q o U^T U) for symmetric Q `[m, m]`, U `[d, m]`; the VJP costs one [d, m] x [m, m] product
+    (2 U Q) instead of the two that autodiff of U^T U would use."""
+    return jnp.sum(Q * (U.T @ U))
+
+
+def _gram_contract_fwd(U, Q):
+    G = U.T @ U
+    return jnp.sum(Q * G), (U, Q, G)
+
+
+def _gram_contract_bwd(res, g):
+    U, Q, G = res
+    return (2 * g) * (U @ Q), g * G
+
+
+_gram_contract.defvjp(_gram_contract_fwd, _gram_contract_bwd)
+
+
+def cross_lipschitz_one_hidden_layer(U, W, x, act) -> jax.Array:
+    """Closed form for f(x) = W^T sigma(U^T x) (methods.md 1(c), the authors' `cross_lipschitz_analytical_1hl`):
+    Omega n K^2 = 2 sum[(K W W^T - s s^T) o (D^T D) o (U^T U)], s = W 1, D_ia = sigma'(<u_a, x_i>).
+    U `[d, m]`, W `[m, K]`, x `[n, ...]`; cost m^2 (d + n + K) multiply-adds."""
+    x = x.reshape(x.shape[0], -1)
+    n, K = x.shape[0], W.shape[1]
+    D = act.grad(x @ U)                                           # [n, m]
+    s = jnp.sum(W, 1)
+    Q = (K * (W @ W.T) - jnp.outer(s, s)) * (D.T @ D)             # symmetric [m, m]
+    return 2 * _gram_contract(U, Q) / (n * K * K)
+
+
+def kernel_gram(x, centers, gamma) -> jax.Array:
+    """G_rs = 4 gamma^2 sum_i <x_i - c_r, x_i - c_s> k_ir k_is `[R, R]` (x `[n, d]`, centers `[R, d]`)."""
+    from robustjax.models.kernel import gaussian_kernel
+    x = x.reshape(x.shape[0], -1)
+    k = gaussian_kernel(x, centers, gamma)                        # [n, R]
+    xc = x @ centers.T                                            # [n, R]
+    xx = jnp.sum(x * x, -1)
+    kxc = k * xc
+    cross = kxc.T @ k
+    G = (k * xx[:, None]).T @ k - cross - cross.T + (centers @ centers.T) * (k.T @ k)
+    return 4 * gamma ** 2 * G
+
+
+def cross_lipschitz_kernel(alpha, x, centers, gamma) -> jax.Array:
+    """Quadratic form for the Gaussian kernel machine f_l(x) = sum_r alpha_rl exp(-gamma ||x - c_r||^2)
+    (methods.md 1(c) [D]): Omega = 2/(n K^2) [K tr(alpha^T G alpha) - (alpha 1)^T G (alpha 1)],
+    G = `kernel_gram(x, centers, gamma)`. alpha `[R, K]`."""
+    n, K = x.shape[0], alpha.shape[1]
+    G = kernel_gram(x, centers, gamma)
+    a1 = jnp.sum(alpha, 1)
+    return 2 * (K * jnp.sum(alpha * (G @ alpha)) - a1 @ (G @ a1)) / (n * K * K)
+
+
+def cross_lipschitz_stochastic(params, x, logits_fn, key, *, num_samples: int = 1) -> jax.Array:
+    """Unbiased estimate of Omega from `num_samples` vector-Jacobian products per example:
+    xi Rademacher in R^K, centered (P xi); E[(P xi)(P xi)^T] = P, so E ||J^T P xi||^2 = ||P J||_F^2 and
+    Omega = 2/(n K) sum_i ||P J_i||_F^2 is estimated by 2/(n K) sum_i mean_s ||J_i^T P xi_is||^2.
+    One forward pass shared by all samples."""
+    out, pullback = jax.vjp(lambda xx: logits_fn(params, xx), x)
+    n, K = out.shape
+    xi = jax.random.rademacher(key, (num_samples, n, K), out.dtype)
+    xi = xi - jnp.mean(xi, -1, keepdims=True)
+    g = jax.vmap(lambda v: pullback(v)[0])(xi)                    # [S, n, ...]
+    return 2 * jnp.sum(g * g) / (num_samples * n * K)
+
+
+def _closed_form_cheaper(structure: str, n: int, d: int, m: int, K: int) -> bool:
+    """Multiply-adds of the closed form vs K vector-Jacobian products (each ~ the forward pass, and
+    about three times that with the outer gradient)."""
+    if structure == "gaussian_kernel":
+        return True
+    return m * m * (2 * d + n + K) < 3 * n * K * d * m
+
+
+def cross_lipschitz(weight: float, *, method: str = "auto", structure: str | None = None,
+                    act: str = "softplus", alpha: float = 10.0, centers=None, gamma: float | None = None,
+                    num_samples: int = 1) -> Term:
+    """weight * Omega(f), the cross-Lipschitz regulariser (Hein & Andriushchenko, NIPS 2017, eq. in
+    methods.md 1(c)), as a term `term(params, x, y, *, logits_fn, key)`.
+
+    method: "jacrev" (any smooth logits_fn), "closed_form" (needs `structure`), "stochastic" (unbiased,
+      `num_samples` vjps per example; uses `key`), or "auto": the exact one with fewer multiply-adds for
+      the batch's shape (closed form when a structure is given and it is cheaper, else jacrev).
+    structure: None, "one_hidden_layer" (params {"U", "W"}; `act`, `alpha` name its activation) or
+      "gaussian_kernel" (params {"alpha"}; `centers` `[R, d]` and `gamma` are constants, closed over).
+    """
+    methods = ("auto", "jacrev", "closed_form", "stochastic")
+    if method not in methods:
+        raise ValueError(f"unknown cross_lipschitz method {method!r}; known: {methods}")
+    if structure not in (None, "one_hidden_layer", "gaussian_kernel"):
+        raise ValueError(f"unknown structure {structure!r}; known: None, 'one_hidden_layer', 'gaussian_kernel'")
+    if method == "closed_form" and structure is None:
+        raise ValueError("method='closed_form' needs structure='one_hidden_layer' or 'gaussian_kernel'")
+    if structure == "gaussian_kernel" and (centers is None or gamma is None):
+        raise ValueError("structure='gaussian_kernel' needs the constant `centers` [R, d] and `gamma`")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    activation = None
+    if structure == "one_hidden_layer":
+        from robustjax.models import activations
+        activation = activations.get(act, alpha=alpha)
+        if not activation.smooth:
+            raise ValueError(f"cross-Lipschitz needs a differentiable activation; {activation.name} is not")
+    C = None if centers is None else jnp.asarray(centers).reshape(jnp.shape(centers)[0], -1)
+
+    def closed(params, x):
+        if structure == "one_hidden_layer":
+            return cross_lipschitz_one_hidden_layer(params["U"], params["W"], x, activation)
+        return cross_lipschitz_kernel(params["alpha"], x, C, gamma)
+
+    def term(params, x, y, *, logits_fn, key):
+        del y
+        if method == "stochastic":
+            return weight * cross_lipschitz_stochastic(params, x, logits_fn, key, num_samples=num_samples)
+        use_closed = method == "closed_form"
+        if method == "auto" and structure is not None:
+            n, d = x.shape[0], int(np.prod(x.shape[1:]))
+            if structure == "one_hidden_layer":
+                m, K = params["W"].shape
+            else:
+                m, K = params["alpha"].shape
+            use_closed = _closed_form_cheaper(structure, n, d, m, K)
+        if use_closed:
+            return weight * closed(params, x)
+        return weight * cross_lipschitz_jacrev(params, x, logits_fn)
+    return term
+
+
+REGULARIZERS: dict[str, Callable[..., Term]] = {"weight_decay": weight_decay, "cross_lipschitz": cross_lipschitz}
 
 
 def register(name: str, factory: Callable[..., Term]) -> None:
