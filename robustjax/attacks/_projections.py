@@ -226,8 +226,9 @@ def line_search(logits_fn, x, labels, x_adv, found, steps: int) -> LineSearch:
     """Bisection on t in [0, 1] along x + t (x_adv - x) for the smallest adversarial t, per example.
 
     `found` `[batch]` marks rows where x_adv is adversarial (t = 1 works); other rows are returned
-    unchanged. Never increases a distance, keeps every point adversarial and in the box (convex
-    combination of two box points); `steps` forward passes. Jittable.
+    unchanged. Never increases a distance, keeps every point adversarial (by a margin of 1e-5
+    relative to the logits) and in the box (convex combination of two box points); `steps` forward
+    passes. Jittable.
     """
     delta = x_adv - x
     lo = jnp.zeros(x.shape[:1], x.dtype)
@@ -236,7 +237,10 @@ def line_search(logits_fn, x, labels, x_adv, found, steps: int) -> LineSearch:
     def body(_, carry):
         lo, hi = carry
         t = 0.5 * (lo + hi)
-        adv = is_adversarial(logits_fn(x + _bcast(t, x) * delta), labels)
+        logits = logits_fn(x + _bcast(t, x) * delta)
+        # a small margin keeps the result off the boundary, where another evaluation order
+        # (the re-check in `finalize`) could round the other way
+        adv = margin(logits, labels) > 1e-5 * jnp.maximum(1.0, jnp.max(jnp.abs(logits), -1))
         return jnp.where(adv, lo, t), jnp.where(adv, t, hi)
     lo, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
     out = jnp.where(_bcast(found, x), x + _bcast(hi, x) * delta, x_adv)

@@ -34,9 +34,9 @@ def _to_attack(x, lo, hi):
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "steps", "binary_search_steps", "learning_rate",
-                                             "confidence", "initial_const", "line_search_steps"))
+                                             "confidence", "initial_const", "evaluate_last", "line_search_steps"))
 def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_rate, confidence,
-        initial_const, line_search_steps):
+        initial_const, evaluate_last, line_search_steps):
     """x `[batch, ...]`, labels `[batch]` -> (x_adv, found `[batch]`, model calls `[batch]`)."""
     n = x.shape[0]
     w0 = _to_attack(x, lo, hi)
@@ -70,7 +70,7 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
         w, opt_state, found, best_x, best_d = jax.lax.fori_loop(0, steps, adam_step, inner)
         # the last iterate, not yet evaluated inside the loop
         xa = _to_model(w, lo, hi)
-        adv = P.is_adversarial(logits_fn(xa), labels)
+        adv = P.is_adversarial(logits_fn(xa), labels) & evaluate_last
         d = P.norm(xa - x, 2)
         better = adv & (d < best_d)
         best_x = jnp.where(P._bcast(better, x), xa, best_x)
@@ -85,7 +85,7 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
             x, jnp.full((n,), jnp.inf, x.dtype))
     _, _, _, best_x, best_d = jax.lax.fori_loop(0, binary_search_steps, search_step, init)
     found = jnp.isfinite(best_d)
-    calls = jnp.full((n,), 2 * (steps + 1) * binary_search_steps, jnp.int32)
+    calls = jnp.full((n,), (2 * steps + int(evaluate_last)) * binary_search_steps, jnp.int32)
     if line_search_steps:
         ls = P.line_search(logits_fn, x, labels, best_x, found, line_search_steps)
         best_x, calls = ls.x_adv, calls + ls.calls
@@ -94,7 +94,8 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
 
 def cw(logits_fn, x, labels, *, p=2, key=None, box: Box = Box(), steps: int = 1000,
        binary_search_steps: int = 9, learning_rate: float = 0.01, confidence: float = 0.0,
-       initial_const: float = 1e-3, line_search_steps: int = 0, batch_size: int | None = None):
+       initial_const: float = 1e-3, evaluate_last: bool = True, line_search_steps: int = 0,
+       batch_size: int | None = None):
     """Carlini-Wagner l2 attack, minimal-norm, untargeted.
 
     Args:
@@ -102,6 +103,7 @@ def cw(logits_fn, x, labels, *, p=2, key=None, box: Box = Box(), steps: int = 10
       x: `[batch, ...]` in the box; labels `[batch]`. p: must be 2. key: unused (deterministic).
       steps: Adam steps per value of c; binary_search_steps: values of c tried per example;
       learning_rate: Adam step in tanh space; confidence: kappa; initial_const: first c.
+      evaluate_last: also check the last Adam iterate of each c (one forward pass; Foolbox does not).
       line_search_steps: optional bisection toward x after the search (0 = the original attack).
       Defaults follow Foolbox 3 except steps (Foolbox: 10000) and no early abort.
 
@@ -117,7 +119,8 @@ def cw(logits_fn, x, labels, *, p=2, key=None, box: Box = Box(), steps: int = 10
     run = lambda xb, yb, kb: _cw(  # noqa: E731
         logits_fn, xb, yb, lo, hi, steps=int(steps), binary_search_steps=int(binary_search_steps),
         learning_rate=float(learning_rate), confidence=float(confidence),
-        initial_const=float(initial_const), line_search_steps=int(line_search_steps))
+        initial_const=float(initial_const), evaluate_last=bool(evaluate_last),
+        line_search_steps=int(line_search_steps))
     with Timer() as t:
         x_adv, _, calls = P.in_batches(run, (x, labels), jax.random.key(0), batch_size)
     return finalize(logits_fn, x, labels, x_adv, p=2, box=box, model_calls=calls, time_s=t.seconds,

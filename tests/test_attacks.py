@@ -1,0 +1,358 @@
+"""Gradient attacks (DeepFool, Carlini-Wagner, PGD, minimal PGD, DDN): one matrix of invariants over
+(attack, norm, seed), exact distances on affine classifiers (closed form with the box inactive, an
+exact float64 solver where the box binds), input errors, projections, plots, and Foolbox 3 as an
+independent implementation on the same model and points."""
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustjax.attacks import (Box, adversarial_training, best_of, cw, ddn, deepfool, lp_norm, pgd,
+                               pgd_minimal, plot_adversarial_examples, plot_robust_accuracy)
+from robustjax.attacks import _projections as P
+
+INF = np.inf
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def linear_model(d=64, k=5, scale=0.3, seed=0, bias=0.1):
+    w = np.asarray(jax.random.normal(jax.random.key(seed), (d, k))) * scale
+    b = np.asarray(jax.random.normal(jax.random.key(seed + 1), (k,))) * bias
+    wj, bj = jnp.asarray(w), jnp.asarray(b)
+    return (lambda x: x.reshape(x.shape[0], -1) @ wj + bj), w, b
+
+
+def _bisect_scale(fun, m, iters=200):
+    """Smallest s >= 0 with fun(s) >= m for a non-decreasing fun (None if unreachable)."""
+    lo, hi = 0.0, 1.0
+    while fun(hi) < m and hi < 1e8:
+        hi *= 2
+    if fun(hi) < m:
+        return None
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if fun(mid) >= m else (mid, hi)
+    return hi
+
+
+def linear_exact(w, b, x, c, p, lo, hi):
+    """Exact min ||delta||_p with argmax (x + delta) @ w + b != c and lo <= x + delta <= hi, float64.
+
+    Per class j: the halfspace a.delta >= m (a = w_j - w_c, m = f_c - f_j). With box constraints the
+    minimizers are delta = clip(s a) (p = 2), clip(s sign a) (p = inf) and the greedy fill of the
+    coordinates with largest |a_i| up to their box capacity (p = 1). The answer is the min over j.
+    """
+    x = np.asarray(x, np.float64).ravel()
+    f = x @ w + b
+    lo_d, hi_d = lo - x, hi - x
+    best = np.inf
+    for j in range(w.shape[1]):
+        if j == c:
+            continue
+        a, m = w[:, j] - w[:, c], f[c] - f[j]
+        if p == 2:
+            s = _bisect_scale(lambda t: a @ np.clip(t * a, lo_d, hi_d), m)
+            d = None if s is None else np.linalg.norm(np.clip(s * a, lo_d, hi_d))
+        elif p == INF:
+            d = _bisect_scale(lambda t: a @ np.clip(t * np.sign(a), lo_d, hi_d), m)
+        else:
+            cap = np.where(a > 0, hi_d, -lo_d)
+            total, d = 0.0, 0.0
+            for i in np.argsort(-np.abs(a)):
+                gain = abs(a[i]) * cap[i]
+                if total + gain >= m:
+                    d, total = d + (m - total) / abs(a[i]), m
+                    break
+                total, d = total + gain, d + cap[i]
+            d = d if total >= m else None
+        if d is not None:
+            best = min(best, d)
+    return best
+
+
+def closed_form(w, b, x, c, p):
+    """Box inactive: min_j |f_c - f_j| / ||w_c - w_j||_q (Theorem 2.1 for affine f)."""
+    f = np.asarray(x, np.float64).reshape(-1) @ w + b
+    q = {1: INF, 2: 2, INF: 1}[p]
+    return min(abs(f[c] - f[j]) / np.linalg.norm(w[:, c] - w[:, j], ord=q) for j in range(w.shape[1]) if j != c)
+
+
+# attack name -> (function, norms, options used in the tests)
+ATTACKS = {
+    "deepfool": (deepfool, (2, INF), dict(overshoot=1e-4)),
+    "cw": (cw, (2,), dict(steps=300, binary_search_steps=8, initial_const=0.1)),
+    "ddn": (ddn, (2,), dict(steps=200, loss="margin")),
+    "pgd_minimal": (pgd_minimal, (1, 2, INF), dict(steps=50, search_steps=14)),
+}
+MATRIX = [(name, p) for name, (_, norms, _) in ATTACKS.items() for p in norms]
+
+
+def check_result(r, f, x, labels, p, box, eps=None):
+    """The invariants every AttackResult must satisfy."""
+    x, labels = np.asarray(x), np.asarray(labels)
+    n = x.shape[0]
+    for field in ("distance", "success", "label_adv", "model_calls", "time_s"):
+        assert getattr(r, field).shape == (n,), field
+    assert r.x_adv.shape == x.shape
+    assert r.p == float(p)
+    assert np.all(r.x_adv >= box.lo) and np.all(r.x_adv <= box.hi), "x_adv left the box"
+    pred_adv = np.asarray(jnp.argmax(f(jnp.asarray(r.x_adv)), -1))
+    pred_clean = np.asarray(jnp.argmax(f(jnp.asarray(x)), -1))
+    np.testing.assert_array_equal(r.label_adv, pred_adv)
+    # success <=> misclassified at x_adv; distance consistent with x_adv
+    assert np.all(pred_adv[r.success] != labels[r.success]), "an invalid example was returned as adversarial"
+    dist = np.asarray(lp_norm(jnp.asarray(r.x_adv - x), p))
+    np.testing.assert_allclose(r.distance[r.success], dist[r.success], rtol=1e-5, atol=1e-6)
+    assert np.all(np.isinf(r.distance[~r.success]))
+    np.testing.assert_array_equal(r.x_adv[~r.success], x[~r.success])
+    # misclassified inputs: distance 0, x_adv = x
+    wrong = pred_clean != labels
+    assert np.all(r.success[wrong]) and np.all(r.distance[wrong] == 0)
+    np.testing.assert_array_equal(r.x_adv[wrong], x[wrong])
+    assert np.all(r.distance[~wrong] > 0)
+    if eps is not None:
+        assert np.all(r.distance[r.success] <= eps * (1 + 1e-5) + 1e-6)
+    assert np.all(r.model_calls >= 0) and np.all(np.isfinite(r.time_s))
+
+
+@pytest.fixture(scope="module")
+def mnist_points(relu_mlp_mnist, mnist_small):
+    """24 test points; two labels replaced by a wrong class so that they count as misclassified."""
+    _, (xte, yte) = mnist_small
+    x, y = jnp.asarray(xte[:24]), np.array(yte[:24])
+    pred = np.asarray(jnp.argmax(relu_mlp_mnist.logits_fn(x), -1))
+    y[:2] = (pred[:2] + 1) % 10
+    return jax.jit(relu_mlp_mnist.logits_fn), x, jnp.asarray(y)
+
+
+# -------------------------------------------------------------------------------- matrix
+
+@pytest.mark.parametrize("name,p", MATRIX, ids=[f"{a}-l{p}" for a, p in MATRIX])
+def test_matrix_invariants_on_mnist(name, p, mnist_points):
+    f, x, y = mnist_points
+    attack, _, _ = ATTACKS[name]
+    fast = {"cw": dict(steps=60, binary_search_steps=4, initial_const=1.0, learning_rate=0.05), "ddn": dict(steps=60),
+            "pgd_minimal": dict(steps=20, search_steps=8), "deepfool": {}}[name]
+    dists = []
+    for seed in range(2):
+        r = attack(f, x, y, p=p, key=jax.random.key(seed), **fast)
+        check_result(r, f, x, y, p, Box())
+        dists.append(r.distance)
+        assert r.success.mean() > 0.8, f"{name} l{p} found too few adversarial examples"
+    if name != "pgd_minimal":      # deterministic attacks
+        np.testing.assert_array_equal(dists[0], dists[1])
+
+
+@pytest.mark.parametrize("p", [1, 2, INF])
+def test_fixed_eps_pgd_invariants(p, mnist_points):
+    f, x, y = mnist_points
+    eps = {1: 8.0, 2: 1.0, INF: 0.08}[p]
+    r1 = pgd(f, x, y, p=p, eps=eps, key=jax.random.key(0), steps=20, restarts=2)
+    check_result(r1, f, x, y, p, Box(), eps=eps)
+    r2 = pgd(f, x, y, p=p, eps=eps, key=jax.random.key(0), steps=20, restarts=2)
+    np.testing.assert_array_equal(r1.x_adv, r2.x_adv)         # same key, same result
+    # a larger radius breaks at least as many points, eps = 0 only the misclassified ones
+    r0 = pgd(f, x, y, p=p, eps=0.0, key=jax.random.key(0), steps=20, restarts=2)   # same compiled program
+    wrong = np.asarray(jnp.argmax(f(x), -1)) != np.asarray(y)
+    np.testing.assert_array_equal(r0.success, wrong)
+    assert np.all(r0.distance[r0.success] == 0)
+    rbig = pgd(f, x, y, p=p, eps=2 * eps, key=jax.random.key(0), steps=20, restarts=2)
+    assert rbig.success.sum() >= r1.success.sum()
+
+
+def test_minimal_attacks_agree_and_best_of(mnist_points):
+    f, x, y = mnist_points
+    rs = [a(f, x, y, p=2, key=jax.random.key(0), **o) for a, o in
+          ((deepfool, {}), (ddn, dict(steps=60)), (pgd_minimal, dict(steps=20, search_steps=8)))]
+    best = best_of(rs)
+    assert np.all(best.distance <= np.min([r.distance for r in rs], axis=0))
+    ok = np.all([r.success for r in rs], axis=0) & (best.distance > 0)
+    # strong attacks land near each other on a small ReLU net (within a factor 1.5 in the median)
+    for r in rs:
+        assert np.median(r.distance[ok] / best.distance[ok]) < 1.5, r.method
+
+
+# ----------------------------------------------------------------------- exact distances
+
+@pytest.mark.parametrize("name,p", MATRIX, ids=[f"{a}-l{p}" for a, p in MATRIX])
+def test_linear_exact_box_inactive(name, p):
+    """Box far away: every attack reaches the closed form |f_c - f_j| / ||w_c - w_j||_q."""
+    f, w, b = linear_model()
+    x = 0.5 + 0.05 * jax.random.normal(jax.random.key(7), (12, 8, 8, 1))
+    y = jnp.argmax(f(x), -1)
+    box = Box(-3.0, 4.0)      # l1 distances here stay below 2, so no coordinate reaches the box
+    attack, _, opts = ATTACKS[name]
+    r = attack(f, x, y, p=p, key=jax.random.key(0), box=box, **opts)
+    exact = np.array([closed_form(w, b, x[i], int(y[i]), p) for i in range(len(y))])
+    assert r.success.all()
+    assert np.all(r.distance >= exact * (1 - 1e-4)), "an attack beat the exact minimum"
+    np.testing.assert_allclose(r.distance, exact, rtol=5e-3)
+
+
+@pytest.mark.parametrize("name,p", MATRIX, ids=[f"{a}-l{p}" for a, p in MATRIX])
+def test_linear_exact_box_active(name, p):
+    """Inputs near the corners of [0, 1]: the box binds; compare with the exact float64 solver.
+
+    The problem is a union of one convex set per class, so a gradient attack may settle on a class
+    that is not the closest once the box binds: most (not all) rows must reach the optimum."""
+    f, w, b = linear_model(scale=0.05, seed=3, bias=1.0)
+    u = jax.random.uniform(jax.random.key(8), (12, 64))
+    x = jnp.where(u < 0.5, 0.02 * u, 1 - 0.02 * u)
+    y = jnp.argmax(f(x), -1)
+    attack, _, opts = ATTACKS[name]
+    r = attack(f, x, y, p=p, key=jax.random.key(0), **opts)
+    exact = np.array([linear_exact(w, b, np.asarray(x[i]), int(y[i]), p, 0.0, 1.0) for i in range(len(y))])
+    free = np.array([closed_form(w, b, x[i], int(y[i]), p) for i in range(len(y))])
+    assert np.median(exact / free) > 1.05, "the box should matter in this case"
+    assert r.success.all()
+    assert np.all(r.distance >= exact * (1 - 1e-4)), "an attack beat the exact minimum"
+    ratio = r.distance / exact
+    assert np.median(ratio) < 1.01 and np.mean(ratio < 1.02) >= 0.75, np.round(ratio, 4)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_errors_and_warnings(mnist_points):
+    f, x, y = mnist_points
+    x, y = x[:4], y[:4]
+    probs = lambda z: jax.nn.softmax(f(z))  # noqa: E731
+    with pytest.warns(UserWarning, match="probabilities"):   # the shared check_inputs warns for all
+        deepfool(probs, x, y, p=2, steps=2)
+    for attack, p in ((deepfool, 2), (cw, 2), (ddn, 2), (pgd_minimal, INF), (pgd_minimal, 1)):
+        with pytest.raises(ValueError, match="NaN"):
+            attack(f, x.at[0, 0, 0, 0].set(jnp.nan), y, p=p, key=jax.random.key(0))
+        with pytest.raises(ValueError, match="outside the box"):
+            attack(f, x + 1.5, y, p=p, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="p = 2 or inf"):
+        deepfool(f, x, y, p=1)
+    with pytest.raises(ValueError, match="p = 2"):
+        cw(f, x, y, p=INF)
+    with pytest.raises(ValueError, match="norm p"):
+        pgd(f, x, y, p=3, eps=0.1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="non-negative"):
+        pgd(f, x, y, p=2, eps=-1.0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="labels"):
+        ddn(f, x, y[:2], p=2)
+    nan_model = lambda z: f(z) * jnp.nan  # noqa: E731
+    with pytest.raises(ValueError, match="NaN"):
+        deepfool(nan_model, x, y, p=2)
+
+
+# --------------------------------------------------------------------------- projections
+
+@pytest.mark.parametrize("p", [1, 2, INF])
+def test_projections_onto_balls(p):
+    key = jax.random.key(1)
+    delta = jax.random.normal(key, (6, 30)) * jnp.arange(1, 7)[:, None]
+    eps = jnp.array([0.0, 0.5, 1.0, 3.0, 100.0, 2.0])
+    out = np.asarray(P.project_ball(p)(delta, eps), np.float64)
+    norms = np.asarray(P.norm(jnp.asarray(out), p))
+    np.testing.assert_array_less(norms, np.asarray(eps) * (1 + 1e-5) + 1e-6)
+    inside = np.asarray(P.norm(delta, p)) <= np.asarray(eps)
+    np.testing.assert_allclose(out[inside], np.asarray(delta)[inside], rtol=1e-6)
+    if p == 1:   # Euclidean projection: soft-thresholding with the theta found by float64 bisection
+        for i in np.where(~inside)[0]:
+            v = np.asarray(delta[i], np.float64)
+            lo, hi = 0.0, np.abs(v).max()
+            for _ in range(200):
+                th = 0.5 * (lo + hi)
+                lo, hi = (th, hi) if np.maximum(np.abs(v) - th, 0).sum() > float(eps[i]) else (lo, th)
+            ref = np.sign(v) * np.maximum(np.abs(v) - hi, 0)
+            np.testing.assert_allclose(out[i], ref, atol=2e-5)
+
+
+@pytest.mark.parametrize("p", [1, 2, INF])
+def test_steepest_ascent_steps(p):
+    g = jax.random.normal(jax.random.key(2), (5, 40))
+    s = np.asarray(P._steepest(g, float(p), sparsity=1 - 1 / 40))
+    np.testing.assert_allclose(np.asarray(P.norm(jnp.asarray(s), p)), 1.0, rtol=1e-5)
+    # <g, s> = ||g||_q, the dual norm: s is the steepest direction of unit lp norm
+    q = P.dual(p)
+    np.testing.assert_allclose(np.sum(np.asarray(g) * s, -1), np.asarray(P.norm(g, q)), rtol=1e-5)
+    zero = P._steepest(jnp.zeros((2, 40)), float(p), 0.99)
+    assert not np.any(np.isnan(np.asarray(zero)))
+
+
+def test_line_search_and_margin():
+    f, w, b = linear_model()
+    x = 0.5 + 0.05 * jax.random.normal(jax.random.key(7), (6, 64))
+    y = jnp.argmax(f(x), -1)
+    far = deepfool(f, x, y, p=2, overshoot=1.0, box=Box(-3.0, 4.0))
+    ls = P.line_search(f, x, y, jnp.asarray(far.x_adv), jnp.asarray(far.success), 30)
+    d = np.asarray(P.norm(ls.x_adv - x, 2))
+    assert np.all(d < far.distance) and np.all(np.asarray(P.is_adversarial(f(ls.x_adv), y)))
+    exact = np.array([closed_form(w, b, x[i], int(y[i]), 2) for i in range(6)])
+    np.testing.assert_allclose(d, exact, rtol=2e-4)
+    logits = jnp.array([[1.0, 3.0, 2.0]])
+    np.testing.assert_allclose(P.margin(logits, jnp.array([1])), [-1.0])
+    np.testing.assert_allclose(P.margin(logits, jnp.array([0])), [2.0])
+
+
+# ----------------------------------------------------------------- adversarial training
+
+def test_adversarial_training_term(relu_mlp_mnist, mnist_small):
+    from robustjax import losses, regularizers
+    (xtr, ytr), _ = mnist_small
+    model, variables = relu_mlp_mnist.model, relu_mlp_mnist.variables
+    apply = lambda params, z: model.apply({**variables, "params": params}, z)  # noqa: E731
+    x, y = jnp.asarray(xtr[:32]), jnp.asarray(ytr[:32])
+    term = adversarial_training(1.0, p=INF, eps=0.1, steps=3)
+    value, grads = jax.value_and_grad(lambda prm: term(prm, x, y, logits_fn=apply, key=jax.random.key(0)))(
+        variables["params"])
+    clean = float(jnp.mean(losses.get("cross_entropy")(logits=apply(variables["params"], x), labels=y)))
+    assert np.isfinite(float(value)) and float(value) > clean    # the adversarial loss is larger
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+    assert "adversarial_training" in regularizers.REGULARIZERS
+
+
+# --------------------------------------------------------------------------------- plots
+
+def test_plots(mnist_points, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    f, x, y = mnist_points
+    rs = [deepfool(f, x, y, p=2), deepfool(f, x, y, p=INF),
+          pgd_minimal(f, x, y, p=1, key=jax.random.key(0), steps=20, search_steps=8)]   # compiled by the matrix
+    fig = plot_robust_accuracy({"deepfool": rs[0], "best": best_of([rs[0]])})
+    fig.savefig(tmp_path / "curve.png")
+    fig2 = plot_adversarial_examples(x, y, [rs[2], rs[0], rs[1]], indices=(2, 3))
+    titles = [a.get_title() for a in fig2.axes]
+    assert "l1 perturbation" in titles[1] and "linf perturbation" in titles[7]
+    assert len(fig2.axes) == 2 * 3 * 3
+    fig2.savefig(tmp_path / "examples.png")
+    assert (tmp_path / "examples.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------- Foolbox 3 as a second implementation
+
+def test_matches_foolbox_deepfool_and_cw(mnist_points):
+    """Foolbox 3.3 (EagerPy over JAX) DeepFool l2/l_inf and Carlini-Wagner l2 on the same model and
+    points: same settings, same per-example distances (median ratio 1 within 1e-3)."""
+    fb = pytest.importorskip("foolbox")
+    f, x, y = mnist_points
+    x, y = x[2:12], y[2:12]
+    fmodel = fb.JAXModel(f, bounds=(0, 1))
+    cases = [(fb.attacks.L2DeepFoolAttack(steps=50, overshoot=0.02), deepfool, 2, {}),
+             (fb.attacks.LinfDeepFoolAttack(steps=50, overshoot=0.02), deepfool, INF, {}),
+             (fb.attacks.L2CarliniWagnerAttack(binary_search_steps=3, steps=40, initial_const=1.0, stepsize=0.05,
+                                               abort_early=False), cw, 2,
+              dict(binary_search_steps=3, steps=40, initial_const=1.0, learning_rate=0.05, evaluate_last=False))]
+    for fb_attack, ours, p, opts in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, clipped, success = fb_attack(fmodel, x, y, epsilons=None)
+        d_fb = np.asarray(lp_norm(jnp.asarray(clipped) - x, p))
+        ok_fb = np.asarray(success)
+        r = ours(f, x, y, p=p, key=jax.random.key(0), **opts)
+        both = ok_fb & r.success & (r.distance > 0)
+        assert both.sum() >= 6
+        ratio = r.distance[both] / d_fb[both]
+        assert abs(np.median(ratio) - 1) < 1e-3, (type(fb_attack).__name__, ratio)
+        if ours is cw:   # our default also checks the last Adam iterate of each c: never worse overall
+            r2 = cw(f, x, y, p=2, **{**opts, "evaluate_last": True})
+            assert np.median(r2.distance[both] / d_fb[both]) <= 1 + 1e-3
