@@ -105,7 +105,8 @@ def plot_adversarial_examples(x, labels, results: Sequence[AttackResult], *, ind
         row[1].set_title(f"l{_norm_name(r.p)} perturbation, {dist:.3g}" if np.isfinite(dist)
                          else f"l{_norm_name(r.p)}: none found", fontsize=9)
         row[2].imshow(_image(r.x_adv[i]), cmap="gray", vmin=lo, vmax=hi)
-        row[2].set_title(f"adversarial: {name(r.label_adv[i])} ({r.method})", fontsize=8)
+        method = f" ({r.method})" if r.method and len(r.method) <= 24 else ""
+        row[2].set_title(f"adversarial: {name(r.label_adv[i])}{method}", fontsize=8)
         for a in row:
             a.set_xticks([])
             a.set_yticks([])
