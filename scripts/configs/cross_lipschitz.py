@@ -50,12 +50,17 @@ DEFAULTS = dict(
 
 def get_config(arg: str = "mnist") -> dict:
     """Variants: "mnist" (the full reduced-scale experiment: MNIST nets, kernel machines, CIFAR-10),
-    "mnist_only" (no CIFAR-10), "quick" (tiny, for tests and report smoke checks)."""
+    "mnist_only" (no CIFAR-10), "kernel_lambdas" (larger cross-Lipschitz weights for the kernel machine),
+    "quick" (tiny, for tests and report smoke checks)."""
     cfg = dict(DEFAULTS)
     if arg in ("", "mnist"):
         return cfg
     if arg == "mnist_only":
         cfg.update(cifar10_runs=())
+        return cfg
+    if arg == "kernel_lambdas":
+        cfg.update(mnist_runs=(), cifar10_runs=(),
+                   kernel_runs=tuple(("kernel_cross_lipschitz", "cross_lipschitz", lam) for lam in (0.1, 1.0, 10.0)))
         return cfg
     if arg == "quick":
         cfg.update(mnist=dict(NET, hidden=64, epochs=1, train_size=2000),
@@ -65,4 +70,4 @@ def get_config(arg: str = "mnist") -> dict:
                    kernel=dict(DEFAULTS["kernel"], num_centers=200, train_size=2000, epochs=1),
                    cifar10_runs=(), n_certify=300, n_attack=40, attack_batch=40)
         return cfg
-    raise ValueError(f"unknown cross_lipschitz config {arg!r}; known: mnist, mnist_only, quick")
+    raise ValueError(f"unknown cross_lipschitz config {arg!r}; known: mnist, mnist_only, kernel_lambdas, quick")
