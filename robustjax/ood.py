@@ -86,6 +86,16 @@ def max_confidence(logits_fn: Callable, x, *, batch_size: int = 500) -> np.ndarr
     return np.exp(max_log_confidence(logits_fn, x, batch_size=batch_size).astype(np.float64))
 
 
+def log_confidence_gradient_norm(logits_fn: Callable, x, *, batch_size: int = 500) -> np.ndarray:
+    """||grad_x log max_k p_k(x)||_1 per example: x `[n, ...]` -> `[n]`. Exactly 0 where the network is
+    locally constant in x (e.g. every ReLU feeding the output dead): there sign-gradient searches such as
+    `adversarial_noise` cannot move, so a low confidence found by them is a flat region, not a maximum."""
+    def norms(xb):
+        g = jax.grad(lambda u: jnp.sum(log_confidence(logits_fn(u))))(xb)
+        return jnp.sum(jnp.abs(g.reshape(g.shape[0], -1)), axis=-1)
+    return _apply_batched(jax.jit(norms), x, batch_size)
+
+
 # ----------------------------------------------------------------------------- alpha * x
 
 def _scale(x, alpha, project, box):

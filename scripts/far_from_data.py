@@ -78,7 +78,9 @@ def evaluate_model(logits_fn, config: dict, x_test, sets: dict) -> dict:
     adv = ood.adversarial_noise(logits_fn, sets["lowpass"], jax.random.key(99 + config["seed"]),
                                 eps=config["adv_eps"], steps=config["adv_steps"],
                                 step_size=config["adv_step_size"], restarts=config["adv_restarts"])
-    out = {"mmc_test": float(np.mean(np.exp(lc_in.astype(np.float64)))), "sets": {}}
+    out = {"mmc_test": float(np.mean(np.exp(lc_in.astype(np.float64)))), "sets": {},
+           "zero_gradient_pct_lowpass": 100.0 * float(np.mean(
+               ood.log_confidence_gradient_norm(logits_fn, sets["lowpass"]) == 0))}
     for name, z in {**sets, "adversarial": adv}.items():
         out["sets"][name] = ood.ood_metrics(lc_in, ood.max_log_confidence(logits_fn, z))
     noise = sets["uniform"][:config["n_alpha"]]
@@ -103,6 +105,7 @@ def table_rows(result: dict) -> list[dict]:
         for s in SETS:
             m = r["sets"][s]
             row[s] = f"{m['mmc']:.3f} / {m['auroc']:.3f} / {m['fpr95']:.3f}"
+        row["zero grad. % (lowpass)"] = r.get("zero_gradient_pct_lowpass")
         row["median alpha (99.9 %)"] = r["alpha"]["median_alpha"]
         row["% overconf. projected"] = r["alpha"]["overconfident_projected_pct"]
         row["train s"] = r["train_seconds"]

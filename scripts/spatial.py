@@ -110,13 +110,13 @@ def plot_range_curves(results: dict, fractions):
     return fig
 
 
-def run(config: dict, out_dir: str | Path | None = None) -> dict:
-    """Trains, attacks, summarizes; with out_dir writes results.json, spatial_examples.png and
-    spatial_robust_accuracy.png there."""
+def run(config: dict, out_dir: str | Path | None = None, *, trained=None) -> dict:
+    """Trains (unless `trained`, the output of `train_model(config)`, is given), attacks, summarizes;
+    with out_dir writes results.json, spatial_examples.png and spatial_robust_accuracy.png there."""
     from robustjax.attacks import spatial
     defaults = load_config("spatial", "mnist")
     config = check_config(config, defaults)
-    state, (xte, yte), acc, train_s = train_model(config)
+    state, (xte, yte), acc, train_s = trained if trained is not None else train_model(config)
     f = state.logits_fn()
     n = config["n_attack"]
     x, y = xte[:n], yte[:n]

@@ -158,3 +158,16 @@ def test_acet_lowers_noise_confidence_on_a_small_run(relu_mlp_mnist, mnist_small
         acet = ood.max_confidence(state.logits_fn(), z).mean()
         assert acet < 0.3 and acet < plain - 0.25, (name, plain, acet)
     assert acc > 0.85          # 1 epoch of ACET vs 4 plain epochs (about 0.92); the benchmark compares equal budgets
+
+
+def test_gradient_norm_is_zero_exactly_where_the_net_is_flat(key):
+    """A ReLU layer whose units are all dead for inputs with mean > 0.5: gradient exactly 0 there."""
+    w = jnp.ones((28 * 28, 10)) / (28 * 28)
+
+    def f(x):
+        h = jax.nn.relu(0.5 - x.reshape(x.shape[0], -1) @ w)          # dead when the pixel mean > 0.5
+        return h * jnp.arange(10.0)
+    x = jnp.concatenate([jnp.full((3, 28, 28, 1), 0.8), jnp.full((3, 28, 28, 1), 0.2)])
+    g = ood.log_confidence_gradient_norm(f, x)
+    np.testing.assert_array_equal(g[:3], 0.0)
+    assert np.all(g[3:] > 0)
