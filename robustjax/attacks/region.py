@@ -1,0 +1,730 @@
+"""The randomized linear-region attack for piecewise-affine (ReLU, max-pool) networks.
+
+Croce & Hein, "A randomized gradient-free attack on ReLU networks" (GCPR 2018); Croce, Rauber & Hein,
+"Scaling up the randomized gradient-free adversarial attack reveals overestimation of robustness
+using established attacks" (IJCV 2019, arXiv 1903.11359). methods.md section 2.
+
+A ReLU / max-pool network is affine on each linear region Q(y) = {z : the activation pattern at z is
+the one at y}. For a sample point y and a target class t the attack solves the convex problem
+
+    min ||z - x||_p  s.t.  z in Q(y),  f_t(z) >= f_c(z),  lo <= z <= hi
+
+(a QP for p = 2, an LP for p = 1 and inf) with OSQP, keeps the closest verified adversarial point and
+samples the next regions around it (x_r = x_best + dir ||x_best - x|| r^6, dir tilted toward x).
+
+How the region is found without knowing the architecture: `logits_fn` is traced once to a jaxpr and
+re-evaluated by a small interpreter that records every *switch* quantity whose sign selects a branch
+of a piecewise-affine primitive: `max(a, b)` and `min(a, b)` (so `jax.nn.relu`) record `a - b`,
+`reduce_window_max` (max-pooling) and `reduce_max` record `a_i - max(window)` for each window entry,
+comparisons (`gt`, `ge`, `lt`, `le`, feeding `jnp.where`) record `a - b`, `abs` and `sign` their
+operand, `clamp(lo, a, hi)` both `a - lo` and `a - hi`. On Q(y) the logits and all switches are affine
+in z, so their linearization at y is exact there, and Q(y) = {z : sign(s_j(y)) s_j(z) >= 0} (switches
+that are 0 at y, e.g. max-pool windows of equal zeros, are constant on Q(y) and dropped). Control flow
+(cond, while, scan) inside `logits_fn` is rejected; for such models, or to state the pre-activations
+yourself, pass `preacts_fn(x) -> list of [batch, n_l]` arrays: the pre-activations of every ReLU.
+
+Only the rows that can bind reach OSQP: a problem starts with the misclassification row (plus the
+rows that were active at the best solution so far) and the box; the region rows violated at the
+solution are added (computed by one vjp) and the problem re-solved until none is violated. A cheap
+exact lower bound prunes most (region, target) pairs: no point of the half space {f_t >= f_c} is
+closer to x than |f_t(x) - f_c(x)| / ||grad (f_t - f_c)||_q (q the dual norm), so a pair whose bound
+exceeds the best distance cannot help. The constraints of all sampled points of a round come from one
+jitted `jax.vmap`.
+
+Guarantees: every returned example is clipped to the box and re-verified with the real model
+(`finalize`); the distance is an upper bound on the minimal adversarial distance, never below it.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import osqp
+import scipy.sparse as sp
+from jax.extend import core as jcore
+
+from robustjax.attacks.result import AttackResult, Box, check_inputs, check_norm, finalize
+
+# ----------------------------------------------------------------------------------------------
+# Switch tracing: the sign pattern of every piecewise-affine primitive, as functions of x.
+# ----------------------------------------------------------------------------------------------
+
+
+def _flat_diff(a, b, shape):
+    return (jnp.broadcast_to(a, shape) - jnp.broadcast_to(b, shape)).reshape(-1)
+
+
+def _rec_binary(eqn, invals, outvals):
+    return [_flat_diff(invals[0], invals[1], outvals[0].shape)]
+
+
+def _rec_unary(eqn, invals, outvals):
+    return [jnp.asarray(invals[0]).reshape(-1)]
+
+
+def _rec_clamp(eqn, invals, outvals):
+    lo, a, hi = invals
+    return [_flat_diff(a, lo, outvals[0].shape), _flat_diff(a, hi, outvals[0].shape)]
+
+
+def _rec_reduce_max(eqn, invals, outvals):
+    a, out = invals[0], outvals[0]
+    axes = tuple(eqn.params["axes"])
+    return [(a - jnp.expand_dims(out, axes)).reshape(-1)]
+
+
+def _window_index(in_shape, window, strides, padding):
+    """For reduce_window: `[n_out, n_window]` flat indices into the unpadded operand, and a validity mask."""
+    in_shape, window, strides = map(tuple, (in_shape, window, strides))
+    pads = [p[0] for p in padding]
+    out_shape = tuple((n + lo + hi - w) // s + 1 for n, (lo, hi), w, s in zip(in_shape, padding, window, strides))
+    out_idx = np.stack(np.meshgrid(*[np.arange(o) for o in out_shape], indexing="ij"), -1).reshape(-1, len(in_shape))
+    win_idx = np.stack(np.meshgrid(*[np.arange(w) for w in window], indexing="ij"), -1).reshape(-1, len(in_shape))
+    pos = out_idx[:, None, :] * np.asarray(strides) + win_idx[None, :, :] - np.asarray(pads)
+    valid = np.all((pos >= 0) & (pos < np.asarray(in_shape)), axis=-1)
+    flat = np.ravel_multi_index(tuple(np.clip(pos, 0, np.asarray(in_shape) - 1).transpose(2, 0, 1)), in_shape)
+    return flat, valid
+
+
+def _rec_reduce_window_max(eqn, invals, outvals):
+    prm = eqn.params
+    if any(d != 1 for d in prm["base_dilation"]) or any(d != 1 for d in prm["window_dilation"]):
+        raise NotImplementedError("region attack: dilated max-pooling is not supported; pass preacts_fn")
+    a, out = invals[0], outvals[0]
+    flat, valid = _window_index(a.shape, prm["window_dimensions"], prm["window_strides"], prm["padding"])
+    diff = a.reshape(-1)[flat] - out.reshape(-1)[:, None]
+    return [jnp.where(valid, diff, 0.0).reshape(-1)]
+
+
+# Primitive name -> recorder (eqn, invals, outvals) -> list of flat switch arrays. Extend by adding rows.
+SWITCH_RECORDERS: dict[str, Callable] = {
+    "max": _rec_binary, "min": _rec_binary,
+    "gt": _rec_binary, "ge": _rec_binary, "lt": _rec_binary, "le": _rec_binary,
+    "abs": _rec_unary, "sign": _rec_unary, "clamp": _rec_clamp,
+    "reduce_max": _rec_reduce_max, "reduce_min": _rec_reduce_max,
+    "reduce_window_max": _rec_reduce_window_max, "reduce_window_min": _rec_reduce_window_max,
+}
+_CALL_PRIMITIVES = ("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+                    "custom_vjp_call_jaxpr", "remat", "checkpoint", "custom_lin")
+_REJECTED = ("cond", "while", "scan", "switch")
+
+
+def _sub_jaxpr(eqn):
+    for k in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        j = eqn.params.get(k)
+        if isinstance(j, jcore.ClosedJaxpr):
+            return j.jaxpr, j.consts
+        if isinstance(j, jcore.Jaxpr):
+            return j, []
+    raise NotImplementedError(f"region attack: cannot look inside primitive {eqn.primitive.name}")
+
+
+def _eval_recording(jaxpr, consts, args, rec: list):
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if name in _CALL_PRIMITIVES:
+            sub, sub_consts = _sub_jaxpr(eqn)
+            outvals = _eval_recording(sub, sub_consts, invals, rec)
+        elif name in _REJECTED:
+            raise NotImplementedError(f"region attack: control flow ({name}) in logits_fn; pass preacts_fn")
+        else:
+            outvals = eqn.primitive.bind(*invals, **eqn.params)
+            if not eqn.primitive.multiple_results:
+                outvals = [outvals]
+            recorder = SWITCH_RECORDERS.get(name)
+            if recorder is not None:
+                rec.extend(recorder(eqn, invals, outvals))
+        for v, o in zip(eqn.outvars, outvals):
+            if not isinstance(v, jcore.DropVar):
+                env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def switch_fn(logits_fn: Callable, example_shape: Sequence[int], *, preacts_fn: Callable | None = None,
+              dtype=jnp.float32) -> Callable:
+    """g(x_flat `[d]`) -> (logits `[K]`, switches `[n]`): one example, with the signs that fix its region.
+
+    With `preacts_fn` the switches are its pre-activations (concatenated); otherwise they are traced
+    from `logits_fn` (module docstring). g is traceable (jit, vmap, jvp, vjp all apply).
+    """
+    example_shape = tuple(example_shape)
+
+    def single_logits(xf):
+        return logits_fn(xf.reshape((1,) + example_shape))[0]
+
+    if preacts_fn is not None:
+        def g(xf):
+            pre = preacts_fn(xf.reshape((1,) + example_shape))
+            sw = jnp.concatenate([jnp.reshape(a[0], -1) for a in pre]) if len(pre) else jnp.zeros((0,), dtype)
+            return single_logits(xf), sw
+        return g
+
+    d = int(np.prod(example_shape))
+    closed = jax.make_jaxpr(single_logits)(jnp.zeros((d,), dtype))
+
+    def g(xf):
+        rec: list = []
+        (out,) = _eval_recording(closed.jaxpr, closed.consts, [xf], rec)
+        sw = jnp.concatenate([r.astype(out.dtype) for r in rec]) if rec else jnp.zeros((0,), out.dtype)
+        return out, sw
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
+# Convex problems: min ||z - x||_p  s.t.  G z >= h,  lo <= z <= hi, with OSQP.
+# ----------------------------------------------------------------------------------------------
+
+_OSQP_SETTINGS = dict(verbose=False, eps_abs=1e-7, eps_rel=1e-7, eps_prim_inf=1e-8, eps_dual_inf=1e-8,
+                      max_iter=20000, polishing=True, polish_refine_iter=10)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """OSQP's C code prints 'Polishing not needed' even with verbose=False: silence fd 1 meanwhile."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):   # no real stdout (captured): nothing to silence
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def _osqp(P, q, A, l, u):
+    solver = osqp.OSQP()
+    solver.setup(P=sp.csc_matrix(P), q=q, A=sp.csc_matrix(A), l=l, u=u, **_OSQP_SETTINGS)
+    with _quiet_stdout():
+        res = solver.solve(raise_error=False)
+    status = str(getattr(res.info, "status", "")).lower()
+    if res.x is None or "infeasible" in status or not np.all(np.isfinite(res.x)):
+        return None
+    return np.asarray(res.x)
+
+
+def solve_min_norm(x, G, h, lo, hi, p):
+    """min ||z - x||_p s.t. G z >= h, lo <= z <= hi; x `[d]`, G `[m, d]`, h `[m]`, lo/hi `[d]`.
+
+    p = 2: the QP min 1/2 ||delta||^2; p = inf: the LP min tau s.t. |delta_i| <= tau; p = 1: the LP
+    min 1^T (delta+ + delta-) with delta = delta+ - delta-, delta+- >= 0. delta = z - x. Returns z or
+    None when OSQP reports infeasibility.
+    """
+    x, G, h = np.asarray(x, np.float64), np.asarray(G, np.float64), np.asarray(h, np.float64)
+    d, m = x.size, G.shape[0]
+    dlo, dhi = np.asarray(lo, np.float64) - x, np.asarray(hi, np.float64) - x
+    rhs = h - G @ x
+    inf = np.full(m, np.inf)
+    if p == 2:
+        A = sp.vstack([sp.eye(d), sp.csr_matrix(G)])
+        sol = _osqp(sp.eye(d), np.zeros(d), A, np.concatenate([dlo, rhs]), np.concatenate([dhi, inf]))
+        return None if sol is None else x + sol
+    if p == np.inf:
+        eye, col = sp.eye(d), sp.csr_matrix(np.ones((d, 1)))
+        A = sp.vstack([sp.hstack([eye, sp.csr_matrix((d, 1))]),
+                       sp.hstack([eye, -col]), sp.hstack([eye, col]),
+                       sp.hstack([sp.csr_matrix(G), sp.csr_matrix((m, 1))]),
+                       sp.hstack([sp.csr_matrix((1, d)), sp.csr_matrix(np.ones((1, 1)))])])
+        l = np.concatenate([dlo, np.full(d, -np.inf), np.zeros(d), rhs, [0.0]])
+        u = np.concatenate([dhi, np.zeros(d), np.full(d, np.inf), inf, [np.inf]])
+        q = np.zeros(d + 1)
+        q[-1] = 1.0
+        sol = _osqp(sp.csc_matrix((d + 1, d + 1)), q, A, l, u)
+        return None if sol is None else x + sol[:d]
+    # p == 1
+    A = sp.vstack([sp.eye(2 * d), sp.hstack([sp.csr_matrix(G), sp.csr_matrix(-G)])])
+    l = np.concatenate([np.zeros(2 * d), rhs])
+    u = np.concatenate([np.maximum(dhi, 0.0), np.maximum(-dlo, 0.0), inf])
+    sol = _osqp(sp.csc_matrix((2 * d, 2 * d)), np.ones(2 * d), A, l, u)
+    return None if sol is None else x + sol[:d] - sol[d:]
+
+
+def _norm_np(v, p):
+    return float(np.max(np.abs(v))) if p == np.inf else float(np.sum(np.abs(v)) if p == 1 else np.linalg.norm(v))
+
+
+# ----------------------------------------------------------------------------------------------
+# The attack.
+# ----------------------------------------------------------------------------------------------
+
+
+class RegionInfo(NamedTuple):
+    """Diagnostics of a region attack run, one row per example.
+
+    trajectory: `[batch, n_regions + 1]` best distance after the start (column 0) and after each
+      sampled region (inf while nothing is found; 0 for misclassified inputs).
+    start_distance: `[batch]` distance of the starting point (inf if none was found).
+    n_qp: `[batch]` OSQP solves (each re-solve of the active-set loop counts).
+    rows: `[batch]` mean number of region rows handed to OSQP per solve.
+    time_s: `[batch]` wall time per example, including the start.
+    """
+    trajectory: np.ndarray
+    start_distance: np.ndarray
+    n_qp: np.ndarray
+    rows: np.ndarray
+    time_s: np.ndarray
+
+
+class _Fns(NamedTuple):
+    probe: Callable       # Y [R, d] -> (logits [R, K], switches [R, n], jac [R, K, d])
+    lin: Callable         # (y [d], z [d]) -> linearized switches at z [n]
+    rows: Callable        # (y [d], idx [m]) -> switch gradient rows [m, d]
+    logits: Callable      # Z [B, d] -> logits [B, K]
+    ray: Callable         # (x [d], z [d], c, lo, hi) -> (point, found): first adversarial point on x -> z
+    round: Callable       # one sampling round: (Y, logits, switches, w, lower bounds)
+
+
+@functools.lru_cache(maxsize=8)
+def _make_fns(logits_fn, preacts_fn, example_shape, dtype, n_grid=64, n_bisect=24, s_max=1.05) -> _Fns:
+    """The jitted pieces for one model (cached: repeated attacks on the same logits_fn compile once)."""
+    g = switch_fn(logits_fn, example_shape, preacts_fn=preacts_fn, dtype=dtype)
+
+    def logits_only(yf):
+        return g(yf)[0]
+
+    def one_probe(y):
+        out, sw = g(y)
+        jac = jax.jacrev(logits_only)(y)
+        return out, sw, jac
+
+    probe = jax.jit(jax.vmap(one_probe))
+
+    @jax.jit
+    def lin(y, z):
+        (_, sw), (_, dsw) = jax.jvp(g, (y,), (z - y,))
+        return sw + dsw
+
+    @jax.jit
+    def rows(y, idx):
+        sw, pullback = jax.vjp(lambda t: g(t)[1], y)
+        cot = jax.nn.one_hot(idx, sw.shape[0], dtype=sw.dtype)
+        return jax.vmap(lambda c: pullback(c)[0])(cot)
+
+    def batched_logits(zf):
+        return logits_fn(zf.reshape((zf.shape[0],) + tuple(example_shape)))
+
+    logits_j = jax.jit(batched_logits)
+
+    @jax.jit
+    def ray(x, z, c, lo, hi):
+        """The point clip(x + s (z - x)) with the smallest s in [0, s_max] (grid, then bisection) at which
+        max_{k != c} f_k - f_c > margin (a relative 1e-6 safety margin against rounding), and `found`."""
+        def adv(s):
+            pts = jnp.clip(x[None] + s[:, None] * (z - x)[None], lo, hi)
+            out = batched_logits(pts)
+            other = jnp.max(jnp.where(jnp.arange(out.shape[-1]) == c, -jnp.inf, out), -1)
+            return other - out[:, c] > 1e-6 * (1.0 + jnp.max(jnp.abs(out), -1))
+        grid = jnp.linspace(0.0, s_max, n_grid)
+        a = adv(grid)
+        found = jnp.any(a)
+        k = jnp.argmax(a)
+        s_hi = grid[k]
+        s_lo = jnp.where(k > 0, grid[jnp.maximum(k - 1, 0)], 0.0)
+
+        def body(_, lh):
+            lo_, hi_ = lh
+            mid = 0.5 * (lo_ + hi_)
+            ok = adv(mid[None])[0]
+            return jnp.where(ok, lo_, mid), jnp.where(ok, mid, hi_)
+        _, s_hi = jax.lax.fori_loop(0, n_bisect, body, (s_lo, s_hi))
+        return jnp.clip(x + s_hi * (z - x), lo, hi), found
+
+    @functools.partial(jax.jit, static_argnames=("p", "R"))
+    def round_fn(key, x, x_best, c, lo, hi, gamma, first, extra, n_extra, *, p, R):
+        """One round: R points around x_best (the first one x_best itself when `first`; the first n_extra
+        replaced by `extra` `[R, d]`), their logits,
+        switches, margin gradients w = J_t - J_c `[R, K, d]`, and the lower bounds `[R, K]`."""
+        k_r, k_u = jax.random.split(key)
+        frac = jax.random.uniform(k_u, (R,)) ** gamma
+        frac = jnp.where(first & (jnp.arange(R) == 0), 0.0, frac)
+        Y = _sample_points(k_r, x, x_best, frac)
+        Y = jnp.where((jnp.arange(R) < n_extra)[:, None], extra, Y)   # neighbours across binding faces first
+        out, sw, jac = jax.vmap(one_probe)(Y)
+        w = jac - jnp.take(jac, c, axis=1)[:, None, :]
+        g_x = out - jnp.take(out, c, axis=1)[:, None] + jnp.einsum("rkd,d->rk", w, x) - jnp.einsum("rkd,rd->rk", w, Y)
+        bound = functools.partial(halfspace_box_distance, x=x, lo=lo, hi=hi, p=p)
+        lb = jax.vmap(jax.vmap(bound))(w, -g_x)
+        lb = jnp.where(jnp.arange(out.shape[1])[None] == c, jnp.inf, lb)
+        return Y, out, sw, w, lb
+
+    return _Fns(probe, lin, rows, logits_j, ray, round_fn)
+
+
+_CHUNK = 32   # region rows are fetched 32 at a time (one vjp each): a single compilation
+
+
+def _pad_idx(idx):
+    return np.concatenate([idx, np.full(_CHUNK - len(idx), idx[0])]).astype(np.int32)
+
+
+def _dual_norm(w, p):
+    if p == np.inf:
+        return jnp.sum(jnp.abs(w), -1)
+    if p == 1:
+        return jnp.max(jnp.abs(w), -1)
+    return jnp.linalg.norm(w, axis=-1)
+
+
+def halfspace_box_distance(w, r, x, lo, hi, p):
+    """Exact min ||delta||_p s.t. w . delta >= r, lo <= x + delta <= hi; w `[d]`, r scalar -> scalar.
+
+    The region problem minus its region rows, so a lower bound on it (inf when infeasible). Closed form
+    by sorting breakpoints: p = 2: delta = clip(lambda w, lo - x, hi - x); p = inf: delta_i =
+    sign(w_i) min(eps, cap_i); p = 1: a fractional knapsack on |w_i| (largest first).
+    """
+    cap = jnp.where(w > 0, hi - x, x - lo)
+    cap = jnp.maximum(cap, 0.0)
+    aw = jnp.abs(w)
+    gain = aw * cap                        # what coordinate i contributes to w . delta once saturated
+    total = jnp.sum(gain)
+    if p == 1:
+        order = jnp.argsort(-aw)
+        g, c, a = gain[order], cap[order], aw[order]
+        cum = jnp.cumsum(g)
+        k = jnp.argmax(cum >= r)
+        before = cum[k] - g[k]
+        cost = jnp.sum(jnp.where(jnp.arange(c.shape[0]) < k, c, 0.0)) + (r - before) / jnp.maximum(a[k], 1e-30)
+    elif p == np.inf:
+        order = jnp.argsort(cap)
+        c, a, g = cap[order], aw[order], gain[order]
+        c_before = jnp.cumsum(g) - g                      # sum_{j<k} |w_j| cap_j
+        w_after = jnp.cumsum(a[::-1])[::-1]              # sum_{j>=k} |w_j|
+        phi = c_before + c * w_after
+        k = jnp.argmax(phi >= r)
+        cost = (r - c_before[k]) / jnp.maximum(w_after[k], 1e-30)
+    else:
+        bp = jnp.where(aw > 0, cap / jnp.maximum(aw, 1e-30), jnp.inf)
+        order = jnp.argsort(bp)
+        b, a, g, c = bp[order], aw[order], gain[order], cap[order]
+        c_before = jnp.cumsum(g) - g
+        s2_after = jnp.cumsum((a * a)[::-1])[::-1]
+        phi = c_before + jnp.where(jnp.isfinite(b), b, 0.0) * s2_after
+        k = jnp.argmax((phi >= r) & jnp.isfinite(b))
+        lam = (r - c_before[k]) / jnp.maximum(s2_after[k], 1e-30)
+        sq_before = jnp.sum(jnp.where(jnp.arange(c.shape[0]) < k, c * c, 0.0))
+        cost = jnp.sqrt(jnp.maximum(sq_before + lam * lam * s2_after[k], 0.0))
+    cost = jnp.where(r <= 0, 0.0, cost)
+    return jnp.where(total < r * (1 - 1e-6), jnp.inf, cost)
+
+
+def _sample_points(key, x, x_best, frac):
+    """`[R, d]` points x_best + dir ||x_best - x||_2 r^6 (methods.md 2, step 2); frac `[R]` = r^6."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    R = frac.shape[0]
+    diff = x - x_best
+    nrm = jnp.linalg.norm(diff)
+    e = diff / jnp.maximum(nrm, 1e-12)
+    n = jax.random.normal(k1, (R, x.shape[0]))
+    n = n - (n @ e)[:, None] * e[None]
+    n = n / jnp.maximum(jnp.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    toward = jax.random.uniform(k2, (R,)) < 0.8
+    alpha = jax.random.uniform(k3, (R,), minval=0.0, maxval=jnp.pi)
+    alpha = jnp.where(toward, alpha, -alpha)
+    direction = jnp.sin(alpha)[:, None] * e[None] + jnp.cos(alpha)[:, None] * n
+    return x_best[None] + direction * (nrm * frac)[:, None]
+
+
+def _region_solve(fns, x, y, sw_y, G0, h0, lo, hi, p, best, seed_idx, max_rounds, stats):
+    """Active-set solve of min ||z - x||_p over Q(y), G0 z >= h0 and the box.
+
+    Returns None (infeasible, or no better than `best`) or (z, the region rows used, unit normals
+    `[k, d]` of the region faces binding at z: crossing one leads to a neighbouring region).
+    """
+    sigma = np.sign(sw_y)
+    live = sigma != 0
+    scale = np.maximum(np.abs(sw_y).max(initial=0.0), 1e-12)
+    idx = np.asarray(sorted(set(int(i) for i in seed_idx) & set(np.flatnonzero(live).tolist())), np.int64)
+    y_j = jnp.asarray(y)
+    rows_cache = np.zeros((0, x.size))
+    z = None
+    for _ in range(max_rounds):
+        if len(idx) > len(rows_cache):
+            new = idx[len(rows_cache):]
+            chunks = [np.asarray(fns.rows(y_j, jnp.asarray(_pad_idx(new[k:k + _CHUNK]))))[: len(new[k:k + _CHUNK])]
+                      for k in range(0, len(new), _CHUNK)]
+            rows_cache = np.concatenate([rows_cache] + [c.astype(np.float64) for c in chunks])
+        S = sigma[idx][:, None] * rows_cache
+        b = -sigma[idx] * (sw_y[idx] - rows_cache @ y)   # sigma (s(y) + J (z - y)) >= 0  <=>  S z >= b
+        nrm = np.maximum(np.linalg.norm(S, axis=1), 1e-12)
+        G = np.concatenate([G0, S / nrm[:, None]])
+        h = np.concatenate([h0, b / nrm])
+        z = solve_min_norm(x, G, h, lo, hi, p)
+        stats["n_qp"] += 1
+        stats["rows"] += len(idx)
+        if z is None or _norm_np(z - x, p) >= best:
+            return None
+        viol = sigma * np.asarray(fns.lin(y_j, jnp.asarray(z, jnp.float32))) < -1e-6 * scale
+        viol &= live
+        viol[idx] = False
+        if not viol.any():
+            slack = G[1:] @ z - h[1:]                      # region rows (unit normals): distance to each face
+            binding = slack <= 1e-4 * max(np.linalg.norm(z - x), 1e-9)
+            return z, idx, G[1:][binding]
+        idx = np.concatenate([idx, np.flatnonzero(viol)])
+    return z, idx, np.zeros((0, x.size))
+
+
+def _start_points(logits_fn, x, labels, p, key, box, x_start, x_train, y_train, fns, flat_lo, flat_hi):
+    """Candidate starting points `[batch, d]` (flat; x itself where none) and their distances."""
+    n = x.shape[0]
+    xf = np.asarray(x.reshape(n, -1), np.float64)
+    cands = []
+    if x_start is not None:
+        cands.append(np.asarray(x_start, np.float32).reshape(n, -1))
+    else:
+        try:
+            from robustjax.attacks.deepfool import deepfool  # optional: written alongside this module
+            # any adversarial point is a valid start: l1 starts from DeepFool's l2 point
+            r = deepfool(logits_fn, x, labels, p=2.0 if p == 1 else p, key=key, box=box)
+            cands.append(np.asarray(r.x_adv, np.float32).reshape(n, -1))
+        except (ImportError, ValueError):   # no DeepFool module, or not for this norm (p = 1)
+            pass
+    if x_train is not None:
+        xt = np.asarray(x_train, np.float32).reshape(len(x_train), -1)
+        pred_t = np.concatenate([np.asarray(jnp.argmax(fns.logits(jnp.asarray(xt[i:i + 1024])), -1))
+                                 for i in range(0, len(xt), 1024)])
+        yt = pred_t if y_train is None else np.asarray(y_train)
+        tr = np.empty_like(xf, dtype=np.float32)
+        for i in range(n):
+            ok = (yt != labels[i]) & (pred_t != labels[i])
+            if not ok.any():
+                tr[i] = xf[i]
+                continue
+            pool = xt[ok]
+            dist = np.asarray(_pool_dist(jnp.asarray(pool), jnp.asarray(xf[i], jnp.float32), p))
+            tr[i] = pool[int(np.argmin(dist))]
+        cands.append(tr)
+    best = xf.astype(np.float32).copy()
+    best_d = np.full(n, np.inf)
+    lo_j, hi_j = jnp.asarray(flat_lo, jnp.float32), jnp.asarray(flat_hi, jnp.float32)
+
+    def take(c, which):
+        for i in which:
+            z, found = fns.ray(jnp.asarray(xf[i], jnp.float32), jnp.asarray(c[i]), int(labels[i]), lo_j, hi_j)
+            if bool(found):
+                z = np.asarray(z)
+                dz = _norm_np(z.astype(np.float64) - xf[i], p)
+                if dz < best_d[i]:
+                    best[i], best_d[i] = z, dz
+    for c in cands:
+        take(c, range(n))
+    missing = np.flatnonzero(~np.isfinite(best_d))
+    if len(missing):   # fallback 1: DeepFool-style linearized steps of our own
+        lin = np.zeros((n, xf.shape[1]), np.float32)
+        lin[missing] = _linear_steps(fns, xf[missing].astype(np.float32), labels[missing], 2.0 if p == 1 else p,
+                                     flat_lo, flat_hi)
+        take(lin, missing)
+    missing = np.flatnonzero(~np.isfinite(best_d))
+    if len(missing):   # fallback 2: the nearest of 1024 uniform points of the box the model puts in another class
+        pool = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), (1024, xf.shape[1])), np.float32)
+        pool = (flat_lo + pool * (flat_hi - flat_lo)).astype(np.float32)
+        pred = np.asarray(jnp.argmax(fns.logits(jnp.asarray(pool)), -1))
+        near = np.zeros((n, xf.shape[1]), np.float32)
+        for i in missing:
+            ok = pred != labels[i]
+            if ok.any():
+                dist = np.asarray(_pool_dist(jnp.asarray(pool[ok]), jnp.asarray(xf[i], jnp.float32), p))
+                near[i] = pool[ok][int(np.argmin(dist))]
+        take(near, missing)
+    return best, best_d
+
+
+@jax.jit
+def _pool_dist_2(pool, x):
+    return jnp.sum((pool - x) ** 2, -1)
+
+
+def _pool_dist(pool, x, p):
+    if p == 2:
+        return _pool_dist_2(pool, x)
+    return jnp.max(jnp.abs(pool - x), -1) if p == np.inf else jnp.sum(jnp.abs(pool - x), -1)
+
+
+def _linear_steps(fns, xf, labels, p, lo, hi, steps=50, overshoot=0.02):
+    """Fallback start (no DeepFool, no training set): DeepFool-style steps to the nearest linearized
+    boundary, clipped to the box, `[batch, d]`."""
+    z = xf.copy()
+    for i in range(len(z)):
+        for _ in range(steps):
+            out, _, jac = (np.asarray(a[0], np.float64) for a in fns.probe(jnp.asarray(z[i:i + 1])))
+            c = int(labels[i])
+            if int(np.argmax(out)) != c:
+                break
+            w = jac - jac[c]
+            g = out - out[c]
+            dn = np.asarray(_dual_norm(jnp.asarray(w), p)) + 1e-12
+            ratio = np.abs(g) / dn
+            ratio[c] = np.inf
+            t = int(np.argmin(ratio))
+            wt = w[t]
+            if p == 2:
+                step = wt / dn[t]
+            elif p == np.inf:
+                step = np.sign(wt)
+            else:
+                step = np.zeros_like(wt)
+                step[np.argmax(np.abs(wt))] = np.sign(wt[np.argmax(np.abs(wt))])
+            z[i] = np.clip(z[i] + (1 + overshoot) * ratio[t] * step + 1e-6 * step, lo, hi)
+    return z
+
+
+def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box(), n_regions: int = 100,
+                     batch_regions: int = 10, x_start=None, x_train=None, y_train=None,
+                     preacts_fn: Callable | None = None, gamma: float = 6.0, max_targets: int | None = None,
+                     max_rounds: int = 50) -> tuple[AttackResult, RegionInfo]:
+    """The randomized region attack, with its diagnostics (trajectory of the best distance).
+
+    Args:
+      logits_fn: batched piecewise-affine function `[batch, ...]` -> logits `[batch, K]` (ReLU, max-pool,
+        dense, conv, reshape, ...; no softmax).
+      x: `[batch, ...]` inputs in the box; labels: `[batch]` int.
+      p: 1, 2 or inf.
+      key: jax.random key (region sampling; the DeepFool start).
+      box: input bounds.
+      n_regions: sampled regions per example (the paper uses 400 for CIFAR-10).
+      batch_regions: regions per round (one jitted vmap each): up to half are the neighbours across the
+        region faces binding at the best solution so far (a local search), the rest random around it.
+      x_start: optional `[batch, ...]` starting points (adversarial or not; a line search from x picks
+        the first misclassified point on the segment). Default: DeepFool's point
+        (`robustjax.attacks.deepfool`) when that module exists, else DeepFool-style linearized steps;
+        with `x_train` (and `y_train`), also the nearest training point of another (true and predicted)
+        class; the closest start wins.
+      preacts_fn: optional `x [batch, ...] -> list of [batch, n_l]` pre-activations of every ReLU, for
+        models the jaxpr tracer cannot read (module docstring).
+      gamma: sampling radius exponent (r^gamma, r ~ U[0, 1]).
+      max_targets: at most this many target classes per region (lowest lower bounds first); None: all.
+      max_rounds: active-set rounds per convex problem.
+
+    Returns:
+      (AttackResult, RegionInfo); distances are verified upper bounds on the minimal l_p distance.
+    """
+    p = check_norm(p)
+    if n_regions < 0 or batch_regions < 1:
+        raise ValueError(f"n_regions must be >= 0 and batch_regions >= 1, got {n_regions}, {batch_regions}")
+    t0 = time.perf_counter()
+    x, labels, clean = check_inputs(logits_fn, x, labels, box)
+    n = x.shape[0]
+    example_shape = x.shape[1:]
+    d = int(np.prod(example_shape))
+    flat_lo = np.broadcast_to(np.asarray(box.lo, np.float64), example_shape).reshape(-1)
+    flat_hi = np.broadcast_to(np.asarray(box.hi, np.float64), example_shape).reshape(-1)
+    fns = _make_fns(logits_fn, preacts_fn, tuple(example_shape), jnp.dtype(x.dtype))
+    labels_np = np.asarray(labels)
+    wrong = np.asarray(jnp.argmax(clean, -1)) != labels_np
+    k_start, k_sample = jax.random.split(key)
+    flat_lo_j, flat_hi_j = jnp.asarray(flat_lo, x.dtype), jnp.asarray(flat_hi, x.dtype)
+
+    best, best_d = _start_points(logits_fn, x, labels_np, p, k_start, box, x_start, x_train, y_train, fns,
+                                 flat_lo, flat_hi)
+    start_d = best_d.copy()
+    xf = np.asarray(x.reshape(n, -1), np.float64)
+    traj = np.full((n, n_regions + 1), np.inf)
+    n_qp = np.zeros(n, np.int64)
+    rows = np.zeros(n)
+    times = np.zeros(n)
+    calls = np.zeros(n, np.int64)
+    t_start = (time.perf_counter() - t0) / max(n, 1)
+    for i in range(n):
+        ti = time.perf_counter()
+        if wrong[i]:
+            traj[i] = 0.0
+            times[i] = t_start
+            continue
+        c = int(labels_np[i])
+        x_i = xf[i]
+        x_j = jnp.asarray(x_i, jnp.float32)
+        traj[i, 0] = best_d[i]
+        stats = {"n_qp": 0, "rows": 0}
+        seed_idx = np.zeros(0, np.int64)
+        key_i = jax.random.fold_in(k_sample, i)
+        done = 0
+        pending: list = []     # probe points just across the faces binding at the best solution
+        while done < n_regions and np.isfinite(best_d[i]):
+            R = min(batch_regions, n_regions - done)
+            n_extra = min(len(pending), (batch_regions + 1) // 2)
+            extra = np.zeros((batch_regions, d), np.float32)
+            if n_extra:
+                extra[:n_extra] = np.clip(np.stack(pending[:n_extra]), flat_lo, flat_hi)
+                del pending[:n_extra]
+            Y, out, sw, w, lb = fns.round(jax.random.fold_in(key_i, done), x_j, jnp.asarray(best[i]), c, flat_lo_j,
+                                          flat_hi_j, gamma, done == 0, jnp.asarray(extra), n_extra, p=p,
+                                          R=batch_regions)
+            lb = np.asarray(lb, np.float64)
+            Yn, outn, swn, wn = np.asarray(Y, np.float64), np.asarray(out, np.float64), np.asarray(sw, np.float64), None
+            calls[i] += R * (1 + out.shape[1])
+            for r in range(R):
+                order = np.argsort(lb[r])
+                if max_targets is not None:
+                    order = order[:max_targets]
+                for t in order:
+                    if lb[r, t] >= best_d[i] * (1 - 1e-6):
+                        break
+                    if wn is None:
+                        wn = np.asarray(w, np.float64)
+                    wt = wn[r, t]
+                    bt = -(outn[r, t] - outn[r, c] - wt @ Yn[r])
+                    nt = max(np.linalg.norm(wt), 1e-30)
+                    margin = 1e-6 * nt
+                    sol = _region_solve(fns, x_i, Yn[r], swn[r], (wt / nt)[None], np.array([(bt + margin) / nt]),
+                                        flat_lo, flat_hi, p, best_d[i], seed_idx, max_rounds, stats)
+                    if sol is None:
+                        continue
+                    z, act, faces = sol
+                    cand, found = fns.ray(x_j, jnp.asarray(z, jnp.float32), c, flat_lo_j, flat_hi_j)
+                    calls[i] += 88
+                    if not bool(found):
+                        continue
+                    cand = np.asarray(cand)
+                    dz = _norm_np(cand.astype(np.float64) - x_i, p)
+                    if dz < best_d[i]:
+                        best[i], best_d[i] = cand, dz
+                        seed_idx = act
+                        step = 1e-4 * np.linalg.norm(z - x_i) + 1e-7
+                        pending = [z - step * nrm for nrm in faces[:batch_regions]]
+                traj[i, done + r + 1] = best_d[i]
+            done += R
+        traj[i] = np.minimum.accumulate(np.where(np.isnan(traj[i]), np.inf, traj[i]))
+        n_qp[i] = stats["n_qp"]
+        rows[i] = stats["rows"] / max(stats["n_qp"], 1)
+        times[i] = time.perf_counter() - ti + t_start
+    x_adv = best.reshape(x.shape)
+    res = finalize(logits_fn, x, labels, x_adv, p=p, box=box, model_calls=calls,
+                   time_s=float(np.sum(times)), method="region")
+    res = res._replace(time_s=times)
+    return res, RegionInfo(traj, start_d, n_qp, rows, times)
+
+
+def region(logits_fn: Callable, x, labels, *, p, key, box: Box = Box(), n_regions: int = 100,
+           x_start=None, x_train=None, y_train=None, preacts_fn: Callable | None = None,
+           **options) -> AttackResult:
+    """The randomized linear-region attack (see `region_with_info` for the arguments): `AttackResult`.
+
+    Minimal-distance attack: x_adv is the closest adversarial point found, clipped to the box and
+    re-verified with the model; distance is an upper bound on the true minimal l_p distance.
+    """
+    res, _ = region_with_info(logits_fn, x, labels, p=p, key=key, box=box, n_regions=n_regions,
+                              x_start=x_start, x_train=x_train, y_train=y_train, preacts_fn=preacts_fn,
+                              **options)
+    return res

@@ -1,0 +1,479 @@
+"""Exact minimal adversarial perturbations of small ReLU networks: the references attacks are tested against.
+
+- `min_adversarial_milp`: the true minimal l_inf or l1 perturbation by mixed-integer linear programming
+  (Tjeng, Xiao & Tedrake, "Evaluating robustness of neural networks with mixed integer programming",
+  ICLR 2019: MIPVerify), solved by `scipy.optimize.milp` (HiGHS), big-M constants from interval
+  bound propagation, with a time limit and an honest status.
+- `min_adversarial_l2_2d`: the exact minimal l2 perturbation for two-dimensional inputs, by walking
+  the linear regions of the network (each region is a convex polygon in 2-D; on it the network is
+  affine, so the minimum over it is a point-to-polygon distance).
+
+A network is a sequence of typed layers (`Dense`, `ReLU`, `Flatten`); `dense_layers(variables)` reads
+one from a Flax MLP's variables. Every operation dispatches on the layer kind through a table
+(`_IBP`, `_MILP`, `_AFFINE`), in the style of jax_verify's primitive tables.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+from scipy import optimize, sparse
+
+from robustjax.attacks.result import Box, check_norm
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------------------------
+
+
+class Dense(NamedTuple):
+    """y = x @ W + b; W `[n_in, n_out]`, b `[n_out]`."""
+    W: np.ndarray
+    b: np.ndarray
+
+
+class ReLU(NamedTuple):
+    """y = max(x, 0), elementwise."""
+
+
+class Flatten(NamedTuple):
+    """Reshape to `[d]` (a no-op on flat vectors)."""
+
+
+Layer = Dense | ReLU | Flatten
+
+
+def dense_layers(variables, *, act: str = "relu") -> list:
+    """The layers of a Flax ReLU MLP (robustjax.models.MLP: dense_0, ..., out; or OneHiddenLayer: U, W).
+
+    variables: the model's variables (`{'params': ...}` or the params dict itself). Dense layers are
+    read in insertion order with a ReLU between consecutive ones. Only act="relu" is exact.
+    """
+    if act != "relu":
+        raise ValueError(f"only ReLU networks can be verified exactly, got act={act!r}")
+    params = variables["params"] if "params" in variables else variables
+    if "U" in params and "W" in params and not isinstance(params["U"], dict):
+        U, W = np.asarray(params["U"], np.float64), np.asarray(params["W"], np.float64)
+        return [Flatten(), Dense(U, np.zeros(U.shape[1])), ReLU(), Dense(W, np.zeros(W.shape[1]))]
+    layers: list = [Flatten()]
+    for name, sub in params.items():
+        if not isinstance(sub, dict) or "kernel" not in sub:
+            raise ValueError(f"layer {name!r} is not a dense layer (no 'kernel'); only MLPs are supported")
+        k = np.asarray(sub["kernel"], np.float64)
+        if k.ndim != 2:
+            raise ValueError(f"layer {name!r} has a kernel of rank {k.ndim}; only dense layers are supported")
+        b = np.asarray(sub["bias"], np.float64) if "bias" in sub else np.zeros(k.shape[1])
+        if len(layers) > 1:
+            layers.append(ReLU())
+        layers.append(Dense(k, b))
+    return layers
+
+
+def forward(layers: Sequence[Layer], x) -> np.ndarray:
+    """Float64 logits of x `[batch, ...]` -> `[batch, K]`."""
+    h = np.asarray(x, np.float64)
+    h = h.reshape(h.shape[0], -1)
+    for layer in layers:
+        h = _FORWARD[type(layer)](layer, h)
+    return h
+
+
+_FORWARD = {
+    Dense: lambda l, h: h @ l.W + l.b,
+    ReLU: lambda l, h: np.maximum(h, 0.0),
+    Flatten: lambda l, h: h,
+}
+
+# ----------------------------------------------------------------------------------------------
+# Interval bound propagation
+# ----------------------------------------------------------------------------------------------
+
+
+def _ibp_dense(layer, lo, hi):
+    W = layer.W
+    mid, rad = (lo + hi) / 2, (hi - lo) / 2
+    c = mid @ W + layer.b
+    r = rad @ np.abs(W)
+    return c - r, c + r
+
+
+_IBP = {
+    Dense: _ibp_dense,
+    ReLU: lambda l, lo, hi: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)),
+    Flatten: lambda l, lo, hi: (lo, hi),
+}
+
+
+def interval_bounds(layers: Sequence[Layer], lo, hi) -> list:
+    """[(lo, hi)] of every layer's output for inputs in the box [lo, hi] `[d]` (IBP; sound, loose)."""
+    out = []
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    for layer in layers:
+        lo, hi = _IBP[type(layer)](layer, lo, hi)
+        out.append((lo, hi))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# MILP
+# ----------------------------------------------------------------------------------------------
+
+
+class VerifyResult(NamedTuple):
+    """The minimal adversarial distance of one example, as far as the solver proved it.
+
+    distance: the exact minimum when status == 'optimal' (within mip_rel_gap), else the best
+      feasible distance found (= upper_bound; inf if none).
+    lower_bound, upper_bound: the bounds the solver proved: lower_bound <= true minimum <= upper_bound.
+    status: 'optimal', 'time_limit' (bounds above still hold), 'infeasible' (no adversarial example
+      within max_distance / the box: lower_bound = max_distance), 'misclassified' (distance 0) or
+      'error' (solver message in `message`).
+    x_adv: `[d]` the minimizer (on the decision boundary f_t = f_c up to solver tolerance) or None.
+    target: the class t reached, or -1.
+    time_s: solver wall time.
+    message: the solver's message.
+    """
+    distance: float
+    lower_bound: float
+    upper_bound: float
+    status: str
+    x_adv: np.ndarray | None
+    target: int
+    time_s: float
+    message: str
+
+
+class _Model:
+    """A growing MILP: columns with bounds/integrality, rows as sparse triplets."""
+
+    def __init__(self):
+        self.lb, self.ub, self.integ, self.c = [], [], [], []
+        self.rows, self.cols, self.vals, self.rlo, self.rhi = [], [], [], [], []
+        self.n_rows = 0
+
+    def add_vars(self, n, lb, ub, integer=False, cost=0.0):
+        start = len(self.lb)
+        self.lb.extend(np.broadcast_to(lb, (n,)).tolist())
+        self.ub.extend(np.broadcast_to(ub, (n,)).tolist())
+        self.integ.extend([int(integer)] * n)
+        self.c.extend(np.broadcast_to(cost, (n,)).tolist())
+        return np.arange(start, start + n)
+
+    def add_rows(self, cols: np.ndarray, vals: np.ndarray, lo, hi):
+        """Rows sum_j vals[i, j] x[cols[i, j]] in [lo_i, hi_i]; cols/vals `[m, k]` (dense per row)."""
+        m = cols.shape[0]
+        r = self.n_rows + np.repeat(np.arange(m), cols.shape[1])
+        self.rows.append(r)
+        self.cols.append(cols.reshape(-1))
+        self.vals.append(vals.reshape(-1))
+        self.rlo.append(np.broadcast_to(lo, (m,)))
+        self.rhi.append(np.broadcast_to(hi, (m,)))
+        self.n_rows += m
+
+    def solve(self, time_limit, rel_gap):
+        nv = len(self.lb)
+        A = sparse.csr_matrix((np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols))),
+                              shape=(self.n_rows, nv))
+        cons = optimize.LinearConstraint(A, np.concatenate(self.rlo), np.concatenate(self.rhi))
+        return optimize.milp(np.asarray(self.c), integrality=np.asarray(self.integ), constraints=cons,
+                             bounds=optimize.Bounds(np.asarray(self.lb), np.asarray(self.ub)),
+                             options={"time_limit": time_limit, "mip_rel_gap": rel_gap, "disp": False})
+
+
+def _milp_dense(layer, m: _Model, h, bounds_in, bounds_out):
+    """Pre-activation variables y = W^T h + b, equality rows."""
+    W, b = layer.W, layer.b
+    lo, hi = bounds_out
+    y = m.add_vars(W.shape[1], lo, hi)
+    cols = np.concatenate([np.broadcast_to(h, (W.shape[1], len(h))), y[:, None]], 1)
+    vals = np.concatenate([W.T, -np.ones((W.shape[1], 1))], 1)
+    m.add_rows(cols, vals, -b, -b)
+    return y
+
+
+def _milp_relu(layer, m: _Model, h, bounds_in, bounds_out):
+    """a = relu(y) with y in [L, U]: fixed where the sign is known, else big-M with a binary delta:
+    a >= y, a >= 0, a <= y - L (1 - delta), a <= U delta."""
+    L, U = bounds_in
+    n = len(h)
+    a = m.add_vars(n, 0.0, np.maximum(U, 0.0))
+    on, off = L >= 0, U <= 0
+    amb = ~on & ~off
+    if on.any():   # a = y
+        m.add_rows(np.stack([a[on], h[on]], 1), np.tile([1.0, -1.0], (on.sum(), 1)), 0.0, 0.0)
+    if amb.any():
+        k = int(amb.sum())
+        dlt = m.add_vars(k, 0.0, 1.0, integer=True)
+        aa, yy, LL, UU = a[amb], h[amb], L[amb], U[amb]
+        m.add_rows(np.stack([aa, yy], 1), np.tile([1.0, -1.0], (k, 1)), 0.0, np.inf)                    # a - y >= 0
+        m.add_rows(np.stack([aa, yy, dlt], 1), np.stack([np.ones(k), -np.ones(k), -LL], 1), -np.inf, -LL)  # a - y - L d <= -L
+        m.add_rows(np.stack([aa, dlt], 1), np.stack([np.ones(k), -UU], 1), -np.inf, 0.0)                # a - U d <= 0
+    return a   # 'off' units: a has upper bound 0
+
+
+_MILP = {
+    Dense: _milp_dense,
+    ReLU: _milp_relu,
+    Flatten: lambda l, m, h, bi, bo: h,
+}
+
+
+def _input_bounds(x, p, radius, box_lo, box_hi):
+    lo, hi = box_lo.copy(), box_hi.copy()
+    if np.isfinite(radius):   # l1 and l_inf balls both lie inside the l_inf ball of the same radius
+        lo, hi = np.maximum(lo, x - radius), np.minimum(hi, x + radius)
+    return lo, hi
+
+
+def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, box: Box = Box(),
+                         time_limit: float = 60.0, max_distance: float | None = None,
+                         rel_gap: float = 1e-6) -> VerifyResult:
+    """The minimal l_inf or l1 adversarial perturbation of one example by MILP (HiGHS).
+
+    min ||z - x||_p  s.t.  lo <= z <= hi,  max_{t != c} f_t(z) >= f_c(z),  f the ReLU network, encoded
+    exactly with big-M constraints whose constants come from interval bounds over the input box
+    (intersected with the ball of radius max_distance when given: a known attack distance makes the
+    bounds much tighter). The disjunction over targets uses one binary per class.
+
+    Args:
+      layers: the network (`dense_layers(variables)`).
+      x: `[...]` one input (flattened internally); label: its class c.
+      p: inf or 1.
+      box: input bounds.
+      time_limit: seconds for HiGHS; on expiry status 'time_limit' and the proved bounds.
+      max_distance: search only ||z - x||_p <= max_distance; 'infeasible' then proves that no adversarial
+        example exists within it.
+      rel_gap: HiGHS's relative MIP gap for 'optimal'.
+
+    Returns: VerifyResult.
+    """
+    import time
+    p = check_norm(p)
+    if p == 2:
+        raise ValueError("min_adversarial_milp handles p = inf and p = 1 (l2 is not linear); "
+                         "use min_adversarial_l2_2d for 2-D inputs")
+    x = np.asarray(x, np.float64).reshape(-1)
+    d = x.size
+    box_lo = np.broadcast_to(np.asarray(box.lo, np.float64), x.shape).copy()
+    box_hi = np.broadcast_to(np.asarray(box.hi, np.float64), x.shape).copy()
+    if np.any(x < box_lo - 1e-9) or np.any(x > box_hi + 1e-9):
+        raise ValueError("x lies outside the box")
+    logits = forward(layers, x[None])[0]
+    K = logits.shape[0]
+    if not 0 <= label < K:
+        raise ValueError(f"label {label} outside [0, {K})")
+    if int(np.argmax(logits)) != label:
+        return VerifyResult(0.0, 0.0, 0.0, "misclassified", x.copy(), int(np.argmax(logits)), 0.0, "")
+    radius = np.inf if max_distance is None else float(max_distance)
+    in_lo, in_hi = _input_bounds(x, p, radius, box_lo, box_hi)
+    bounds = interval_bounds(layers, in_lo, in_hi)
+
+    m = _Model()
+    z = m.add_vars(d, in_lo, in_hi)
+    if p == np.inf:
+        t = m.add_vars(1, 0.0, radius, cost=1.0)
+        m.add_rows(np.stack([z, np.repeat(t, d)], 1), np.tile([1.0, -1.0], (d, 1)), -np.inf, x)   # z - t <= x
+        m.add_rows(np.stack([z, np.repeat(t, d)], 1), np.tile([1.0, 1.0], (d, 1)), x, np.inf)     # z + t >= x
+    else:
+        u = m.add_vars(d, 0.0, np.maximum(in_hi - x, x - in_lo), cost=1.0)
+        m.add_rows(np.stack([z, u], 1), np.tile([1.0, -1.0], (d, 1)), -np.inf, x)
+        m.add_rows(np.stack([z, u], 1), np.tile([1.0, 1.0], (d, 1)), x, np.inf)
+        if np.isfinite(radius):
+            m.add_rows(u[None], np.ones((1, d)), -np.inf, radius)
+    h, b_in = z, (in_lo, in_hi)
+    for layer, b_out in zip(layers, bounds):
+        h = _MILP[type(layer)](layer, m, h, b_in, b_out)
+        b_in = b_out
+    out_lo, out_hi = bounds[-1]
+    # disjunction: some t != c with f_t >= f_c; sel_t = 1 picks t; f_t - f_c >= -M_t (1 - sel_t)
+    others = np.array([k for k in range(K) if k != label])
+    sel = m.add_vars(len(others), 0.0, 1.0, integer=True)
+    m.add_rows(sel[None], np.ones((1, len(others))), 1.0, 1.0)
+    M = np.maximum(out_hi[label] - out_lo[others], 0.0)
+    cols = np.stack([h[others], np.repeat(h[label], len(others)), sel], 1)
+    vals = np.stack([np.ones(len(others)), -np.ones(len(others)), -M], 1)
+    m.add_rows(cols, vals, -M, np.inf)
+    t0 = time.perf_counter()
+    res = m.solve(time_limit, rel_gap)
+    dt = time.perf_counter() - t0
+    msg = str(res.message)
+    if res.status == 2:
+        lb = radius if np.isfinite(radius) else np.inf
+        return VerifyResult(np.inf, lb, np.inf, "infeasible", None, -1, dt, msg)
+    dual = getattr(res, "mip_dual_bound", None)
+    lower = float(dual) if dual is not None and np.isfinite(dual) else 0.0
+    if res.x is None:
+        status = "time_limit" if res.status == 1 else "error"
+        return VerifyResult(np.inf, max(lower, 0.0), np.inf, status, None, -1, dt, msg)
+    x_adv = np.clip(res.x[:d], box_lo, box_hi)
+    upper = float(np.max(np.abs(x_adv - x)) if p == np.inf else np.sum(np.abs(x_adv - x)))
+    target = int(others[int(np.argmax(res.x[sel]))])
+    if res.status == 0:
+        return VerifyResult(upper, min(lower, upper), upper, "optimal", x_adv, target, dt, msg)
+    status = "time_limit" if res.status == 1 else "error"
+    return VerifyResult(upper, min(max(lower, 0.0), upper), upper, status, x_adv, target, dt, msg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact l2 in 2-D by walking linear regions
+# ----------------------------------------------------------------------------------------------
+
+
+def _affine_dense(layer, A, c, mask):
+    return A @ layer.W, c @ layer.W + layer.b, mask
+
+
+def _affine_relu(layer, A, c, mask):
+    return A * mask[None], c * mask, None
+
+
+_AFFINE = {
+    Dense: _affine_dense,
+    ReLU: _affine_relu,
+    Flatten: lambda l, A, c, mask: (A, c, mask),
+}
+
+
+def region_affine(layers: Sequence[Layer], z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The linear region of the point z `[d]`: (S `[d, n]`, s0 `[n]`, F `[d, K]`, f0 `[K]`).
+
+    Pre-activations on the region are z @ S + s0 (their signs at z define it: sign(s(z)) (z S + s0) >= 0),
+    logits z @ F + f0.
+    """
+    z = np.asarray(z, np.float64).reshape(-1)
+    A, c = np.eye(z.size), np.zeros(z.size)
+    S, s0, pending = [], [], None
+    for layer in layers:
+        if isinstance(layer, ReLU):
+            pre = z @ A + c
+            pending = (pre > 0).astype(np.float64)
+            S.append(A)
+            s0.append(c)
+        A, c, _ = _AFFINE[type(layer)](layer, A, c, pending)
+    S = np.concatenate(S, 1) if S else np.zeros((z.size, 0))
+    s0 = np.concatenate(s0) if s0 else np.zeros(0)
+    return S, s0, A, c
+
+
+def _clip_polygon(poly, tags, a, b, tag):
+    """Sutherland-Hodgman: keep {v : a.v + b >= 0}; poly `[k, 2]`; tags[i] labels edge poly[i] -> poly[i+1]."""
+    out, out_tags = [], []
+    k = len(poly)
+    for i in range(k):
+        P, Q = poly[i], poly[(i + 1) % k]
+        fp, fq = a @ P + b, a @ Q + b
+        if fp >= 0:
+            out.append(P)
+            if fq >= 0:
+                out_tags.append(tags[i])
+            else:
+                out_tags.append(tags[i])
+                out.append(P + (Q - P) * fp / (fp - fq))
+                out_tags.append(tag)
+        elif fq >= 0:
+            out.append(P + (Q - P) * fp / (fp - fq))
+            out_tags.append(tags[i])
+    return (np.array(out), out_tags) if len(out) >= 3 else (np.zeros((0, 2)), [])
+
+
+def _point_polygon_distance(x, poly):
+    """l2 distance from x `[2]` to a convex polygon `[k, 2]` (counter-clockwise or clockwise); nearest point."""
+    k = len(poly)
+    area = 0.5 * abs(np.sum(poly[:, 0] * np.roll(poly[:, 1], -1) - np.roll(poly[:, 0], -1) * poly[:, 1]))
+    inside = area > 0
+    sgn = 0.0
+    for i in range(k):
+        e = poly[(i + 1) % k] - poly[i]
+        cr = e[0] * (x[1] - poly[i][1]) - e[1] * (x[0] - poly[i][0])
+        if abs(cr) > 0:
+            if sgn == 0:
+                sgn = np.sign(cr)
+            elif np.sign(cr) != sgn:
+                inside = False
+                break
+    if inside:
+        return 0.0, x.copy()
+    best, arg = np.inf, None
+    for i in range(k):
+        P, Q = poly[i], poly[(i + 1) % k]
+        e = Q - P
+        t = np.clip((x - P) @ e / max(e @ e, 1e-300), 0.0, 1.0)
+        q = P + t * e
+        dq = np.linalg.norm(x - q)
+        if dq < best:
+            best, arg = dq, q
+    return best, arg
+
+
+class RegionsResult(NamedTuple):
+    """Exact minimal l2 adversarial distance in 2-D: distance, x_adv `[2]` (on the boundary), target,
+    and n_regions visited."""
+    distance: float
+    x_adv: np.ndarray | None
+    target: int
+    n_regions: int
+
+
+def min_adversarial_l2_2d(layers: Sequence[Layer], x, label: int, *, box: Box = Box(),
+                          max_regions: int = 100000) -> RegionsResult:
+    """The exact minimal l2 adversarial perturbation of a ReLU network with 2-D inputs.
+
+    Walks all linear regions inside the box by breadth-first search across their edges (each region is
+    the polygon box ∩ {sign(s_j(z0)) s_j(z) >= 0}, s_j the pre-activations, affine on the region), and on
+    each one computes min ||z - x||_2 over region ∩ {f_t >= f_c} exactly (a point-to-polygon distance)
+    for every t != c. Exact up to float64 rounding (regions narrower than ~1e-9 may be missed).
+    """
+    x = np.asarray(x, np.float64).reshape(-1)
+    if x.size != 2:
+        raise ValueError(f"min_adversarial_l2_2d needs 2-D inputs, got d={x.size}")
+    lo = np.broadcast_to(np.asarray(box.lo, np.float64), (2,))
+    hi = np.broadcast_to(np.asarray(box.hi, np.float64), (2,))
+    logits = forward(layers, x[None])[0]
+    if int(np.argmax(logits)) != label:
+        return RegionsResult(0.0, x.copy(), int(np.argmax(logits)), 0)
+    box_poly = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+    scale = float(np.max(hi - lo))
+    seen, queue = set(), [x.copy()]
+    best, best_z, best_t = np.inf, None, -1
+    K = logits.shape[0]
+    while queue:
+        z0 = queue.pop()
+        S, s0, F, f0 = region_affine(layers, z0)
+        pre = z0 @ S + s0
+        sig = np.where(pre >= 0, 1.0, -1.0)
+        keyp = tuple((sig > 0).tolist())
+        if keyp in seen:
+            continue
+        seen.add(keyp)
+        if len(seen) > max_regions:
+            raise RuntimeError(f"more than {max_regions} linear regions")
+        poly, tags = box_poly.copy(), [-1, -1, -1, -1]
+        for j in range(S.shape[1]):
+            a = sig[j] * S[:, j]
+            if np.linalg.norm(a) < 1e-14:
+                continue
+            poly, tags = _clip_polygon(poly, tags, a, sig[j] * s0[j], j)
+            if len(poly) == 0:
+                break
+        if len(poly) == 0:
+            continue
+        for t in range(K):
+            if t == label:
+                continue
+            a, b = F[:, t] - F[:, label], f0[t] - f0[label]
+            sub, _ = _clip_polygon(poly, [0] * len(poly), a, b, 0)
+            if len(sub):
+                dist, q = _point_polygon_distance(x, sub)
+                if dist < best:
+                    best, best_z, best_t = dist, q, t
+        for i, tag in enumerate(tags):   # cross each non-box edge at its midpoint
+            if tag < 0:
+                continue
+            P, Q = poly[i], poly[(i + 1) % len(poly)]
+            if np.linalg.norm(Q - P) < 1e-12 * scale:
+                continue
+            mid = (P + Q) / 2
+            nrm = sig[tag] * S[:, tag]
+            step = -nrm / np.linalg.norm(nrm) * 1e-7 * scale
+            queue.append(mid + step)
+    return RegionsResult(best, best_z, best_t, len(seen))

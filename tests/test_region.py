@@ -1,0 +1,235 @@
+"""The randomized region attack (robustjax/attacks/region.py) against exact references: closed forms on
+linear models, the MILP (l_inf, l1) and the 2-D region walk (l2) on tiny random ReLU nets; validity of
+every returned example; the switch tracer on conv/max-pool nets; input checks."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustjax import models, verify
+from robustjax.attacks import Box, region
+from robustjax.attacks.region import halfspace_box_distance, region_with_info, solve_min_norm, switch_fn
+
+P_ALL = [2, np.inf, 1]
+
+
+def random_net(seed, sizes, bias=0.5):
+    rng = np.random.default_rng(seed)
+    layers = [verify.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i:
+            layers.append(verify.ReLU())
+        layers.append(verify.Dense(rng.normal(size=(a, b)) / np.sqrt(a), bias * rng.normal(size=b)))
+    return layers
+
+
+def as_logits_fn(layers):
+    """A plain (non-Flax) JAX function of the layers, float32."""
+    params = [(jnp.asarray(l.W, jnp.float32), jnp.asarray(l.b, jnp.float32)) for l in layers if isinstance(l, verify.Dense)]
+
+    def f(x):
+        h = x.reshape(x.shape[0], -1)
+        for i, (W, b) in enumerate(params):
+            h = h @ W + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        return h
+    return f
+
+
+def check_valid(f, x, labels, res, box=Box()):
+    """Every success is adversarial, inside the box, at the reported distance; failures are inf."""
+    pred = np.asarray(jnp.argmax(f(jnp.asarray(res.x_adv)), -1))
+    lo, hi = box
+    assert np.all(res.x_adv >= lo) and np.all(res.x_adv <= hi)
+    assert np.all(pred[res.success & (res.distance > 0)] != np.asarray(labels)[res.success & (res.distance > 0)])
+    assert np.all(np.isinf(res.distance[~res.success]))
+    d = np.asarray(res.x_adv - np.asarray(x)).reshape(len(x), -1)
+    norm = np.linalg.norm(d, ord=res.p, axis=1)
+    np.testing.assert_allclose(norm[res.success], res.distance[res.success], rtol=1e-5, atol=1e-7)
+
+
+def test_halfspace_box_distance_matches_osqp():
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.uniform(size=20)
+        x[:5] = 0.0
+        w, r = rng.normal(size=20), 0.8
+        for p in P_ALL:
+            lb = float(halfspace_box_distance(jnp.asarray(w), r, jnp.asarray(x), jnp.zeros(20), jnp.ones(20), p))
+            z = solve_min_norm(x, w[None], np.array([r + w @ x]), np.zeros(20), np.ones(20), p)
+            np.testing.assert_allclose(lb, np.linalg.norm(z - x, ord=p), rtol=1e-4)
+
+
+@pytest.mark.parametrize("p", P_ALL)
+def test_linear_model_exact_distance(p):
+    """A linear classifier is one region: the attack must reach |f_c - f_t| / ||w_c - w_t||_q."""
+    layers = random_net(5, [6, 4], bias=0.1)
+    f = as_logits_fn(layers)
+    x = np.full((3, 6), 0.5, np.float32) + np.random.default_rng(1).uniform(-0.05, 0.05, (3, 6)).astype(np.float32)
+    out = verify.forward(layers, x)
+    labels = np.argmax(out, 1)
+    W = layers[1].W
+    q = {2: 2, np.inf: 1, 1: np.inf}[p]
+    ref = [min((out[i, c] - out[i, t]) / np.linalg.norm(W[:, c] - W[:, t], ord=q) for t in range(4) if t != c)
+           for i, c in enumerate(labels)]
+    res = region(f, x, labels, p=p, key=jax.random.key(0), box=Box(-20.0, 20.0), n_regions=5)
+    check_valid(f, x, labels, res, Box(-20.0, 20.0))
+    assert np.all(res.distance >= np.array(ref) * (1 - 1e-6))
+    np.testing.assert_allclose(res.distance, ref, rtol=2e-4)
+
+
+@pytest.mark.parametrize("p", [np.inf, 1])
+def test_within_one_percent_of_milp(p):
+    """Tiny random ReLU nets 8-12-12-3: exact <= region <= 1.01 exact (exact by MILP)."""
+    compared = 0
+    for seed in range(3):
+        layers = random_net(seed, [8, 12, 12, 3])
+        f = as_logits_fn(layers)
+        x = np.random.default_rng(seed + 50).uniform(0.2, 0.8, size=(3, 8)).astype(np.float32)
+        labels = np.argmax(verify.forward(layers, x), 1)
+        res = region(f, x, labels, p=p, key=jax.random.key(seed), n_regions=40)
+        check_valid(f, x, labels, res)
+        for i in range(3):
+            ex = verify.min_adversarial_milp(layers, x[i], int(labels[i]), p=p, time_limit=30,
+                                             max_distance=None if not res.success[i] else 1.001 * res.distance[i])
+            if not res.success[i]:
+                assert ex.status == "infeasible"
+                continue
+            assert ex.status == "optimal"
+            assert res.distance[i] >= ex.distance - 1e-6
+            assert res.distance[i] <= 1.01 * ex.distance
+            compared += 1
+    assert compared >= 5
+
+
+def test_within_one_percent_of_exact_l2_2d():
+    """2-8-8-3 ReLU nets: exact <= region <= 1.01 exact (exact by walking all linear regions)."""
+    compared = 0
+    for seed in range(3):
+        layers = random_net(seed + 2, [2, 8, 8, 3])
+        f = as_logits_fn(layers)
+        x = np.random.default_rng(seed + 7).uniform(size=(4, 2)).astype(np.float32)
+        labels = np.argmax(verify.forward(layers, x), 1)
+        res = region(f, x, labels, p=2, key=jax.random.key(seed), n_regions=30)
+        check_valid(f, x, labels, res)
+        for i in range(4):
+            ex = verify.min_adversarial_l2_2d(layers, x[i], int(labels[i]))
+            if not np.isfinite(ex.distance):
+                assert not res.success[i]
+                continue
+            assert res.distance[i] >= ex.distance - 1e-6
+            assert res.distance[i] <= 1.01 * ex.distance
+            compared += 1
+    assert compared >= 6
+
+
+def test_trajectory_and_determinism():
+    layers = random_net(3, [8, 12, 12, 3])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(3).uniform(0.2, 0.8, size=(3, 8)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    labels[2] = (labels[2] + 1) % 3                       # a misclassified input: distance 0, x_adv = x
+    r1, info = region_with_info(f, x, labels, p=2, key=jax.random.key(4), n_regions=12, batch_regions=5)
+    r2 = region(f, x, labels, p=2, key=jax.random.key(4), n_regions=12, batch_regions=5)
+    np.testing.assert_array_equal(r1.distance, r2.distance)
+    assert info.trajectory.shape == (3, 13)
+    assert np.all(np.diff(info.trajectory, axis=1) <= 0)
+    ok = r1.success & (r1.distance > 0)
+    np.testing.assert_allclose(info.trajectory[ok, -1], r1.distance[ok], rtol=1e-5)
+    assert np.all(info.trajectory[ok, -1] <= info.start_distance[ok] + 1e-7)
+    assert r1.distance[2] == 0 and r1.success[2] and np.array_equal(r1.x_adv[2], x[2])
+
+
+def test_many_seeds_never_invalid():
+    """Random nets and points, all three norms, a small box: no invalid example is ever returned."""
+    box = Box(0.1, 0.9)
+    for seed in range(4):
+        layers = random_net(seed + 10, [5, 10, 10, 4])
+        f = as_logits_fn(layers)
+        x = np.random.default_rng(seed).uniform(0.1, 0.9, size=(4, 5)).astype(np.float32)
+        labels = np.argmax(verify.forward(layers, x), 1)
+        for p in P_ALL:
+            res = region(f, x, labels, p=p, key=jax.random.key(seed), box=box, n_regions=6)
+            check_valid(f, x, labels, res, box)
+
+
+def _pattern(g, z):
+    return np.sign(np.asarray(g(jnp.asarray(z))[1]))
+
+
+def test_switch_tracer_conv_maxpool_region_is_affine():
+    """LeNet-like net (conv, ReLU, max-pool, dense): inside the traced region of y, the logits equal the
+    linearization at y; the region rows separate y from a point with another pattern."""
+    m = models.build("lenet", features=(3, 4), hidden=12)
+    v = models.init(m, jax.random.key(0), (1, 8, 8, 1))
+    f = models.logits_fn(m, v)
+    g = switch_fn(f, (8, 8, 1))
+    y = jax.random.uniform(jax.random.key(1), (64,))
+    out, sw = g(y)
+    n_relu = 8 * 8 * 3 + 4 * 4 * 4 + 12
+    n_pool = 4 * 4 * 3 * 4 + 2 * 2 * 4 * 4
+    assert sw.shape == (n_relu + n_pool,)
+    np.testing.assert_allclose(out, f(y.reshape(1, 8, 8, 1))[0], rtol=1e-5)
+    jac = jax.jacrev(lambda t: g(t)[0])(y)
+    rng = np.random.default_rng(0)
+    inside = 0
+    for scale in (1e-4, 1e-3, 1e-2, 1e-1):
+        for _ in range(5):
+            z = y + scale * jnp.asarray(rng.normal(size=64), jnp.float32)
+            same = np.array_equal(_pattern(g, z)[_pattern(g, y) != 0], _pattern(g, y)[_pattern(g, y) != 0])
+            lin = out + jac @ (z - y)
+            if same:
+                np.testing.assert_allclose(g(z)[0], lin, atol=1e-4)
+                inside += 1
+    assert inside >= 5
+
+
+def test_preacts_fn_equals_traced_relu_switches():
+    layers = random_net(0, [5, 7, 6, 3])
+    f = as_logits_fn(layers)
+    params = [(jnp.asarray(l.W, jnp.float32), jnp.asarray(l.b, jnp.float32)) for l in layers if isinstance(l, verify.Dense)]
+
+    def preacts(x):
+        h, pre = x.reshape(x.shape[0], -1), []
+        for W, b in params[:-1]:
+            h = h @ W + b
+            pre.append(h)
+            h = jax.nn.relu(h)
+        return pre
+    y = jnp.linspace(0.0, 1.0, 5)
+    np.testing.assert_allclose(switch_fn(f, (5,), preacts_fn=preacts)(y)[1], switch_fn(f, (5,))(y)[1], rtol=1e-6)
+    x = np.random.default_rng(0).uniform(size=(2, 5)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    a = region(f, x, labels, p=2, key=jax.random.key(0), n_regions=8)
+    b = region(f, x, labels, p=2, key=jax.random.key(0), n_regions=8, preacts_fn=preacts)
+    np.testing.assert_allclose(a.distance, b.distance, rtol=1e-5)
+
+
+def test_region_attack_on_trained_mnist_net(relu_mlp_mnist, mnist_small):
+    """A trained 784-64-10 MNIST net: valid examples, never worse than the start (DeepFool/training point)."""
+    (xtr, ytr), (xte, yte) = mnist_small
+    f = relu_mlp_mnist.logits_fn
+    x, y = xte[:2], yte[:2]
+    res, info = region_with_info(f, x, y, p=2, key=jax.random.key(0), n_regions=10, x_train=xtr[:2000],
+                                 y_train=ytr[:2000])
+    check_valid(f, x, y, res)
+    assert np.all(res.success)
+    assert np.all(res.distance <= info.start_distance + 1e-6)
+
+
+def test_input_errors_and_warnings():
+    layers = random_net(0, [4, 6, 3])
+    f = as_logits_fn(layers)
+    x = np.full((2, 4), 0.5, np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    with pytest.raises(ValueError, match="outside the box"):
+        region(f, x + 1.0, labels, p=2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="NaN"):
+        region(f, np.where(np.eye(2, 4) > 0, np.nan, x).astype(np.float32), labels, p=2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="norm p"):
+        region(f, x, labels, p=3, key=jax.random.key(0))
+    with pytest.warns(UserWarning, match="probabilities"):
+        region(lambda z: jax.nn.softmax(f(z)), x, labels, p=2, key=jax.random.key(0), n_regions=2)
