@@ -15,14 +15,18 @@ Closed-form bounds L_cj(R), dispatched by structure type (`BOUNDS` table):
     decision boundary.
   * `OneHiddenLayerWeights` (f = W^T sigma(U^T x), sigma C^1 with a known range of sigma' on intervals):
     grad(f_c - f_j)(y) = U (v o sigma'(U^T y)), v = W_c - W_j. On B(x, R), <u_l, y> lies in
-    I_l = [z_l - R||u_l||, z_l + R||u_l||] and sigma'(<u_l, y>) in [lo_l, hi_l]. Three sound bounds,
-    the minimum is used:
+    I_l = [z_l - R||u_l||, z_l + R||u_l||] and sigma'(<u_l, y>) in [lo_l, hi_l] (exact range of sigma'
+    on I_l). Four sound bounds, the minimum is used per class:
       - interval ("center-radius", tighter than the paper's): with mid = (lo+hi)/2, rad = (hi-lo)/2,
         |grad_i| <= |U (v o mid)|_i + (|U| (|v| o rad))_i componentwise, then the l2 norm. It is never
         larger than the paper's || |U| (|v| o max|sigma'|) ||_2 (methods.md 1(b)) and equals the exact
-        gradient norm at R = 0. Costs two [d, m] products per class: used for the `num_tight_classes`
-        classes with the smallest cheap radius.
-      - spectral: ||U||_2 ||v o max_{I_l}|sigma'| ||_2 (O(m) per class), for all classes.
+        gradient norm at R = 0. Costs two [d, m] products per class and evaluation: used for the
+        `num_tight_classes` classes with the smallest linearized radius.
+      - exact-at-x plus deviation (all classes, O(m (r + K)) per class and evaluation):
+        ||U (v o s0)|| + ||U (v o (mid - s0))|| + || |U| (|v| o rad) ||, s0 = sigma'(z); the first term is
+        computed exactly once, the other two through the top-r eigenpairs of U^T U (resp. |U|^T |U|):
+        e^T M e <= sum_{i<=r} lam_i (q_i^T e)^2 + lam_{r+1} (||e||^2 - sum_{i<=r} (q_i^T e)^2).
+      - spectral: ||U||_2 ||v o max_{I_l}|sigma'| ||_2.
       - global componentwise: || |U| |v| ||_2 sup|sigma'| (constant, precomputed per class pair).
   * `GaussianKernelWeights` (f_j = sum_r alpha_rj exp(-gamma ||x - x_r||^2)): L <= 2 gamma sum_r
     |alpha_rc - alpha_rj| h(s_r*), h(s) = s exp(-gamma s^2), s_r* the point of
@@ -179,10 +183,10 @@ def _ohl_prepare(s: OneHiddenLayerWeights, dtype, *, rank_u: int = 32, rank_abs:
 def _quad_bound(lam, rest, proj, sq):
     """sqrt(e^T M e) <= sqrt(sum_i lam_i (q_i^T e)^2 + lam_{r+1} (||e||^2 - sum_i (q_i^T e)^2)) for the
     eigen-decomposition of M; proj `[B, r, K]` = q_i^T e_j, sq `[B, K]` = ||e_j||^2."""
-    p2 = proj * proj
-    top = jnp.einsum("r,brk->bk", lam, p2)
-    tail = jnp.maximum(sq - jnp.sum(p2, 1), 0.0)
-    return jnp.sqrt(top + rest * tail) * (1 + 1e-5)
+    # = sum_i (lam_i - lam_{r+1}) (q_i^T e)^2 + lam_{r+1} ||e||^2: a sum of non-negative terms (no
+    # cancellation in floating point); 1e-4 covers the relative rounding of the float32 sums
+    top = jnp.einsum("r,brk->bk", lam - rest, proj * proj)
+    return jnp.sqrt(top + rest * sq) * (1 + 1e-4)
 
 
 def _ohl_problem(arrays, x, *, opts):
