@@ -26,9 +26,10 @@ def build(module_path: Path) -> Path:
     name, cells = cells_of(module_path)
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, text in cells:
+    for i, (kind, text) in enumerate(cells):
         text = text.strip("\n")
-        nb.cells.append(nbformat.v4.new_markdown_cell(text) if kind == "md" else nbformat.v4.new_code_cell(text))
+        make = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
+        nb.cells.append(make(text, id=f"{name[:2]}-{i:02d}"))  # stable ids: rebuilding changes nothing
     out = HERE / f"{name}.ipynb"
     nbformat.write(nb, out)
     return out
