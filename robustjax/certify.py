@@ -28,9 +28,12 @@ Closed-form bounds L_cj(R), dispatched by structure type (`BOUNDS` table):
         e^T M e <= sum_{i<=r} lam_i (q_i^T e)^2 + lam_{r+1} (||e||^2 - sum_{i<=r} (q_i^T e)^2).
       - spectral: ||U||_2 ||v o max_{I_l}|sigma'| ||_2.
       - global componentwise: || |U| |v| ||_2 sup|sigma'| (constant, precomputed per class pair).
-  * `GaussianKernelWeights` (f_j = sum_r alpha_rj exp(-gamma ||x - x_r||^2)): L <= 2 gamma sum_r
-    |alpha_rc - alpha_rj| h(s_r*), h(s) = s exp(-gamma s^2), s_r* the point of
-    [max(||x-x_r|| - R, 0), ||x-x_r|| + R] closest to 1/sqrt(2 gamma) (methods.md 1(b)).
+  * `GaussianKernelWeights` (f_j = sum_r alpha_rj exp(-gamma ||x - x_r||^2)): the smaller of
+      - 2 gamma sum_r |alpha_rc - alpha_rj| h(s_r*), h(s) = s exp(-gamma s^2), s_r* the point of
+        [max(||x-x_r|| - R, 0), ||x-x_r|| + R] closest to 1/sqrt(2 gamma) (methods.md 1(b)), and
+      - (beyond the paper) the exact ||grad(f_c - f_j)(x)|| plus 2 gamma R sum_r |alpha_rc - alpha_rj| rho_r:
+        phi_r(y) = (y - x_r) e^{-gamma ||y - x_r||^2} has Jacobian norm psi(t) = e^{-t} max(1, |1 - 2t|) at
+        t = gamma ||y - x_r||^2, and rho_r is its exact maximum over the distance range (mean-value theorem).
 
 `global_lipschitz_radius` is the baseline with R-independent (global) constants.
 
@@ -282,11 +285,30 @@ def _kernel_problem(arrays, x, *, opts):
     dist = jnp.sqrt(sq)
     s_peak = 1 / jnp.sqrt(2 * gamma)
 
+    B = x.shape[0]
+
+    def pairs(h):                                                # sum_r |alpha_rc - alpha_rj| h_r: [B, Rc] -> [B, K]
+        return jnp.take_along_axis((h @ absdiff).reshape(B, K, K), c[:, None, None], 1)[:, 0]
+
+    # exact gradients at x: grad f_k(x) = -2 gamma (x (k A)_k - C^T (k o A_k)), then differences to class c
+    kx = jnp.exp(-gamma * sq)
+    H = jnp.einsum("brk,rd->bkd", kx[:, :, None] * A[None], C)              # [B, K, d]
+    grads = -2 * gamma * (x[:, None, :] * (kx @ A)[:, :, None] - H)
+    n0 = jnp.sqrt(jnp.sum((jnp.take_along_axis(grads, c[:, None, None], 1) - grads) ** 2, -1))
+
+    def psi(t):                                                  # ||Jacobian of (y - x_r) e^{-gamma ||y - x_r||^2}||_2
+        return jnp.exp(-t) * jnp.maximum(1.0, jnp.abs(1 - 2 * t))   # at gamma ||y - x_r||^2 = t
+
     def full(R):
-        s = jnp.clip(s_peak, jnp.maximum(dist - R[:, None], 0.0), dist + R[:, None])
-        h = s * jnp.exp(-gamma * s * s)                          # [B, Rc]
-        allpairs = (h @ absdiff).reshape(x.shape[0], K, K)       # [B, Kc, Kj]
-        return 2 * gamma * jnp.take_along_axis(allpairs, c[:, None, None], 1)[:, 0]
+        lo, hi = jnp.maximum(dist - R[:, None], 0.0), dist + R[:, None]
+        # paper-style: |(y - x_r) k_r(y)| <= max of s e^{-gamma s^2} over the distance range
+        s = jnp.clip(s_peak, lo, hi)
+        paper = 2 * gamma * pairs(s * jnp.exp(-gamma * s * s))
+        # exact at x plus mean-value deviation: psi is decreasing, increasing on [1, 1.5], decreasing
+        t_lo, t_hi = gamma * lo * lo, gamma * hi * hi
+        rho = jnp.maximum(psi(t_lo), psi(jnp.clip(1.5, t_lo, t_hi)))
+        deviation = n0 + 2 * gamma * R[:, None] * pairs(rho)
+        return jnp.minimum(paper, deviation * (1 + 1e-5))
     return logits, _Problem(_margins(logits, c), full, None, jnp.zeros(x.shape[:1], x.dtype))
 
 

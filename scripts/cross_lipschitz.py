@@ -179,27 +179,50 @@ def run(config: dict, out_dir: str | Path | None = None) -> dict:
         print(json.dumps(report.to_jsonable(row)), flush=True)
     result = {"config": config, "rows": rows, "figures": []}
     if out_dir is not None:
-        import matplotlib.pyplot as plt
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        cols = ["dataset", "model", "method", "lambda", "epochs", "train_size", "test_error", "certified_mean",
-                "certified_median", "global_median", "attack_mean", "attack_median", "tightness_median",
-                "train_seconds"]
-        (out / "table.md").write_text(report.markdown_table(rows, cols, digits=4))
-        fig = plot_guarantees(rows)
-        fig.savefig(out / "cross_lipschitz_guarantees.png", dpi=120)
-        plt.close(fig)
-        result["figures"].append("cross_lipschitz_guarantees.png")
-        report.write_json(out / "results.json", result)
+        write_outputs(result, out_dir)
     return result
+
+
+TABLE_COLUMNS = ["dataset", "model", "method", "lambda", "epochs", "train_size", "test_error", "certified_mean",
+                 "certified_median", "global_median", "attack_mean", "attack_median", "tightness_median",
+                 "train_seconds"]
+
+
+def write_outputs(result: dict, out_dir: str | Path) -> dict:
+    """Writes table.md, cross_lipschitz_guarantees.png and results.json of `result` into out_dir."""
+    import matplotlib.pyplot as plt
+    from robustjax import report
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(report.markdown_table(result["rows"], TABLE_COLUMNS, digits=4))
+    fig = plot_guarantees(result["rows"])
+    fig.savefig(out / "cross_lipschitz_guarantees.png", dpi=120)
+    plt.close(fig)
+    result["figures"] = ["cross_lipschitz_guarantees.png"]
+    report.write_json(out / "results.json", result)
+    return result
+
+
+def merge(dirs, out_dir) -> dict:
+    """Concatenates the rows of several runs' results.json (e.g. the main run and `kernel_lambdas`)."""
+    rows, configs = [], []
+    for d in dirs:
+        r = json.loads((Path(d) / "results.json").read_text())
+        rows += r["rows"]
+        configs.append(r["config"])
+    return write_outputs({"config": configs, "rows": rows, "figures": []}, out_dir)
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="mnist", help="variant of scripts/configs/cross_lipschitz.py")
     p.add_argument("--out", default=None, help="output folder for results.json, table.md and the figure")
+    p.add_argument("--merge", nargs="+", default=None, help="run folders whose results to merge into --out")
     args = p.parse_args(argv)
-    result = run(load_config("cross_lipschitz", args.config), args.out)
+    if args.merge:
+        result = merge(args.merge, args.out)
+    else:
+        result = run(load_config("cross_lipschitz", args.config), args.out)
     from robustjax import report
     print(report.markdown_table(result["rows"], ["dataset", "method", "lambda", "test_error", "certified_median",
                                                  "attack_mean", "tightness_median"]))

@@ -50,7 +50,8 @@ DEFAULTS = dict(
 
 def get_config(arg: str = "mnist") -> dict:
     """Variants: "mnist" (the full reduced-scale experiment: MNIST nets, kernel machines, CIFAR-10),
-    "mnist_only" (no CIFAR-10), "kernel_lambdas" (larger cross-Lipschitz weights for the kernel machine),
+    "mnist_only" (no CIFAR-10), "rest" (dropout, cross-Lipschitz 1e-2 and 1e-1, stochastic, CIFAR-10 for 2
+    epochs: what remained after the first run on the shared machine was stopped), "kernel_lambdas" (larger cross-Lipschitz weights for the kernel machine),
     "quick" (tiny, for tests and report smoke checks)."""
     cfg = dict(DEFAULTS)
     if arg in ("", "mnist"):
@@ -58,9 +59,18 @@ def get_config(arg: str = "mnist") -> dict:
     if arg == "mnist_only":
         cfg.update(cifar10_runs=())
         return cfg
+    if arg == "rest":
+        # the runs that did not fit the first (interrupted) invocation on the shared machine
+        cfg.update(kernel_runs=(), cifar10=dict(DEFAULTS["cifar10"], epochs=2),
+                   mnist_runs=(("dropout", "dropout", (0.1, 0.5)),
+                               ("cross_lipschitz", "cross_lipschitz", 1e-2),
+                               ("cross_lipschitz", "cross_lipschitz", 1e-1),
+                               ("cross_lipschitz_stochastic", "cross_lipschitz_stochastic", 1e-2)))
+        return cfg
     if arg == "kernel_lambdas":
         cfg.update(mnist_runs=(), cifar10_runs=(),
-                   kernel_runs=tuple(("kernel_cross_lipschitz", "cross_lipschitz", lam) for lam in (0.1, 1.0, 10.0)))
+                   kernel_runs=(("kernel", "none", 0.0),) + tuple(
+                       ("kernel_cross_lipschitz", "cross_lipschitz", lam) for lam in (0.1, 1.0, 10.0)))
         return cfg
     if arg == "quick":
         cfg.update(mnist=dict(NET, hidden=64, epochs=1, train_size=2000),
@@ -70,4 +80,4 @@ def get_config(arg: str = "mnist") -> dict:
                    kernel=dict(DEFAULTS["kernel"], num_centers=200, train_size=2000, epochs=1),
                    cifar10_runs=(), n_certify=300, n_attack=40, attack_batch=40)
         return cfg
-    raise ValueError(f"unknown cross_lipschitz config {arg!r}; known: mnist, mnist_only, kernel_lambdas, quick")
+    raise ValueError(f"unknown cross_lipschitz config {arg!r}; known: mnist, mnist_only, rest, kernel_lambdas, quick")
