@@ -225,6 +225,22 @@ def _input_bounds(x, p, radius, box_lo, box_hi):
     return lo, hi
 
 
+def _ball_bounds(layers, x, p, radius, lo, hi) -> list:
+    """IBP over the box [lo, hi], tightened at the first dense layer for the l1 ball of `radius`:
+    |W_j^T (z - x)| <= radius max_i |W_ij| (sound: each bound holds on its own set, z lies in both)."""
+    out, first = [], True
+    for layer in layers:
+        lo, hi = _IBP[type(layer)](layer, lo, hi)
+        if first and isinstance(layer, Dense):
+            first = False
+            if p == 1 and np.isfinite(radius):
+                c = x @ layer.W + layer.b
+                r = radius * np.max(np.abs(layer.W), axis=0)
+                lo, hi = np.maximum(lo, c - r), np.minimum(hi, c + r)
+        out.append((lo, hi))
+    return out
+
+
 def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, box: Box = Box(),
                          time_limit: float = 60.0, max_distance: float | None = None,
                          rel_gap: float = 1e-6) -> VerifyResult:
@@ -266,7 +282,7 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
         return VerifyResult(0.0, 0.0, 0.0, "misclassified", x.copy(), int(np.argmax(logits)), 0.0, "")
     radius = np.inf if max_distance is None else float(max_distance)
     in_lo, in_hi = _input_bounds(x, p, radius, box_lo, box_hi)
-    bounds = interval_bounds(layers, in_lo, in_hi)
+    bounds = _ball_bounds(layers, x, p, radius, in_lo, in_hi)
 
     m = _Model()
     z = m.add_vars(d, in_lo, in_hi)

@@ -9,7 +9,7 @@ the one at y}. For a sample point y and a target class t the attack solves the c
 
     min ||z - x||_p  s.t.  z in Q(y),  f_t(z) >= f_c(z),  lo <= z <= hi
 
-(a QP for p = 2, an LP for p = 1 and inf) with OSQP, keeps the closest verified adversarial point and
+(a QP for p = 2 with OSQP, an LP for p = 1 and inf with HiGHS by default or OSQP), keeps the closest verified adversarial point and
 samples the next regions around it (x_r = x_best + dir ||x_best - x|| r^6, dir tilted toward x).
 
 How the region is found without knowing the architecture: `logits_fn` is traced once to a jaxpr and
@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import osqp
 import scipy.sparse as sp
+from scipy import optimize
 from jax.extend import core as jcore
 
 from robustjax.attacks.result import AttackResult, Box, check_inputs, check_norm, finalize
@@ -225,18 +226,50 @@ def _osqp(P, q, A, l, u):
     return np.asarray(res.x)
 
 
-def solve_min_norm(x, G, h, lo, hi, p):
+def _highs_lp(x, G, rhs, dlo, dhi, p):
+    """The l_inf / l1 LPs of `solve_min_norm` with HiGHS (scipy.optimize.linprog, dual simplex): delta."""
+    d, m = x.size, G.shape[0]
+    Gs = sp.csr_matrix(G)
+    if p == np.inf:   # variables (delta, tau): min tau, |delta_i| <= tau, G delta >= rhs
+        col = sp.csr_matrix(np.ones((d, 1)))
+        A = sp.vstack([sp.hstack([sp.eye(d), -col]), sp.hstack([-sp.eye(d), -col]),
+                       sp.hstack([-Gs, sp.csr_matrix((m, 1))])]).tocsc()
+        b = np.concatenate([np.zeros(2 * d), -rhs])
+        c = np.zeros(d + 1)
+        c[-1] = 1.0
+        bounds = np.stack([np.concatenate([dlo, [0.0]]), np.concatenate([dhi, [np.inf]])], 1)
+    else:             # variables (delta+, delta-) >= 0: min sum, G (delta+ - delta-) >= rhs
+        A = sp.hstack([-Gs, Gs]).tocsc()
+        b = -rhs
+        c = np.ones(2 * d)
+        bounds = np.stack([np.zeros(2 * d), np.concatenate([np.maximum(dhi, 0.0), np.maximum(-dlo, 0.0)])], 1)
+    res = optimize.linprog(c, A_ub=A, b_ub=b, bounds=bounds, method="highs-ds")
+    if res.status != 0 or res.x is None:
+        return None
+    return res.x[:d] if p == np.inf else res.x[:d] - res.x[d:]
+
+
+def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs"):
     """min ||z - x||_p s.t. G z >= h, lo <= z <= hi; x `[d]`, G `[m, d]`, h `[m]`, lo/hi `[d]`.
 
     p = 2: the QP min 1/2 ||delta||^2; p = inf: the LP min tau s.t. |delta_i| <= tau; p = 1: the LP
-    min 1^T (delta+ + delta-) with delta = delta+ - delta-, delta+- >= 0. delta = z - x. Returns z or
-    None when OSQP reports infeasibility.
+    min 1^T (delta+ + delta-) with delta = delta+ - delta-, delta+- >= 0. delta = z - x.
+
+    The QP goes to OSQP; the LPs to HiGHS's dual simplex by default (`lp_solver="highs"`): OSQP (ADMM)
+    solves them too (`lp_solver="osqp"`) but measured here 10-100x slower on d = 784 with 20 region
+    rows (2.4 s vs 0.24 s for l_inf, 5.2 s vs 0.05 s for l1). Returns z, or None when the solver
+    reports infeasibility.
     """
     x, G, h = np.asarray(x, np.float64), np.asarray(G, np.float64), np.asarray(h, np.float64)
     d, m = x.size, G.shape[0]
     dlo, dhi = np.asarray(lo, np.float64) - x, np.asarray(hi, np.float64) - x
     rhs = h - G @ x
     inf = np.full(m, np.inf)
+    if p != 2 and lp_solver == "highs":
+        sol = _highs_lp(x, G, rhs, dlo, dhi, p)
+        return None if sol is None else x + sol
+    if p != 2 and lp_solver != "osqp":
+        raise ValueError(f"lp_solver must be 'highs' or 'osqp', got {lp_solver!r}")
     if p == 2:
         A = sp.vstack([sp.eye(d), sp.csr_matrix(G)])
         sol = _osqp(sp.eye(d), np.zeros(d), A, np.concatenate([dlo, rhs]), np.concatenate([dhi, inf]))
@@ -446,7 +479,7 @@ def _sample_points(key, x, x_best, frac):
     return x_best[None] + direction * (nrm * frac)[:, None]
 
 
-def _region_solve(fns, x, y, sw_y, G0, h0, lo, hi, p, best, seed_idx, max_rounds, stats):
+def _region_solve(fns, x, y, sw_y, G0, h0, lo, hi, p, best, seed_idx, max_rounds, stats, lp_solver):
     """Active-set solve of min ||z - x||_p over Q(y), G0 z >= h0 and the box.
 
     Returns None (infeasible, or no better than `best`) or (z, the region rows used, unit normals
@@ -470,7 +503,7 @@ def _region_solve(fns, x, y, sw_y, G0, h0, lo, hi, p, best, seed_idx, max_rounds
         nrm = np.maximum(np.linalg.norm(S, axis=1), 1e-12)
         G = np.concatenate([G0, S / nrm[:, None]])
         h = np.concatenate([h0, b / nrm])
-        z = solve_min_norm(x, G, h, lo, hi, p)
+        z = solve_min_norm(x, G, h, lo, hi, p, lp_solver=lp_solver)
         stats["n_qp"] += 1
         stats["rows"] += len(idx)
         if z is None or _norm_np(z - x, p) >= best:
@@ -593,7 +626,7 @@ def _linear_steps(fns, xf, labels, p, lo, hi, steps=50, overshoot=0.02):
 def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box(), n_regions: int = 100,
                      batch_regions: int = 10, x_start=None, x_train=None, y_train=None,
                      preacts_fn: Callable | None = None, gamma: float = 6.0, max_targets: int | None = None,
-                     max_rounds: int = 50) -> tuple[AttackResult, RegionInfo]:
+                     max_rounds: int = 50, lp_solver: str = "highs") -> tuple[AttackResult, RegionInfo]:
     """The randomized region attack, with its diagnostics (trajectory of the best distance).
 
     Args:
@@ -616,6 +649,7 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
       gamma: sampling radius exponent (r^gamma, r ~ U[0, 1]).
       max_targets: at most this many target classes per region (lowest lower bounds first); None: all.
       max_rounds: active-set rounds per convex problem.
+      lp_solver: "highs" (default) or "osqp" for the p = 1 and inf LPs (see `solve_min_norm`).
 
     Returns:
       (AttackResult, RegionInfo); distances are verified upper bounds on the minimal l_p distance.
@@ -688,7 +722,8 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
                     nt = max(np.linalg.norm(wt), 1e-30)
                     margin = 1e-6 * nt
                     sol = _region_solve(fns, x_i, Yn[r], swn[r], (wt / nt)[None], np.array([(bt + margin) / nt]),
-                                        flat_lo, flat_hi, p, best_d[i], seed_idx, max_rounds, stats)
+                                        flat_lo, flat_hi, p, best_d[i], seed_idx, max_rounds, stats,
+                                        lp_solver)
                     if sol is None:
                         continue
                     z, act, faces = sol
