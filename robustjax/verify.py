@@ -14,7 +14,7 @@ one from a Flax MLP's variables. Every operation dispatches on the layer kind th
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import optimize, sparse
@@ -206,7 +206,8 @@ def _milp_relu(layer, m: _Model, h, bounds_in, bounds_out):
         dlt = m.add_vars(k, 0.0, 1.0, integer=True)
         aa, yy, LL, UU = a[amb], h[amb], L[amb], U[amb]
         m.add_rows(np.stack([aa, yy], 1), np.tile([1.0, -1.0], (k, 1)), 0.0, np.inf)                    # a - y >= 0
-        m.add_rows(np.stack([aa, yy, dlt], 1), np.stack([np.ones(k), -np.ones(k), -LL], 1), -np.inf, -LL)  # a - y - L d <= -L
+        m.add_rows(np.stack([aa, yy, dlt], 1), np.stack([np.ones(k), -np.ones(k), -LL], 1),
+                   -np.inf, -LL)                                                        # a - y - L d <= -L
         m.add_rows(np.stack([aa, dlt], 1), np.stack([np.ones(k), -UU], 1), -np.inf, 0.0)                # a - U d <= 0
     return a   # 'off' units: a has upper bound 0
 

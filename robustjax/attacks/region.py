@@ -9,8 +9,9 @@ the one at y}. For a sample point y and a target class t the attack solves the c
 
     min ||z - x||_p  s.t.  z in Q(y),  f_t(z) >= f_c(z),  lo <= z <= hi
 
-(a QP for p = 2 with OSQP, an LP for p = 1 and inf with HiGHS by default or OSQP), keeps the closest verified adversarial point and
-samples the next regions around it (x_r = x_best + dir ||x_best - x|| r^6, dir tilted toward x).
+(a QP for p = 2 with OSQP; an LP for p = 1 and inf, with HiGHS by default or OSQP), keeps the closest
+verified adversarial point and samples the next regions around it (x_r = x_best + dir ||x_best - x|| r^6,
+dir tilted toward x), plus the neighbouring regions across the faces binding at the best solution.
 
 How the region is found without knowing the architecture: `logits_fn` is traced once to a jaxpr and
 re-evaluated by a small interpreter that records every *switch* quantity whose sign selects a branch
@@ -641,9 +642,11 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
         region faces binding at the best solution so far (a local search), the rest random around it.
       x_start: optional `[batch, ...]` starting points (adversarial or not; a line search from x picks
         the first misclassified point on the segment). Default: DeepFool's point
-        (`robustjax.attacks.deepfool`) when that module exists, else DeepFool-style linearized steps;
-        with `x_train` (and `y_train`), also the nearest training point of another (true and predicted)
-        class; the closest start wins.
+        (`robustjax.attacks.deepfool`; its l2 point for p = 1); with `x_train` (and `y_train`), also the
+        nearest training point of another (true and predicted) class; the closest start wins. Where
+        none is adversarial: our own DeepFool-style linearized steps, then the nearest of 1024 uniform
+        box points of another predicted class. An example with no start stays unsolved (success False,
+        distance inf); an example the model already misclassifies gets distance 0 and x_adv = x.
       preacts_fn: optional `x [batch, ...] -> list of [batch, n_l]` pre-activations of every ReLU, for
         models the jaxpr tracer cannot read (module docstring).
       gamma: sampling radius exponent (r^gamma, r ~ U[0, 1]).
