@@ -79,7 +79,7 @@ $> \epsilon$. No single attack is best everywhere: `best_of` takes the per-examp
 ("code", r"""
 runs = {
     "deepfool": attacks.deepfool(f, x, y, p=2),
-    "cw": attacks.cw(f, x, y, p=2, key=key, steps=200 if SMALL else 1000, initial_const=1.0),
+    "cw": attacks.cw(f, x, y, p=2, key=key, steps=200 if SMALL else 1000, learning_rate=0.1),
     "ddn": attacks.ddn(f, x, y, p=2, key=key),
 }
 runs["best of all"] = attacks.best_of(list(runs.values()))

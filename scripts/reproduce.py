@@ -127,7 +127,7 @@ def run_attacks(scale: str, out: Path) -> dict:
     x, y = xte[:s["n"]], yte[:s["n"]]
     runs = {
         ("deepfool", 2): lambda: attacks.deepfool(f, x, y, p=2),
-        ("cw", 2): lambda: attacks.cw(f, x, y, p=2, key=key, steps=s["cw_steps"], initial_const=1.0),
+        ("cw", 2): lambda: attacks.cw(f, x, y, p=2, key=key, steps=s["cw_steps"], learning_rate=0.1),
         ("ddn", 2): lambda: attacks.ddn(f, x, y, p=2, key=key),
         ("pgd_minimal", 2): lambda: attacks.pgd_minimal(f, x, y, p=2, key=key),
         ("deepfool", np.inf): lambda: attacks.deepfool(f, x, y, p=np.inf),
@@ -156,7 +156,7 @@ def run_attacks(scale: str, out: Path) -> dict:
                            "median ratio": float(np.median(a[both] / b[both])) if both.any() else float("nan"),
                            "region better on": float(np.mean(a[both] < b[both] * (1 - 1e-3))) if both.any() else float("nan"),
                            "median of region": float(np.median(a[both])) if both.any() else float("nan"),
-                           f"median of {other}": float(np.median(b[both])) if both.any() else float("nan")})
+                           "median of other": float(np.median(b[both])) if both.any() else float("nan")})
     figs = []
     best = {p: attacks.best_of([r for (nm, q), r in results.items() if q == p and len(r.distance) == len(x)])
             for p in (1, 2, np.inf)}
@@ -174,7 +174,7 @@ def run_attacks(scale: str, out: Path) -> dict:
     setting = (f"MNIST, MLP 784-{'-'.join(map(str, s['widths']))}-10 ReLU, Adam, {s['epochs']} epochs on "
                f"{s['train_size'] or 60000} images (test accuracy {acc:.4f}, trained in {train_s:.0f} s); "
                f"first {s['n']} test points ({m} for the region attack, {s['n_regions']} regions); "
-               f"Carlini-Wagner {s['cw_steps']} steps x 9 binary-search steps")
+               f"Carlini-Wagner {s["cw_steps"]} Adam steps (learning rate 0.1) x 9 binary-search steps")
     (out / "attacks.md").write_text(report.markdown_table(rows) + "\n" + report.markdown_table(ratio_rows))
     result = {"setting": setting, "test_accuracy": acc, "rows": rows, "region_ratios": ratio_rows, "figures": figs}
     report.write_json(out / "results.json", result)
