@@ -174,7 +174,7 @@ def run_attacks(scale: str, out: Path) -> dict:
     setting = (f"MNIST, MLP 784-{'-'.join(map(str, s['widths']))}-10 ReLU, Adam, {s['epochs']} epochs on "
                f"{s['train_size'] or 60000} images (test accuracy {acc:.4f}, trained in {train_s:.0f} s); "
                f"first {s['n']} test points ({m} for the region attack, {s['n_regions']} regions); "
-               f"Carlini-Wagner {s["cw_steps"]} Adam steps (learning rate 0.1) x 9 binary-search steps")
+               f"Carlini-Wagner {s['cw_steps']} Adam steps (learning rate 0.1) x 9 binary-search steps")
     (out / "attacks.md").write_text(report.markdown_table(rows) + "\n" + report.markdown_table(ratio_rows))
     result = {"setting": setting, "test_accuracy": acc, "rows": rows, "region_ratios": ratio_rows, "figures": figs}
     report.write_json(out / "results.json", result)
