@@ -8,10 +8,10 @@ import pytest
 from robustjax import models, regularizers, train
 
 
-def _one_hidden_layer(act="softplus", alpha=10.0, hidden=16, K=4, shape=(1, 3, 3, 1)):
+def _one_hidden_layer(act="softplus", alpha=10.0, hidden=16, K=4, shape=(1, 3, 3, 1), dtype=jnp.float64):
     m = models.build("one_hidden_layer", hidden=hidden, num_classes=K, act=act, alpha=alpha)
     v = models.init(m, jax.random.key(0), shape)
-    v = jax.tree.map(lambda a: 3 * a.astype(jnp.float64), v)     # larger weights: curvature matters
+    v = jax.tree.map(lambda a: 3 * a.astype(dtype), v)             # larger weights: curvature matters
 
     def logits_fn(p, x):
         return m.apply({"params": p}, x)
@@ -88,8 +88,7 @@ def test_stochastic_estimate_is_unbiased_and_reproducible():
 
 
 def test_term_methods_agree_and_auto_choice():
-    m, p, f = _one_hidden_layer()
-    p = jax.tree.map(lambda a: a.astype(jnp.float32), p)
+    m, p, f = _one_hidden_layer(dtype=jnp.float32)
     x = jax.random.uniform(jax.random.key(9), (5, 3, 3, 1))
     vals = {meth: float(regularizers.cross_lipschitz(0.5, method=meth, structure="one_hidden_layer")(
         p, x, None, logits_fn=f, key=jax.random.key(0))) for meth in ("auto", "jacrev", "closed_form")}
@@ -105,7 +104,7 @@ def test_term_methods_agree_and_auto_choice():
 
 
 def test_zero_weights_give_zero_penalty_and_finite_gradient():
-    m, p, f = _one_hidden_layer()
+    m, p, f = _one_hidden_layer(dtype=jnp.float32)
     p = jax.tree.map(jnp.zeros_like, p)
     x = jax.random.uniform(jax.random.key(10), (4, 3, 3, 1))
     for meth in ("jacrev", "closed_form", "stochastic"):

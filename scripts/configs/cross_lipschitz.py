@@ -51,7 +51,8 @@ DEFAULTS = dict(
 def get_config(arg: str = "mnist") -> dict:
     """Variants: "mnist" (the full reduced-scale experiment: MNIST nets, kernel machines, CIFAR-10),
     "mnist_only" (no CIFAR-10), "rest" (dropout, cross-Lipschitz 1e-2 and 1e-1, stochastic, CIFAR-10 for 2
-    epochs: what remained after the first run on the shared machine was stopped), "kernel_lambdas" (larger cross-Lipschitz weights for the kernel machine),
+    epochs: what remained after the first run on the shared machine was stopped), "extra" (weight decay 1e-3,
+    cross-Lipschitz 1.0), "kernel_lambdas" (larger cross-Lipschitz weights for the kernel machine),
     "quick" (tiny, for tests and report smoke checks)."""
     cfg = dict(DEFAULTS)
     if arg in ("", "mnist"):
@@ -67,6 +68,10 @@ def get_config(arg: str = "mnist") -> dict:
                                ("cross_lipschitz", "cross_lipschitz", 1e-1),
                                ("cross_lipschitz_stochastic", "cross_lipschitz_stochastic", 1e-2)))
         return cfg
+    if arg == "extra":
+        cfg.update(kernel_runs=(), cifar10_runs=(),
+                   mnist_runs=(("weight_decay", "weight_decay", 1e-3), ("cross_lipschitz", "cross_lipschitz", 1.0)))
+        return cfg
     if arg == "kernel_lambdas":
         cfg.update(mnist_runs=(), cifar10_runs=(),
                    kernel_runs=(("kernel", "none", 0.0),) + tuple(
@@ -80,4 +85,4 @@ def get_config(arg: str = "mnist") -> dict:
                    kernel=dict(DEFAULTS["kernel"], num_centers=200, train_size=2000, epochs=1),
                    cifar10_runs=(), n_certify=300, n_attack=40, attack_batch=40)
         return cfg
-    raise ValueError(f"unknown cross_lipschitz config {arg!r}; known: mnist, mnist_only, rest, kernel_lambdas, quick")
+    raise ValueError(f"unknown cross_lipschitz config {arg!r}; known: mnist, mnist_only, rest, extra, kernel_lambdas, quick")
