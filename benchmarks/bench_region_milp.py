@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -129,15 +130,21 @@ def markdown(res):
              f"{res['time_limit_s']} s limit per point. Ratio = region distance / MILP optimum over points "
              "solved to optimality ('infeasible' with the region radius as ball = the region point is optimal, "
              "ratio 1).", "",
-             "| net | test acc | norm | points | MILP status | ratio median | ratio max | region s/pt | MILP s/pt |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| net | test acc | norm | points | MILP status | ratio median | ratio max | region / MILP incumbent "
+             "(stopped points) | region s/pt | MILP s/pt |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for net, r in res["nets"].items():
         for p in ("linf", "l1"):
             q = r[p]
             fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+            inc = [pt["region"] / pt["milp_upper"] for pt in q["points"]
+                   if "ratio" not in pt and np.isfinite(pt["milp_upper"])]
+            inc = ", ".join(f"{v:.4f}" for v in inc) or "-"
             lines.append(f"| {net} | {r['test_accuracy']:.3f} | {p} | {q['n']} | {q['status_counts']} | "
-                         f"{fmt(q['ratio_median'])} | {fmt(q['ratio_max'])} | {fmt(q['region_time_median_s'])} | "
-                         f"{fmt(q['milp_time_median_s'])} |")
+                         f"{fmt(q['ratio_median'])} | {fmt(q['ratio_max'])} | {inc} | "
+                         f"{fmt(q['region_time_median_s'])} | {fmt(q['milp_time_median_s'])} |")
+    lines += ["", "A stopped point's MILP incumbent is an adversarial point the MILP found before its time limit: "
+              "a ratio above 1 there means the region attack stopped in a local optimum on that point."]
     if "l2_speed" in res:
         s = res["l2_speed"]
         lines += ["", f"## l2 on the 784-1024-10 ReLU net (test acc {s['test_accuracy']:.3f}), {s['n']} points", "",
@@ -149,6 +156,8 @@ def markdown(res):
                   f"| DDN | {s['ddn_median']:.4f} | {s['ddn_time_per_example_s']:.3f} |", "",
                   f"Median per-point ratio region / DeepFool {s['region_over_deepfool_median']:.4f}, "
                   f"region / DDN {s['region_over_ddn_median']:.4f}."]
+    if res.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +170,12 @@ def main():
     ap.add_argument("--regions", type=int, default=N_REGIONS)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--l2-points", type=int, default=10)
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the markdown from the saved JSON")
     args = ap.parse_args()
+    if args.markdown_only:
+        res = json.loads((RESULTS / "region_milp.json").read_text())
+        (HERE / "region_milp.md").write_text(markdown(res))
+        return
     if args.quick:
         args.points, args.budget, args.time_limit, args.epochs, args.l2_points = 2, 60, 20, 1, 2
     xtr, ytr = load("mnist", "train")
@@ -170,9 +184,13 @@ def main():
     res = dict(machine=f"2-core CPU ({platform.processor() or platform.machine()}), shared with other jobs during "
                        "measurement", date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                n_regions=args.regions, time_limit_s=args.time_limit, nets={})
+    load0 = os.getloadavg()[0]
     for name, widths in NETS.items():
         res["nets"][name] = bench_net(name, widths, data, args)
     res["l2_speed"] = bench_l2_speed(data, args)
+    res["notes"] = [f"1-minute load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+                    "(2 cores): every time above is that much inflated, and the MILP time limit buys "
+                    "correspondingly less CPU time."]
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "region_milp.json").write_text(json.dumps(res, indent=1))
