@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -29,9 +28,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    """VmRSS / VmHWM of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Resets VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs). Needed because the peak
+    RSS that getrusage reports survives fork + exec, so a child would inherit its parent's peak."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def child(path: str, n: int, method: str, cg_maxiter: int) -> dict:
@@ -41,14 +51,15 @@ def child(path: str, n: int, method: str, cg_maxiter: int) -> dict:
     P = Phi.shape[1]
     y = np.load(path.replace(".npy", "_y.npy"))[:n]
     Y = lstsq.one_hot(y, 10)
-    rss0 = _rss_bytes()
+    _reset_peak_rss()
+    rss0 = _status_bytes("VmRSS")
     tracemalloc.start()
     t0 = time.perf_counter()
     W, info = lstsq.min_norm_fit(Phi, Y, method=method, cg_maxiter=cg_maxiter)
     dt = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    maxrss = _status_bytes("VmHWM")
     acc = float(np.mean(np.argmax(Phi.astype(np.float64) @ W, 1) == y))
     return dict(N=n, P=P, method=method, seconds=round(dt, 2), tracemalloc_peak_gb=round(peak / 1e9, 3),
                 rss_growth_gb=round(max(maxrss - rss0, 0) / 1e9, 3), phi_gb=round(Phi.nbytes / 1e9, 3),
@@ -81,6 +92,7 @@ def main(argv=None):
     p.add_argument("--tmp", default="/tmp/robustjax_bench_lstsq")
     p.add_argument("--cg-maxiter", type=int, default=300)
     p.add_argument("--max-n-slow", type=int, default=5000, help="run qr and cg only up to this N")
+    p.add_argument("--budget-s", type=float, default=3600.0, help="stop starting/finishing fits after this")
     p.add_argument("--child", nargs=3, metavar=("PATH", "N", "METHOD"))
     a = p.parse_args(argv)
     if a.child:
@@ -96,8 +108,11 @@ def main(argv=None):
     feat_s = time.perf_counter() - t0
     rows = []
     load0 = os.getloadavg()
+    t_end = time.time() + a.budget_s
+    outdir = Path(a.out)
+    outdir.mkdir(parents=True, exist_ok=True)
     for n in sizes:
-        for method in ("cholesky", "qr", "cg"):
+        for method in ("cholesky", "cg", "qr"):
             if n > a.max_n_slow and method != "cholesky":
                 rows.append(dict(N=n, method=method, skipped=f"not run: N > {a.max_n_slow} (--max-n-slow); "
                                                              "the shared CPU had no time for it"))
@@ -105,28 +120,38 @@ def main(argv=None):
                 continue
             need_gb = {"cholesky": 8 * n * n, "qr": 2 * 8 * 1.05 * n * n, "cg": 8 * 1.05 * n * n}[method] / 1e9
             free_gb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
+            left = t_end - time.time()
             if need_gb > 0.6 * free_gb:
                 rows.append(dict(N=n, method=method, skipped=f"needs ~{need_gb:.1f} GB beyond Phi, "
                                                              f"{free_gb:.1f} GB free on the shared machine"))
-                print(rows[-1], flush=True)
-                continue
-            out = subprocess.run([sys.executable, __file__, "--child", str(feat), str(n), method,
-                                  "--cg-maxiter", str(a.cg_maxiter)], capture_output=True, text=True)
-            if out.returncode != 0:
-                rows.append(dict(N=n, method=method, error=out.stderr.strip().splitlines()[-1]))
+            elif left < 30:
+                rows.append(dict(N=n, method=method, skipped="not run: the --budget-s time was used up"))
             else:
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                try:
+                    out = subprocess.run([sys.executable, __file__, "--child", str(feat), str(n), method,
+                                          "--cg-maxiter", str(a.cg_maxiter)], capture_output=True, text=True,
+                                         timeout=left)
+                    if out.returncode != 0:
+                        err = out.stderr.strip().splitlines() or [f"exit code {out.returncode}"]
+                        rows.append(dict(N=n, method=method, error=err[-1]))
+                    else:
+                        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                except subprocess.TimeoutExpired:
+                    rows.append(dict(N=n, method=method,
+                                     skipped=f"stopped after {left:.0f} s (the run's --budget-s) without finishing"))
             print(rows[-1], flush=True)
+            write(outdir, rows, load0, feat_s)
+
+
+def write(outdir: Path, rows, load0, feat_s) -> None:
     res = dict(machine=f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), shared with "
                        f"other jobs during measurement (load average {load0[0]:.1f} at start, "
-                       f"{os.getloadavg()[0]:.1f} at end)",
+                       f"{os.getloadavg()[0]:.1f} at the last row)",
                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), feature_seconds=round(feat_s, 1),
-               features="Phi = [psi, 1], psi = evenly spaced conv1 units of a random VGG11 (softplus, width 1/2) on CIFAR-10, "
-                        "P = ceil(1.05 N), float32", rows=rows)
-    outdir = Path(a.out)
-    outdir.mkdir(parents=True, exist_ok=True)
+               features="Phi = [psi, 1], psi = evenly spaced conv1 units of a random VGG11 (softplus, width 1/2) "
+                        "on CIFAR-10, P = ceil(1.05 N), float32", rows=rows)
     (outdir / "bench_lstsq.json").write_text(json.dumps(res, indent=1))
-    lines = [f"# Least-squares fit of the output layer (rand)\n", f"{res['machine']}; {res['date']}.",
+    lines = ["# Least-squares fit of the output layer (rand)\n", f"{res['machine']}; {res['date']}.",
              f"{res['features']}. Time and memory of the solve alone (features precomputed).", "",
              "| N | P | method | time (s) | tracemalloc peak (GB) | peak RSS growth (GB) | Phi (GB) | max residual | "
              "train acc | CG iters |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -139,7 +164,6 @@ def main(argv=None):
         else:
             lines.append(f"| {r['N']:,} | - | {names[r['method']]} | {r.get('skipped') or r.get('error')} | | | | | | |")
     (outdir / "bench_lstsq.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def _model_config(config: dict, arch: str, act: str, variant: str) -> tuple[str,
     return f"{arch}_skip", base
 
 
-def skip_table(config: dict, data) -> dict:
+def skip_table(config: dict, data, on_row=None) -> dict:
     from robustjax import models, train
     from robustjax.landscape import lstsq
     (xtr, ytr), (xte, yte) = data
@@ -156,6 +156,8 @@ def skip_table(config: dict, data) -> dict:
                       f"test {row['test_accuracy'] * 100:6.2f} % (talk {row.get('talk_test_accuracy', '-')}) "
                       f"{row['seconds']:.0f} s", flush=True)
                 rows.append(row)
+                if on_row is not None:
+                    on_row(rows)
     return dict(rows=rows)
 
 
@@ -280,7 +282,12 @@ def run(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
         data = ((xtr[:config["n_train"]], ytr[:config["n_train"]]), (xte[:config["n_test"]], yte[:config["n_test"]]))
         del xtr, xte
         t0 = time.perf_counter()
-        res = skip_table(config, data)
+
+        def partial(rows):   # a killed run keeps the rows it finished
+            if out is not None:
+                (out / "results_partial.json").write_text(json.dumps({"skip": {"rows": rows}}, indent=1, default=str))
+
+        res = skip_table(config, data, on_row=partial)
         res["seconds"] = round(time.perf_counter() - t0, 1)
         res["setting"] = {k: config[k] for k in ("n_train", "n_test", "vgg", "densenet", "skip_units", "epochs",
                                                   "train", "seed", "lstsq_method")}
@@ -307,11 +314,34 @@ def main(argv=None):
     p.add_argument("--config", default="quick", help="quick | full | test")
     p.add_argument("--parts", default=None, help="comma-separated subset of widths,skip,badnews")
     p.add_argument("--out", default=None, help="output folder")
+    p.add_argument("--archs", default=None, help="comma-separated subset of the skip table's architectures")
+    p.add_argument("--merge", default=None, help="comma-separated result folders of skip runs to merge into --out")
     a = p.parse_args(argv)
     config = load_config(a.config)
+    if a.merge:
+        merge_skip([Path(d) for d in a.merge.split(",")], Path(a.out), config)
+        return
     if a.parts:
         config["parts"] = tuple(a.parts.split(","))
+    if a.archs:
+        config["archs"] = tuple(a.archs.split(","))
     run(config, a.out)
+
+
+def merge_skip(dirs, out: Path, config: dict) -> dict:
+    """One skip table from several runs (e.g. one process per architecture, run side by side)."""
+    parts = [json.loads((d / "results.json").read_text())["skip"] for d in dirs]
+    res = dict(rows=[r for p in parts for r in p["rows"]], setting=parts[0]["setting"],
+               seconds_per_run=[p["seconds"] for p in parts], runs=[str(d) for d in dirs])
+    archs = tuple(dict.fromkeys(r["arch"] for r in res["rows"]))
+    md = skip_markdown(res, {**config, "archs": archs})
+    md += (f"\n\nWall time: {max(res['seconds_per_run']):.0f} s ({len(dirs)} processes side by side, "
+           f"{', '.join(f'{s:.0f}' for s in res['seconds_per_run'])} s each).\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "skip.md").write_text(md)
+    (out / "results.json").write_text(json.dumps({"skip": res}, indent=1, default=str))
+    print(md)
+    return res
 
 
 if __name__ == "__main__":

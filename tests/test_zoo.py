@@ -67,11 +67,22 @@ def test_registry_has_zoo_and_skip_models():
 
 
 def test_skip_nets_forward_and_features():
+    """logits = out(f_{L-1}) + skip(psi) exactly; psi takes evenly spaced units of the first layer
+    (its first and last unit are both in psi)."""
     x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3))
-    for m in (skip.VGG11Skip(act="sigmoid", width_mult=0.125, classifier=(16,), skip_units=1000),
-              skip.DenseNet121Skip(act="softplus", blocks=(1, 1), growth=4, skip_units=500)):
+    for m, first in ((skip.VGG11Skip(act="sigmoid", width_mult=0.125, classifier=(16,), skip_units=1000), "conv1"),
+                     (skip.DenseNet121Skip(act="softplus", blocks=(1, 1), growth=4, skip_units=500), "conv0_act")):
         v = jax.jit(m.init)(jax.random.key(1), x[:1])
-        logits, psi, h = jax.jit(lambda v, x: m.apply(v, x, return_features=True))(v, x)
+
+        @jax.jit
+        def run(v, x, m=m, first=first):
+            out, state = m.apply(v, x, return_features=True, capture_intermediates=lambda mdl, _: mdl.name == first,
+                                 mutable=["intermediates"])
+            return out, state["intermediates"][first]["__call__"][0].reshape(x.shape[0], -1)
+
+        (logits, psi, h), layer1 = run(v, x)
+        np.testing.assert_allclose(psi[:, 0], layer1[:, 0])
+        np.testing.assert_allclose(psi[:, -1], layer1[:, -1])
         assert logits.shape == (3, 10) and np.all(np.isfinite(logits))
         assert psi.shape[1] == m.skip_units
         # logits are exactly out(h) + skip(psi)
@@ -84,20 +95,3 @@ def test_skip_units_larger_than_available_is_an_error():
     m = skip.VGG11Skip(width_mult=0.125, skip_units=10 ** 6)
     with pytest.raises(ValueError, match="skip_units"):
         jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-
-
-def test_skip_psi_is_spread_over_conv1():
-    """psi takes evenly spaced units of conv1: the first and the last unit are both in it."""
-    m = skip.VGG11Skip(width_mult=0.125, classifier=(8,), skip_units=100)
-    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
-    v = jax.jit(m.init)(jax.random.key(1), x)
-
-    @jax.jit
-    def both(v, x):
-        _, psi, _ = m.apply(v, x, return_features=True)
-        _, state = m.apply(v, x, capture_intermediates=lambda mdl, _: mdl.name == "conv1", mutable=["intermediates"])
-        return psi, state["intermediates"]["conv1"]["__call__"][0].reshape(2, -1)
-
-    psi, conv1 = both(v, x)
-    np.testing.assert_allclose(psi[:, 0], conv1[:, 0])
-    np.testing.assert_allclose(psi[:, -1], conv1[:, -1])

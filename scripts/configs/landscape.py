@@ -20,8 +20,9 @@ Variants:
 - "quick": the CPU scale. N = 1,000 CIFAR-10 training images (the first 1,000), 1,000 test images,
   nets at 1/8 width (VGG conv1 8 channels, classifier 64-64; DenseNet-BC with growth 8 and blocks
   (2, 2, 2, 2) in place of DenseNet-121's (6, 12, 24, 16)), M = 8,192 skip units (all of VGG's
-  conv1 = 32*32*8; DenseNet: 8,192 of its 16,384 stem units, evenly spaced), Adam for 6 (VGG) / 4
-  (DenseNet) epochs. This small because the 2 CPU cores were shared by ~20 processes when it ran
+  conv1 = 32*32*8; DenseNet: 8,192 of its 16,384 stem units, evenly spaced), Adam (batch 32) for
+  8 (VGG) / 5 (DenseNet) epochs; the three architectures can run as three processes (--archs) and
+  be merged (--merge). This small because the 2 CPU cores were shared by ~20 processes when it ran
   (a nice'd job got ~5-10 % of a core); on an idle 2-core machine N = 5,000 with DenseNet-121's
   blocks fits in ~25 min.
 - "full": the talk's scale. N = 50,000, all 10,000 test images, full width (VGG conv1 64 channels,
@@ -39,7 +40,7 @@ TRAIN = dict(optimizer="sgd", learning_rate=0.02, momentum=0.9, schedule="cosine
              loss="cross_entropy")
 # the CPU run trains for a few epochs only, where Adam gets further than SGD; "SGD" in the table means
 # "the whole network trained by a stochastic gradient method", as opposed to "rand"
-TRAIN_QUICK = dict(optimizer="adam", learning_rate=1e-3, momentum=0.0, schedule="cosine", batch_size=128,
+TRAIN_QUICK = dict(optimizer="adam", learning_rate=1e-3, momentum=0.0, schedule="cosine", batch_size=32,
                    loss="cross_entropy")
 
 DEFAULTS = dict(
@@ -58,12 +59,12 @@ DEFAULTS = dict(
     vgg=dict(width_mult=0.125, classifier=(64, 64)),
     densenet=dict(growth=8, stem="cifar", norm="group", blocks=(2, 2, 2, 2)),
     skip_units=8192,
-    epochs=dict(vgg11=6, vgg16=6, densenet121=4),
+    epochs=dict(vgg11=8, vgg16=8, densenet121=5),
     train=dict(TRAIN_QUICK),
     lstsq_method="cholesky",
     # --- bad news
-    neuron=dict(per_dim=6, dim=2, ratio=10.0, n_starts=40),
-    wide=dict(n=50, hidden=64, n_starts=4, maxiter=300),
+    neuron=dict(per_dim=6, dim=2, ratio=10.0, n_starts=16),
+    wide=dict(n=50, hidden=64, n_starts=3, maxiter=200),
 )
 
 
