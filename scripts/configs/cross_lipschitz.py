@@ -2,6 +2,10 @@
 methods.md section 1), at a reduced scale.
 
     nice -n 10 python scripts/cross_lipschitz.py --config mnist --out runs/cross_lipschitz   (~10 CPU-min; ~40 min niced on busy cores)
+    python scripts/cross_lipschitz.py --merge runs/a runs/b --out runs/cross_lipschitz        (merge partial runs)
+
+The committed results (benchmarks/cross_lipschitz_experiment.md) merge `mnist` (stopped after plain and
+weight decay 1e-4), `rest` (CIFAR-10 there for 2 epochs), `extra` and `kernel_lambdas`.
     python scripts/cross_lipschitz.py --config quick --out /tmp/cl                          (tests: ~30 s)
 
 Paper setting (methods.md 1(d)): one hidden layer, 1024 softplus(alpha=10) units, no bias, plain SGD lr 0.2,
