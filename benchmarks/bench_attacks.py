@@ -310,7 +310,10 @@ def markdown(report) -> str:
              "search; pgd_minimal: 12 radii x 50 PGD steps (margin loss, cosine-decayed steps, warm starts) "
              "+ 10-step line search; region: " + report["region_note"], ""]
     for m in report["models"]:
-        lines += [f"## {m['name']} (test accuracy {m['accuracy']:.4f})", "",
+        lines += [f"## {m['name']} (test accuracy {m['accuracy']:.4f})", ""]
+        if m.get("settings"):
+            lines += ["Run: `" + m["settings"] + "`", ""]
+        lines += [
                   "| attack | norm | points | success | median | mean | ms / example | model calls / ex |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in sorted(m["rows"], key=lambda r: (r["p"], r["attack"])):
@@ -348,13 +351,17 @@ def main():
     ap.add_argument("--n-regions", type=int, default=100)
     ap.add_argument("--region-norms", default="2")
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--cw-steps", type=int, default=CW["steps"], help="Adam steps per c (ours and Foolbox)")
+    ap.add_argument("--cw-bs", type=int, default=CW["binary_search_steps"], help="values of c (ours and Foolbox)")
     ap.add_argument("--no-foolbox", action="store_true")
     ap.add_argument("--no-region", action="store_true")
     ap.add_argument("--out", default="attacks")
     ap.add_argument("--merge", default="", help="comma-separated result JSONs (in results/) to merge into --out")
+    ap.add_argument("--note", action="append", default=[], help="a line for the notes section (with --merge)")
     ap.add_argument("--load-note", default="2-core CPU, shared with other jobs during measurement")
     args = ap.parse_args()
     args.region_norms = [float(s) if s != "inf" else INF for s in args.region_norms.split(",")]
+    CW.update(steps=args.cw_steps, binary_search_steps=args.cw_bs)
     if args.quick:
         args.n_fast = args.n_mid = args.n_slow = args.n_cw = args.n_fb_df = args.n_fb_cw = args.n_region = 20
         args.n_region_cnn = 20
@@ -365,7 +372,7 @@ def main():
     if args.merge:   # runs split over processes: concatenate their models
         parts = [json.loads((RESULTS / name).read_text()) for name in args.merge.split(",")]
         merged = dict(parts[0], models=[m for part in parts for m in part["models"]])
-        merged["notes"] = [n for part in parts for n in part.get("notes", [])]
+        merged["notes"] = [n for part in parts for n in part.get("notes", [])] + args.note
         merged["command"] = " + ".join(part["command"] for part in parts)
         (RESULTS / f"{args.out}.json").write_text(json.dumps(merged, indent=1, default=float))
         (HERE / f"{args.out}.md").write_text(markdown(merged))
@@ -381,7 +388,10 @@ def main():
     report = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   machine=machine(), load_note=args.load_note,
                   command="nice -n 10 python benchmarks/bench_attacks.py " + ("--quick " if args.quick else "")
-                          + f"--models {args.models} --out {args.out}",
+                          + f"--models {args.models} --out {args.out} --n-fast {args.n_fast} --n-mid {args.n_mid} "
+                          f"--n-slow {args.n_slow} --n-cw {args.n_cw} --n-fb-df {args.n_fb_df} --n-fb-cw {args.n_fb_cw} "
+                          f"--n-region {args.n_region} --n-region-cnn {args.n_region_cnn} --n-regions {args.n_regions} "
+                          f"--cw-steps {args.cw_steps} --cw-bs {args.cw_bs}",
                   train_note="Adam 1e-3, batch 128, all 60k training images; " + "; ".join(
                       f"{k}: {v['model']} {v['epochs']} epochs" + (f", PGD training l_inf eps {v['at']['eps']}, "
                                                                    f"{v['at']['steps']} steps, loss CE(x) + CE(x_pgd)"
@@ -402,6 +412,7 @@ def main():
         for c in comps:
             log(f"  ratio {c['a']} / {c['b']}: median {c['median']:.4f} (n={c['n']})")
         report["models"].append(dict(name=name, accuracy=acc, train_seconds=t_train, rows=rows, comparisons=comps,
+                                     settings=report["command"] + f" (CW {json.dumps(CW)})",
                                      best_of=bo, distances={f"{k[0]} l{_pn(k[1])}": np.round(r.distance, 5).tolist()
                                                             for k, r in results.items()}))
         (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=1, default=float))
