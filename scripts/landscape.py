@@ -138,7 +138,7 @@ def skip_table(config: dict, data, on_row=None) -> dict:
                 else:
                     tcfg = dict(config["train"])
                     loss = tcfg.pop("loss")
-                    cfg = train.TrainConfig(model=name, model_config=mcfg, dataset="cifar10", loss=loss,
+                    cfg = train.TrainConfig(model=name, model_config=mcfg, dataset=config["dataset"], loss=loss,
                                             epochs=config["epochs"][arch], seed=config["seed"], progress=False,
                                             eval_batch_size=500, **tcfg)
                     state = train.fit(cfg, (xtr, ytr), None)
@@ -163,7 +163,9 @@ def skip_table(config: dict, data, on_row=None) -> dict:
 
 def skip_markdown(res: dict, config: dict) -> str:
     s = res["setting"]
-    lines = [f"Setting: CIFAR-10, N = {s['n_train']:,} training images (the first), {s['n_test']:,} test images; "
+    ds = {"cifar10": "CIFAR-10", "mnist": "MNIST zero-padded to 32 x 32 (NOT the talk's CIFAR-10)"}.get(
+        s.get("dataset", "cifar10"), s.get("dataset"))
+    lines = [f"Setting: {ds}, N = {s['n_train']:,} training images (the first), {s['n_test']:,} test images; "
              f"VGG {s['vgg']}, DenseNet {s['densenet']}; M = {s['skip_units']} skip units; SGD "
              f"{s['train']}; epochs {s['epochs']}; seed {s['seed']}; one run per cell. Talk: N = 50,000, "
              "full-width nets, mean +- std over runs.", "",
@@ -276,9 +278,13 @@ def run(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
             (out / "widths.md").write_text(md + "\n")
     if "skip" in config["parts"]:
         from robustjax.data import load
-        os.environ.setdefault("ROBUSTJAX_DATA", str(ROOT.parent / "shared" / "data"))
-        xtr, ytr = load("cifar10", "train")
-        xte, yte = load("cifar10", "test")
+        if config["dataset"] == "cifar10":
+            os.environ.setdefault("ROBUSTJAX_DATA", str(ROOT.parent / "shared" / "data"))
+        xtr, ytr = load(config["dataset"], "train")
+        xte, yte = load(config["dataset"], "test")
+        if xtr.shape[1:3] == (28, 28):   # MNIST-like: zero-pad to 32 x 32 so that VGG's five poolings fit
+            pad = ((0, 0), (2, 2), (2, 2), (0, 0))
+            xtr, xte = np.pad(xtr, pad), np.pad(xte, pad)
         data = ((xtr[:config["n_train"]], ytr[:config["n_train"]]), (xte[:config["n_test"]], yte[:config["n_test"]]))
         del xtr, xte
         t0 = time.perf_counter()
@@ -289,7 +295,7 @@ def run(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
 
         res = skip_table(config, data, on_row=partial)
         res["seconds"] = round(time.perf_counter() - t0, 1)
-        res["setting"] = {k: config[k] for k in ("n_train", "n_test", "vgg", "densenet", "skip_units", "epochs",
+        res["setting"] = {k: config[k] for k in ("dataset", "n_train", "n_test", "vgg", "densenet", "skip_units", "epochs",
                                                   "train", "seed", "lstsq_method")}
         results["skip"] = res
         md = skip_markdown(res, config)

@@ -74,7 +74,8 @@ def has_cifar10() -> bool:
 def run_landscape(scale: str, out: Path) -> dict:
     cfg = _config("landscape", {"quick": "test", "cpu": "quick", "full": "full"}[scale])
     if scale == "quick":
-        cfg.update(dataset="mnist", parts=("widths", "skip", "badnews"),
+        cfg.update(dataset="mnist", parts=("widths", "skip", "badnews"), acts=("sigmoid", "softplus"),
+                   n_train=500, n_test=500, epochs=dict(vgg11=4),
                    widths_models=("vgg11", "vgg16", "inception_v3", "inception_v4", "squeezenet", "enet",
                                   "googlenet", "resnet50", "xception"))
     return _part("landscape").run(cfg, out)
