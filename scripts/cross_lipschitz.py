@@ -14,33 +14,19 @@ Before returning it checks soundness: certified radius <= attack distance for ev
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
+from robustjax.experiments.configs import check_config, load_config
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_config(name: str, arg: str = "") -> dict:
-    """get_config(arg) of scripts/configs/<name>.py (loaded by path)."""
-    path = ROOT / "scripts" / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"robustjax_configs_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
-
-
-def check_config(config: dict, defaults: dict) -> dict:
-    bad = set(config) - set(defaults)
-    if bad:
-        raise ValueError(f"unknown config key(s) {sorted(bad)}; known: {sorted(defaults)}")
-    return {**defaults, **config}
 
 
 def _regularizer(kind: str, lam, *, structure: str, net: dict, centers=None, gamma=None, samples: int = 1):

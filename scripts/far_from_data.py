@@ -12,34 +12,22 @@ figures into out_dir when given); configs are in scripts/configs/ood.py.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
+
+from robustjax.experiments.configs import check_config as _check_keys, load_config
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 SETS = ("uniform", "permuted", "lowpass", "adversarial")
 
 
-def load_config(name: str, arg: str = "") -> dict:
-    """get_config(arg) of scripts/configs/<name>.py (loaded by path: scripts/ is not a package)."""
-    path = ROOT / "scripts" / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"robustjax_configs_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
-
 
 def check_config(config: dict, defaults: dict) -> dict:
-    bad = set(config) - set(defaults)
-    if bad:
-        raise ValueError(f"unknown config key(s) {sorted(bad)}; known: {sorted(defaults)}")
-    config = {**defaults, **config}
+    config = _check_keys(config, defaults)
     unknown = set(config["methods"]) - {"plain", "ceda", "acet"}
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; known: plain, ceda, acet")

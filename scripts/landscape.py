@@ -12,7 +12,6 @@ beside ours, labelled "talk", for comparison only.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -47,11 +46,8 @@ ACT_COL = {"sigmoid": 0, "softplus": 1}
 
 
 def load_config(arg: str = "quick") -> dict:
-    path = ROOT / "scripts" / "configs" / "landscape.py"
-    spec = importlib.util.spec_from_file_location("robustjax_configs_landscape", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    from robustjax.experiments.configs import load_config as load
+    return load("landscape", arg)
 
 
 def _defaults() -> dict:

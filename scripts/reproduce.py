@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -232,7 +231,7 @@ def main(argv=None) -> int:
     out = Path(args.out or f"reports/{scale}-{stamp}")
     out.mkdir(parents=True, exist_ok=True)
     from robustjax import report
-    sections, timings, summary = [], {}, {}
+    sections, timings = [], {}
     t_all = time.perf_counter()
     for i, part in enumerate(parts):
         print(f"[{i + 1}/{len(parts)}] {TITLES[part]} ({scale})", flush=True)

@@ -12,35 +12,20 @@ out_dir when given); configs are in scripts/configs/spatial.py.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
+from robustjax.experiments.configs import check_config, load_config
+
 import jax
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def load_config(name: str, arg: str = "") -> dict:
-    """get_config(arg) of scripts/configs/<name>.py (loaded by path: scripts/ is not a package)."""
-    path = ROOT / "scripts" / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"robustjax_configs_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
-
-
-def check_config(config: dict, defaults: dict) -> dict:
-    """config with missing keys taken from defaults; unknown keys are an error (stale configs)."""
-    bad = set(config) - set(defaults)
-    if bad:
-        raise ValueError(f"unknown config key(s) {sorted(bad)}; known: {sorted(defaults)}")
-    return {**defaults, **config}
 
 
 def train_model(config: dict):

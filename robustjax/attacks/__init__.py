@@ -19,3 +19,4 @@ __all__ += ["adversarial_training", "cw", "ddn", "deepfool", "make_pgd", "pgd", 
             "plot_adversarial_examples", "plot_robust_accuracy"]
 __all__ += ["SpatialResult", "spatial_first_order", "spatial_grid"]
 __all__ += ["RegionInfo", "region", "region_with_info"]
+__all__ += ["linearized"]

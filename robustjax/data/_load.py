@@ -102,7 +102,7 @@ def _from_tfds(name: str, split: str, tfds_dir: str | None, allow_tfds_load: boo
         import tensorflow_datasets as tfds
     except ImportError:
         return None
-    from robustjax.data import _tfds  # registers the <name>_npz builders
+    from robustjax.data import _tfds  # noqa: F401 - registers the <name>_npz builders
 
     meta = info(name)
     src = None
@@ -122,7 +122,7 @@ def _from_tfds(name: str, split: str, tfds_dir: str | None, allow_tfds_load: boo
         return _finish(name, xs, ys)
     if allow_tfds_load:
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow  # noqa: F401 - tfds.load needs it
         except ImportError:
             return None
         try:
