@@ -92,7 +92,7 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
 
 
 def cw(logits_fn, x, labels, *, p=2, key=None, box: Box = Box(), steps: int = 1000,
-       binary_search_steps: int = 9, learning_rate: float = 0.1, confidence: float = 0.0,
+       binary_search_steps: int = 9, learning_rate: float = 0.01, confidence: float = 0.0,
        initial_const: float = 1e-3, evaluate_last: bool = True, line_search_steps: int = 0,
        batch_size: int | None = None):
     """Carlini-Wagner l2 attack, minimal-norm, untargeted.
@@ -104,9 +104,10 @@ def cw(logits_fn, x, labels, *, p=2, key=None, box: Box = Box(), steps: int = 10
       learning_rate: Adam step in tanh space; confidence: kappa; initial_const: first c.
       evaluate_last: also check the last Adam iterate of each c (one forward pass; Foolbox does not).
       line_search_steps: optional bisection toward x after the search (0 = the original attack).
-      Defaults follow Foolbox 3 except steps (Foolbox: 10000), the learning rate (Foolbox: 0.01, which
-      needs its 10000 steps: at 1000 steps it stops far from the boundary, MNIST median l2 2.06 against
-      0.88 with 0.1 and DeepFool's 0.91 on a 784-256-10 net) and no early abort.
+      Defaults follow Foolbox 3 except steps (Foolbox: 10000) and no early abort. Mind the step budget:
+      with learning_rate 0.01, 1000 steps can stop far from the boundary (MNIST 784-256-10 net: median
+      l2 2.06 against 0.88 with learning_rate 0.1 and DeepFool's 0.91), while 0.1 is coarse near the
+      boundary (21 % above the exact distance on a linear model after 300 steps, where 0.01 is exact).
 
     Returns:
       AttackResult; model_calls = 2 (forward + backward) per Adam step.
