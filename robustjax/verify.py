@@ -494,3 +494,22 @@ def min_adversarial_l2_2d(layers: Sequence[Layer], x, label: int, *, box: Box = 
             step = -nrm / np.linalg.norm(nrm) * 1e-7 * scale
             queue.append(mid + step)
     return RegionsResult(best, best_z, best_t, len(seen))
+
+
+def _milp_item(item):
+    layers, x, label, kw = item
+    return min_adversarial_milp(layers, x, label, **kw)
+
+
+def min_adversarial_milp_batch(layers: Sequence[Layer], x, labels, *, processes: int | None = None,
+                               progress: bool = False, **kwargs) -> list[VerifyResult]:
+    """`min_adversarial_milp` for every row of x `[n, ...]` with labels `[n]`, spread over a pool of
+    `processes` worker processes (robustjax.parallel.process_map; None = one per core, 1 = inline).
+    Each MILP is single-threaded CPU work, so the pool scales with the cores. Returns results in order."""
+    from robustjax import parallel
+    x = np.asarray(x)
+    labels = np.asarray(labels)
+    if len(x) != len(labels):
+        raise ValueError(f"{len(x)} inputs but {len(labels)} labels")
+    items = [(list(layers), x[i], int(labels[i]), kwargs) for i in range(len(x))]
+    return parallel.process_map(_milp_item, items, processes=processes, progress=progress, desc="MILP")

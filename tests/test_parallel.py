@@ -113,3 +113,29 @@ def test_sharded_attacks_match_one_device(name, relu_mlp_mnist, mnist_small):
     np.testing.assert_array_equal(one.success, four.success)
     np.testing.assert_allclose(one.distance, four.distance, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(one.label_adv, four.label_adv)
+
+
+@pytest.mark.skipif(os.environ.get("ROBUSTJAX_PARALLEL_CHILD") == "1", reason="checked in the parent")
+def test_milp_over_a_process_pool_equals_inline():
+    from robustjax import verify
+    rng = np.random.default_rng(0)
+    layers = [verify.Flatten(), verify.Dense(rng.normal(size=(6, 8)), rng.normal(size=8)), verify.ReLU(),
+              verify.Dense(rng.normal(size=(8, 3)), rng.normal(size=3))]
+    x = rng.uniform(size=(4, 6))
+    labels = np.argmax(verify.forward(layers, x), -1)
+    inline = verify.min_adversarial_milp_batch(layers, x, labels, processes=1, p=np.inf, time_limit=30)
+    pooled = verify.min_adversarial_milp_batch(layers, x, labels, processes=2, p=np.inf, time_limit=30)
+    assert [r.status for r in pooled] == [r.status for r in inline]
+    np.testing.assert_allclose([r.distance for r in pooled], [r.distance for r in inline], rtol=1e-6)
+    assert all(r.status == "optimal" for r in inline)
+
+
+@needs_four
+def test_sharded_certificate_matches_one_device(softplus_1hl_mnist, mnist_small):
+    from robustjax import certify
+    _, (xte, yte) = mnist_small
+    w = softplus_1hl_mnist.model.weights(softplus_1hl_mnist.variables)
+    one = certify.certified_radius(w, xte[:20], yte[:20])
+    four = parallel.sharded_call(certify.certified_radius, parallel.data_mesh(), w, xte[:20], yte[:20])
+    np.testing.assert_allclose(one.radius, four.radius, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(one.misclassified, four.misclassified)
