@@ -113,23 +113,31 @@ def render():
                   report.markdown_table([{"attack": k, "ms_per_example": v} for k, v in r["attack_ms_per_example"].items()]), ""]
     one = next((r for r in runs if r["tag"].startswith("cpu") and len(r["devices"]) == 1), None)
     if one is not None:
-        ohl = {row["batch"]: row["examples_per_s"] for row in one["train"] if row["model"] == "mmr_cnn"}
-        best = max(ohl.values())
+        # dense throughput of this CPU from the one-hidden-layer step: 3 x 784 x 1024 multiply-adds per example
+        ohl = [row for row in one["train"] if row["model"] == "one_hidden_layer"]
+        cpu_flops = max(row["examples_per_s"] for row in ohl) * 3 * 2 * 784 * 1024
+        examples = 12 * 100 * 50_000                  # 3 nets x 2 activations x (plain, skip-SGD), 100 epochs
+        flop_per_example = 3 * 0.63e9                 # forward + backward; VGG16 at 32x32 ~0.31 GMAC forward
+        total = examples * flop_per_example
+        h100 = 0.3 * 400e12                           # 30 % of an H100's ~400 TFLOP/s (bf16, dense)
         region_s = one["attack_ms_per_example"]["region_l2_50_regions"] / 1e3
+        cpu_h = 10_000 * region_s * 8 * 4 / 3600
         lines += ["## On paper: the full-scale experiments at these speeds", "",
-                  f"- CIFAR-10 skip table at the talk's scale: 18 trainings (3 nets x 2 activations x plain/skip-SGD, "
-                  f"plus 6 rand fits) of 100 epochs on 50,000 images = 9e7 examples per training, 1.6e9 in all. "
-                  f"Our small MNIST CNN trains at {best:,.0f} examples/s on this CPU; full-width VGG16 on 32x32x3 "
-                  f"costs about 0.3 GFLOP per example forward (x3 with backward), some 6,000x the MMR CNN, so on "
-                  f"this CPU the table would take years; on one H100 (~400 TFLOP/s bf16 peak, ~30 % used) about "
-                  f"1.6e9 x 1 GFLOP / 1.2e14 FLOP/s = 3.7 h per net-sized unit, 6-10 GPU-hours in all "
-                  f"(the landscape config's estimate).",
-                  f"- Region attack on the whole CIFAR-10 test set (10,000 points, 400 regions each): at the "
-                  f"measured {region_s:.1f} s per MNIST point with 50 regions, and the solver cost growing with "
-                  f"d = 3072 and the regions (x8), about 10,000 x {region_s:.1f} x 8 x 4 = "
-                  f"{10000 * region_s * 32 / 3600:,.0f} CPU-hours; the JAX part (constraints by vmap) moves to the "
-                  f"GPU, the OSQP/HiGHS solves stay on CPU cores and spread over a process pool "
-                  f"(`robustjax.parallel.process_map`): with 16 cores about {10000 * region_s * 32 / 3600 / 16:,.0f} h.", ""]
+                  f"- Dense throughput measured here: {cpu_flops / 1e9:,.0f} GFLOP/s (the one-hidden-layer train "
+                  f"step at its best batch, 3 x 784 x 1024 multiply-adds per example).",
+                  f"- CIFAR-10 skip table at the talk's scale: 12 trainings (VGG11, VGG16, DenseNet121 x sigmoid, "
+                  f"softplus x plain, skip-SGD) of 100 epochs on 50,000 images = {examples:.1e} examples at about "
+                  f"{flop_per_example / 1e9:.1f} GFLOP each (VGG16-sized; VGG11 is less, DenseNet121 more) = "
+                  f"{total:.1e} FLOP, plus 6 least-squares fits (a 50,000^2 float64 Gram matrix each, ~4e14 FLOP). "
+                  f"On this CPU at the rate above: {total / cpu_flops / 86400:,.0f} days. On one H100 at 30 % of "
+                  f"its bf16 peak: {total / h100 / 3600:,.1f} GPU-hours for the trainings. Both are lower bounds: "
+                  f"small 32x32 convolutions at batch 128 reach a few percent of peak, not 30 % (and far less than "
+                  f"the dense rate on a CPU), which is why scripts/configs/landscape.py budgets 6-10 GPU-hours.",
+                  f"- Region attack on the whole CIFAR-10 test set (10,000 points, 400 regions each): measured here "
+                  f"{region_s:.1f} s per MNIST point with 50 regions; with 8x the regions and ~4x the solver cost "
+                  f"for d = 3072 that is about {cpu_h:,.0f} CPU-hours. The JAX part (region constraints by vmap) "
+                  f"moves to the GPU; the OSQP/HiGHS solves stay on CPU cores: with 16 cores in a process pool "
+                  f"about {cpu_h / 16:,.0f} hours.", ""]
     (HERE / "parallel.md").write_text("\n".join(lines) + "\n")
 
 
