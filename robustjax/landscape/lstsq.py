@@ -17,6 +17,11 @@ Three solvers, all float64 where it matters:
   residual reached is reported. Its step count grows with cond(Phi)^2 ~ cond(G), which for random
   sigmoid/softplus features is large (1e6 and more): on those it often stops before an exact fit;
   the benchmark reports by how much.
+
+Large N on some CPUs: numpy's bundled OpenBLAS (numpy 2.4) crashed with SIGSEGV on the float64 product
+behind a 20,000 x 20,000 Gram matrix on this project's AMD EPYC build machines (its native kernel,
+multi-threaded); with OPENBLAS_CORETYPE=Haswell (or OPENBLAS_NUM_THREADS=1) in the environment before
+Python starts, the same product runs. Set it in the shell for N of 20,000 and more.
 """
 from __future__ import annotations
 
