@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +35,7 @@ from robustjax.attacks import (AttackResult, Box, best_of, cw, ddn, deepfool, lp
                                pgd_minimal, plot_adversarial_examples, plot_robust_accuracy)
 from robustjax.attacks.result import finalize  # noqa: E402
 from robustjax.data import load  # noqa: E402
+from bench_train import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -57,18 +56,6 @@ TRAIN = {
 # Attack settings (ours and Foolbox's identical where both exist).
 DF = dict(steps=50, overshoot=0.02)
 CW = dict(steps=500, binary_search_steps=7, learning_rate=0.01, initial_const=0.1)
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {cpu}, {jax.devices()[0].platform}, jax {jax.__version__}"
 
 
 # ---------------------------------------------------------------------------------- models

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from robustjax import data, losses, train
+from robustjax import data, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,22 +35,11 @@ def machine() -> str:
 
 
 def throughput(config: train.TrainConfig, x, y, *, batch=128, repeats=50) -> dict:
-    model = train.build_model(config, 10)
-    state = train.create_train_state(jax.random.key(0), config, model, x.shape[1:], 1000)
-    step = train.make_train_step(losses.get(config.loss))
-    xb, yb = x[:batch], y[:batch]
-    for _ in range(3):
-        state, m = step(state, xb, yb)
-    jax.block_until_ready(state.params)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state, m = step(state, xb, yb)
-        jax.block_until_ready(state.params)
-        times.append(time.perf_counter() - t0)
-    med = float(np.median(times))
+    from bench_parallel import step_time  # benchmarks/ is on sys.path when run as a script
+    med = step_time(config, x, y, batch, None, repeats=repeats)
+    params = jax.eval_shape(lambda: train.build_model(config, 10).init(jax.random.key(0), x[:1]))["params"]
     return {"median_step_ms": 1e3 * med, "examples_per_s": batch / med,
-            "params": int(sum(p.size for p in jax.tree.leaves(state.params)))}
+            "params": int(sum(p.size for p in jax.tree.leaves(params)))}
 
 
 def main():
@@ -74,7 +62,7 @@ def main():
         cfg = train.TrainConfig(epochs=args.epochs, progress=False)
         log = []
         t0 = time.time()
-        state = train.fit(cfg, (xtr, ytr), (xte, yte), log=log.append)
+        train.fit(cfg, (xtr, ytr), (xte, yte), log=log.append)
         wall = time.time() - t0
         first98 = next((r["epoch"] for r in log if r["test_accuracy"] >= 0.98), None)
         results["paper_training"] = {
@@ -84,7 +72,7 @@ def main():
         print(results["paper_training"]["final_test_accuracy"], wall, flush=True)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "train.json").write_text(json.dumps(results, indent=1))
-    lines = [f"# Training benchmarks", "", f"Machine: {results['machine']}. Date: {results['date']}. "
+    lines = ["# Training benchmarks", "", f"Machine: {results['machine']}. Date: {results['date']}. "
              f"1-minute load average at start: {results['load_average_at_start']:.1f} (above the core count "
              "means other jobs shared the CPU and the times are inflated).", "",
              "## Train-step throughput (batch 128, jitted, warm, median of 50 steps)", "",
