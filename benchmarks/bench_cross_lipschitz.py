@@ -131,8 +131,9 @@ def main():
     results = json.loads(path.read_text()) if path.is_file() else {}
     results.setdefault("runs", {})
     results["runs"][_mode()] = {
-        "date": str(date.today()), "machine": f"2-core CPU ({platform.machine()}), shared with other jobs during "
-                                              "measurement", "jax": jax.__version__,
+        "date": str(date.today()), "machine": f"{os.cpu_count()}-core CPU ({platform.machine()}), 1-minute load "
+                                              f"average {os.getloadavg()[0]:.1f} at the end (above the core "
+                                              "count: other jobs shared the CPU)", "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "median_step_s": med, "ratio_vs_plain": ratios,
         "raw_step_s": raw}
     results["flop_floor"] = {"plain_step_macs": plain_macs, "exact_penalty_forward_macs": floor_fwd,
