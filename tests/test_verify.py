@@ -10,14 +10,7 @@ from robustjax import models, verify
 from robustjax.attacks import Box
 
 
-def random_net(seed, sizes, bias=0.5):
-    rng = np.random.default_rng(seed)
-    layers = [verify.Flatten()]
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if i:
-            layers.append(verify.ReLU())
-        layers.append(verify.Dense(rng.normal(size=(a, b)) / np.sqrt(a), bias * rng.normal(size=b)))
-    return layers
+from _nets import random_net  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def inner_points(d, seed, n=1):
