@@ -44,6 +44,23 @@ def test_one_hidden_layer_closed_form_equals_generic(act):
             np.testing.assert_allclose(g2[k], g1[k], rtol=1e-6, atol=1e-12)
 
 
+def test_blocked_gram_and_hand_written_vjp_at_a_wide_layer():
+    """The symmetric-block Gram (m = 512: 8 blocks) and the custom VJP against jacrev, float64."""
+    with jax.enable_x64(True):
+        U = jax.random.normal(jax.random.key(3), (7, 192), jnp.float64)
+        np.testing.assert_allclose(regularizers.gram(U, blocks=3), U.T @ U, rtol=1e-12)
+        np.testing.assert_allclose(regularizers.gram(U, blocks=5), U.T @ U, rtol=1e-12)   # not divisible
+        m, p, f = _one_hidden_layer("softplus", alpha=10.0, hidden=512, K=3, shape=(1, 2, 2, 1))
+        x = jax.random.uniform(jax.random.key(2), (5, 2, 2, 1), jnp.float64)
+        act = m.weights({"params": p}).act
+        closed = lambda q: regularizers.cross_lipschitz_one_hidden_layer(q["U"], q["W"], x, act)  # noqa: E731
+        v1, g1 = jax.value_and_grad(lambda q: regularizers.cross_lipschitz_jacrev(q, x, f))(p)
+        v2, g2 = jax.value_and_grad(closed)(p)
+        np.testing.assert_allclose(v2, v1, rtol=1e-9)
+        for k in ("U", "W"):
+            np.testing.assert_allclose(g2[k], g1[k], rtol=1e-8, atol=1e-12)
+
+
 def test_kernel_quadratic_form_equals_generic():
     with jax.enable_x64(True):
         K, R = 4, 9
