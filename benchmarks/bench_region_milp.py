@@ -181,16 +181,20 @@ def main():
     xtr, ytr = load("mnist", "train")
     xte, yte = load("mnist", "test")
     data = ((xtr, ytr), (xte, yte))
-    res = dict(machine=f"2-core CPU ({platform.processor() or platform.machine()}), shared with other jobs during "
-                       "measurement", date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               n_regions=args.regions, time_limit_s=args.time_limit, nets={})
     load0 = os.getloadavg()[0]
+    busy = "shared with other jobs during measurement" if load0 > 1.5 else "no other job running"
+    res = dict(machine=f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), {busy}", date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               n_regions=args.regions, time_limit_s=args.time_limit, nets={})
     for name, widths in NETS.items():
         res["nets"][name] = bench_net(name, widths, data, args)
-    res["l2_speed"] = bench_l2_speed(data, args)
+    if args.l2_points > 0:
+        res["l2_speed"] = bench_l2_speed(data, args)
     res["notes"] = [f"1-minute load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
-                    "(2 cores): every time above is that much inflated, and the MILP time limit buys "
-                    "correspondingly less CPU time."]
+                    f"({os.cpu_count()} cores); above the core count every time is inflated and the MILP time "
+                    "limit buys correspondingly less CPU time.",
+                    "Starts of the region attack: DeepFool's point (its l2 point for l1), the nearest training point "
+                    "where given, and for l1 also the sparse start `_l1_linear_start` (exact l1 steps from x to the "
+                    "boundary linearized at the iterate); the closest wins."]
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "region_milp.json").write_text(json.dumps(res, indent=1))

@@ -137,6 +137,40 @@ def test_trajectory_and_determinism():
     assert r1.distance[2] == 0 and r1.success[2] and np.array_equal(r1.x_adv[2], x[2])
 
 
+@pytest.mark.parametrize("p", [2, 1])
+def test_process_pool_equals_one_process(p):
+    """processes=2 (spawned workers, logits_fn by cloudpickle) gives the one-process distances; the result
+    is re-verified in the parent."""
+    layers = random_net(5, [8, 12, 12, 3])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(5).uniform(0.2, 0.8, size=(5, 8)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    labels[4] = (labels[4] + 1) % 3
+    xtr = np.random.default_rng(6).uniform(size=(50, 8)).astype(np.float32)
+    one, i1 = region_with_info(f, x, labels, p=p, key=jax.random.key(1), n_regions=10, x_train=xtr)
+    two, i2 = region_with_info(f, x, labels, p=p, key=jax.random.key(1), n_regions=10, x_train=xtr, processes=2)
+    check_valid(f, x, labels, two)
+    np.testing.assert_allclose(two.distance, one.distance, rtol=1e-5)
+    np.testing.assert_allclose(i2.start_distance, i1.start_distance, rtol=1e-5)
+    assert two.distance[4] == 0 and i2.trajectory.shape == i1.trajectory.shape
+
+
+def test_l1_step_is_the_exact_halfspace_box_minimum():
+    """`l1_halfspace_box_step` attains `halfspace_box_distance` (p = 1) and satisfies its constraints."""
+    from robustjax.attacks.region import l1_halfspace_box_step
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        w, x = rng.normal(size=12), rng.uniform(size=12)
+        r = abs(rng.normal())
+        d = l1_halfspace_box_step(w, r, x, 0.0, 1.0)
+        ref = float(halfspace_box_distance(jnp.asarray(w), r, jnp.asarray(x), 0.0, 1.0, 1))
+        if d is None:
+            assert np.isinf(ref)
+            continue
+        assert w @ d >= r - 1e-9 and np.all(x + d >= -1e-12) and np.all(x + d <= 1 + 1e-12)
+        np.testing.assert_allclose(np.abs(d).sum(), ref, rtol=1e-5)
+
+
 def test_many_seeds_never_invalid():
     """Random nets and points, all three norms, a small box: no invalid example is ever returned."""
     box = Box(0.1, 0.9)

@@ -520,7 +520,27 @@ def _region_solve(fns, x, y, sw_y, G0, h0, lo, hi, p, best, seed_idx, max_rounds
     return z, idx, np.zeros((0, x.size))
 
 
-def _start_points(logits_fn, x, labels, p, key, box, x_start, x_train, y_train, fns, flat_lo, flat_hi):
+def _nearest_training(fns, xf, labels, p, x_train, y_train):
+    """`[batch, d]` nearest training point (in l_p) of another true and predicted class; x where none."""
+    n = xf.shape[0]
+    xt = np.asarray(x_train, np.float32).reshape(len(x_train), -1)
+    pred_t = np.concatenate([np.asarray(jnp.argmax(fns.logits(jnp.asarray(xt[i:i + 1024])), -1))
+                             for i in range(0, len(xt), 1024)])
+    yt = pred_t if y_train is None else np.asarray(y_train)
+    tr = np.empty((n, xf.shape[1]), np.float32)
+    for i in range(n):
+        ok = (yt != labels[i]) & (pred_t != labels[i])
+        if not ok.any():
+            tr[i] = xf[i]
+            continue
+        pool = xt[ok]
+        dist = np.asarray(_pool_dist(jnp.asarray(pool), jnp.asarray(xf[i], jnp.float32), p))
+        tr[i] = pool[int(np.argmin(dist))]
+    return tr
+
+
+def _start_points(logits_fn, x, labels, p, key, box, x_start, x_train, y_train, fns, flat_lo, flat_hi,
+                  extra_starts=None):
     """Candidate starting points `[batch, d]` (flat; x itself where none) and their distances."""
     n = x.shape[0]
     xf = np.asarray(x.reshape(n, -1), np.float64)
@@ -530,26 +550,17 @@ def _start_points(logits_fn, x, labels, p, key, box, x_start, x_train, y_train, 
     else:
         try:
             from robustjax.attacks.deepfool import deepfool  # optional: written alongside this module
-            # any adversarial point is a valid start: l1 starts from DeepFool's l2 point
+            # any adversarial point is a valid start: l1 starts from DeepFool's l2 point (and the l1 start below)
             r = deepfool(logits_fn, x, labels, p=2.0 if p == 1 else p, key=key, box=box)
             cands.append(np.asarray(r.x_adv, np.float32).reshape(n, -1))
         except (ImportError, ValueError):   # no DeepFool module, or not for this norm (p = 1)
             pass
+    if p == 1:
+        cands.append(_l1_linear_start(fns, xf, labels, flat_lo, flat_hi))
     if x_train is not None:
-        xt = np.asarray(x_train, np.float32).reshape(len(x_train), -1)
-        pred_t = np.concatenate([np.asarray(jnp.argmax(fns.logits(jnp.asarray(xt[i:i + 1024])), -1))
-                                 for i in range(0, len(xt), 1024)])
-        yt = pred_t if y_train is None else np.asarray(y_train)
-        tr = np.empty_like(xf, dtype=np.float32)
-        for i in range(n):
-            ok = (yt != labels[i]) & (pred_t != labels[i])
-            if not ok.any():
-                tr[i] = xf[i]
-                continue
-            pool = xt[ok]
-            dist = np.asarray(_pool_dist(jnp.asarray(pool), jnp.asarray(xf[i], jnp.float32), p))
-            tr[i] = pool[int(np.argmin(dist))]
-        cands.append(tr)
+        cands.append(_nearest_training(fns, xf, labels, p, x_train, y_train))
+    if extra_starts is not None:
+        cands.append(np.asarray(extra_starts, np.float32).reshape(n, -1))
     best = xf.astype(np.float32).copy()
     best_d = np.full(n, np.inf)
     lo_j, hi_j = jnp.asarray(flat_lo, jnp.float32), jnp.asarray(flat_hi, jnp.float32)
@@ -596,6 +607,55 @@ def _pool_dist(pool, x, p):
     return jnp.max(jnp.abs(pool - x), -1) if p == np.inf else jnp.sum(jnp.abs(pool - x), -1)
 
 
+def l1_halfspace_box_step(w, r, x, lo, hi):
+    """argmin ||delta||_1 s.t. w . delta >= r, lo <= x + delta <= hi (numpy, `[d]`); None if infeasible.
+
+    A fractional knapsack: saturate coordinates in order of decreasing |w_i| (`halfspace_box_distance`'s
+    p = 1 case, returning the step)."""
+    if r <= 0:
+        return np.zeros_like(x)
+    cap = np.maximum(np.where(w > 0, hi - x, x - lo), 0.0)
+    order = np.argsort(-np.abs(w))
+    gain = np.abs(w[order]) * cap[order]
+    cum = np.cumsum(gain)
+    if cum[-1] < r:
+        return None
+    k = int(np.searchsorted(cum, r))
+    delta = np.zeros_like(x)
+    delta[order[:k]] = np.sign(w[order[:k]]) * cap[order[:k]]
+    delta[order[k]] = np.sign(w[order[k]]) * (r - (cum[k - 1] if k else 0.0)) / abs(w[order[k]])
+    return delta
+
+
+def _l1_linear_start(fns, xf, labels, lo, hi, steps=30, overshoot=0.05):
+    """l1 start `[batch, d]`: repeatedly the exact l1 step from x (not from the iterate) to the nearest
+    boundary linearized at the iterate, in the box (sparse, unlike DeepFool's l2 point, so it starts the
+    region search in an l1 basin). x itself where it never crosses."""
+    z = xf.astype(np.float32).copy()
+    out_z = np.array(z)
+    for i in range(len(z)):
+        c = int(labels[i])
+        found = False
+        for _ in range(steps):
+            out, _, jac = (np.asarray(a[0], np.float64) for a in fns.probe(jnp.asarray(z[i:i + 1])))
+            if int(np.argmax(out)) != c:
+                found = True
+                break
+            W = jac.reshape(len(out), -1) - jac.reshape(len(out), -1)[c]
+            r = out[c] - out + W @ (z[i].astype(np.float64) - xf[i])
+            best = None
+            for t in np.flatnonzero(np.arange(len(out)) != c):
+                delta = l1_halfspace_box_step(W[t], (1 + overshoot) * r[t] + 1e-6, xf[i], lo, hi)
+                if delta is not None and (best is None or np.abs(delta).sum() < np.abs(best).sum()):
+                    best = delta
+            if best is None:
+                break
+            z[i] = np.clip(xf[i] + best, lo, hi)
+        if found:
+            out_z[i] = z[i]
+    return out_z
+
+
 def _linear_steps(fns, xf, labels, p, lo, hi, steps=50, overshoot=0.02):
     """Fallback start (no DeepFool, no training set): DeepFool-style steps to the nearest linearized
     boundary, clipped to the box, `[batch, d]`."""
@@ -627,7 +687,9 @@ def _linear_steps(fns, xf, labels, p, lo, hi, steps=50, overshoot=0.02):
 def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box(), n_regions: int = 100,
                      batch_regions: int = 10, x_start=None, x_train=None, y_train=None,
                      preacts_fn: Callable | None = None, gamma: float = 6.0, max_targets: int | None = None,
-                     max_rounds: int = 50, lp_solver: str = "highs") -> tuple[AttackResult, RegionInfo]:
+                     max_rounds: int = 50, lp_solver: str = "highs", processes: int | None = None,
+                     progress: bool = False, _offset: int = 0,
+                     _extra_starts=None) -> tuple[AttackResult, RegionInfo]:
     """The randomized region attack, with its diagnostics (trajectory of the best distance).
 
     Args:
@@ -653,6 +715,10 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
       max_targets: at most this many target classes per region (lowest lower bounds first); None: all.
       max_rounds: active-set rounds per convex problem.
       lp_solver: "highs" (default) or "osqp" for the p = 1 and inf LPs (see `solve_min_norm`).
+      processes: spread the examples over this many worker processes (spawned, JAX on their CPU; the
+        solver work is single-threaded per process). `logits_fn` travels by cloudpickle; every example's
+        random stream depends on its index alone, so the result equals the one-process run up to float
+        rounding. None or 1: this process. `progress`: a bar over the chunks.
 
     Returns:
       (AttackResult, RegionInfo); distances are verified upper bounds on the minimal l_p distance.
@@ -660,6 +726,12 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
     p = check_norm(p)
     if n_regions < 0 or batch_regions < 1:
         raise ValueError(f"n_regions must be >= 0 and batch_regions >= 1, got {n_regions}, {batch_regions}")
+    if processes is not None and processes > 1 and len(x) > 1:
+        return _region_pool(logits_fn, x, labels, p=p, key=key, box=box, processes=processes, progress=progress,
+                            x_start=x_start, x_train=x_train, y_train=y_train,
+                            options=dict(n_regions=n_regions, batch_regions=batch_regions, preacts_fn=preacts_fn,
+                                         gamma=gamma, max_targets=max_targets, max_rounds=max_rounds,
+                                         lp_solver=lp_solver))
     t0 = time.perf_counter()
     x, labels, clean = check_inputs(logits_fn, x, labels, box)
     n = x.shape[0]
@@ -674,7 +746,7 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
     flat_lo_j, flat_hi_j = jnp.asarray(flat_lo, x.dtype), jnp.asarray(flat_hi, x.dtype)
 
     best, best_d = _start_points(logits_fn, x, labels_np, p, k_start, box, x_start, x_train, y_train, fns,
-                                 flat_lo, flat_hi)
+                                 flat_lo, flat_hi, _extra_starts)
     start_d = best_d.copy()
     xf = np.asarray(x.reshape(n, -1), np.float64)
     traj = np.full((n, n_regions + 1), np.inf)
@@ -695,7 +767,7 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
         traj[i, 0] = best_d[i]
         stats = {"n_qp": 0, "rows": 0}
         seed_idx = np.zeros(0, np.int64)
-        key_i = jax.random.fold_in(k_sample, i)
+        key_i = jax.random.fold_in(k_sample, _offset + i)
         done = 0
         pending: list = []     # probe points just across the faces binding at the best solution
         while done < n_regions and np.isfinite(best_d[i]):
@@ -752,6 +824,45 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
                    time_s=float(np.sum(times)), method="region")
     res = res._replace(time_s=times)
     return res, RegionInfo(traj, start_d, n_qp, rows, times)
+
+
+def _region_worker(payload):
+    """One chunk of examples in a worker process (`region_with_info(processes=...)`)."""
+    fn_bytes, x, labels, p, key_data, typed_key, offset, extra, box, x_start, options = payload
+    jax.config.update("jax_platforms", "cpu")
+    import cloudpickle
+    logits_fn = cloudpickle.loads(fn_bytes)
+    key = jax.random.wrap_key_data(key_data) if typed_key else jnp.asarray(key_data)
+    res, info = region_with_info(logits_fn, x, labels, p=p, key=key, box=box, x_start=x_start, _offset=offset,
+                                 _extra_starts=extra, **options)
+    return np.asarray(res.x_adv), np.asarray(res.model_calls), info
+
+
+def _region_pool(logits_fn, x, labels, *, p, key, box, processes, progress, x_start, x_train, y_train, options):
+    import cloudpickle
+
+    from robustjax.parallel import process_map
+    x, labels, _ = check_inputs(logits_fn, x, labels, box)
+    n = x.shape[0]
+    xn, labels_np = np.asarray(x), np.asarray(labels)
+    extra = None
+    if x_train is not None:      # computed once here, not shipped (the training set) to every worker
+        fns = _make_fns(logits_fn, options["preacts_fn"], tuple(x.shape[1:]), jnp.dtype(x.dtype))
+        extra = _nearest_training(fns, xn.reshape(n, -1).astype(np.float64), labels_np, p, x_train, y_train)
+    typed_key = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    key_data = np.asarray(jax.random.key_data(key) if typed_key else key)
+    fn_bytes = cloudpickle.dumps(logits_fn)
+    chunks = [c for c in np.array_split(np.arange(n), min(n, 4 * processes)) if len(c)]
+    payloads = [(fn_bytes, xn[c], labels_np[c], p, key_data, typed_key, int(c[0]),
+                 None if extra is None else extra[c], box, None if x_start is None else np.asarray(x_start)[c],
+                 options) for c in chunks]
+    parts = process_map(_region_worker, payloads, processes=processes, progress=progress, desc="region")
+    x_adv = np.concatenate([a for a, _, _ in parts]).reshape(x.shape)
+    calls = np.concatenate([c for _, c, _ in parts])
+    info = RegionInfo(*(np.concatenate([getattr(i, f) for _, _, i in parts]) for f in RegionInfo._fields))
+    res = finalize(logits_fn, x, labels, x_adv, p=p, box=box, model_calls=calls,
+                   time_s=float(np.sum(info.time_s)), method="region")
+    return res._replace(time_s=info.time_s), info
 
 
 def region(logits_fn: Callable, x, labels, *, p, key, box: Box = Box(), n_regions: int = 100,
