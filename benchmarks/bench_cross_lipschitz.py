@@ -90,6 +90,8 @@ def stochastic_variance(n_keys=300):
 
 
 def _machine() -> str:
+    if jax.default_backend() != "cpu":
+        return f"{jax.devices()[0].device_kind} ({jax.default_backend()}), {os.cpu_count()}-core host"
     load = os.getloadavg()[0]
     busy = ("above the core count: other jobs shared the CPU" if load > os.cpu_count()
             else "no other job ran")
@@ -97,6 +99,8 @@ def _machine() -> str:
 
 
 def _mode() -> str:
+    if jax.default_backend() != "cpu":
+        return jax.default_backend()
     return "one_core" if len(os.sched_getaffinity(0)) == 1 else "default_threads"
 
 
@@ -109,8 +113,8 @@ def render(results: dict) -> str:
         med, ratios = res["median_step_s"], res["ratio_vs_plain"]
         lines += [f"## {mode}: {res['date']}, {res['machine']}, jax {res['jax']}, XLA_FLAGS='{res['xla_flags']}'", "",
                   "| variant | median step (ms) | ratio vs plain |", "|---|---|---|"]
-        lines += [f"| {k} | {1e3 * med[k]:.1f} | {ratios[k]:.2f}x |" for k in med]
-        lines.append("")
+        lines += [f"| {k} | {1e3 * med[k]:.3g} | {ratios[k]:.2f}x |" for k in med]
+        lines += [f"Note: {res['note']}.", ""] if res.get("note") else [""]
     fl = results["flop_floor"]
     lines += [f"Flop floor of the exact penalty: forward ~min(B(K+1), m) d m = {fl['exact_penalty_forward_macs'] / 1e9:.2f} "
               f"GMAC (and about as much backward) over a plain step of ~{fl['plain_step_macs'] / 1e9:.2f} GMAC: an exact "
@@ -119,6 +123,17 @@ def render(results: dict) -> str:
               f"and has a hand-written VJP (one m^2 d product for U, one n m^2 for D): m^2 (9/16 d + d + 2B + 2K) = "
               f"{fl['closed_form_macs'] / 1e9:.2f} GMAC with its gradient, ~{fl['closed_form_step_ratio']:.1f}x a plain "
               "step at equal efficiency (below the generic floor: it uses the symmetry).", ""]
+    sweep = results.get("gpu_sweep")
+    if sweep:
+        lines += [f"GPU sweep ({sweep['machine']}): ms per step and ratio to the plain step. At batch 128 every "
+                  "variant is launch-bound (~0.15 ms); at 1024 the closed form with one Gram product is fastest among the "
+                  "exact ones, the CPU's symmetric blocks lose on the GPU, so `gram` blocks on the CPU only. (The plain step measured "
+                  "faster at 1024 than at 128: both are launch-bound, so these ratios are rough.)", "",
+                  "| batch | " + " | ".join(next(iter(sweep["ms_and_ratio"].values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(sweep["ms_and_ratio"].values())))]
+        for bsz, row in sweep["ms_and_ratio"].items():
+            lines.append(f"| {bsz} | " + " | ".join(f"{ms:.3g} ms ({r:.2f}x)" for ms, r in row.values()) + " |")
+        lines.append("")
     var = results.get("stochastic_variance")
     if var:
         lines += ["Stochastic estimate (centered Rademacher projections, one vjp per sample and example) on one batch "

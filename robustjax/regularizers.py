@@ -66,9 +66,13 @@ def cross_lipschitz_jacrev(params, x, logits_fn) -> jax.Array:
     return _pairwise_from_jacobian(J) / (n * K * K)
 
 
-def gram(U, *, blocks: int = 8) -> jax.Array:
+def gram(U, *, blocks: int | None = None) -> jax.Array:
     """U^T U `[m, m]` for U `[d, m]`, computing only the blocks on and above the diagonal (m^2 d (b + 1) / (2 b)
-    multiply-adds instead of m^2 d, for b column blocks); the plain product when m is not divisible by b or small."""
+    multiply-adds instead of m^2 d, for b column blocks); the plain product when m is not divisible by b or small.
+    blocks None: 8 on the CPU, 1 elsewhere (measured, benchmarks/cross_lipschitz_step.md: on an H100 the blocked
+    form is slower than one product, 2.8 vs 2.2x a plain step at batch 1024)."""
+    if blocks is None:
+        blocks = 8 if jax.default_backend() == "cpu" else 1
     m = U.shape[1]
     if m % blocks or m < 64 * blocks:
         return U.T @ U
@@ -158,7 +162,7 @@ def _closed_form_cheaper(structure: str, n: int, d: int, m: int, K: int) -> bool
     gradient)."""
     if structure == "gaussian_kernel":
         return True
-    gram_d = d * 9 / 16 if m % 8 == 0 and m >= 512 else d
+    gram_d = d * 9 / 16 if m % 8 == 0 and m >= 512 and jax.default_backend() == "cpu" else d
     return m * m * (gram_d + d + 2 * n + 2 * K) < 3 * n * K * d * m
 
 

@@ -378,3 +378,20 @@ def test_matches_foolbox_deepfool_and_cw(mnist_points):
         if ours is cw:   # our default also checks the last Adam iterate of each c: never worse overall
             r2 = cw(f, x, y, p=2, **{**opts, "evaluate_last": True})
             assert np.median(r2.distance[both] / d_fb[both]) <= 1 + 1e-3
+
+
+def test_finalize_pushes_unconfirmed_boundary_points_outward():
+    """A candidate just short of the boundary (as when the model is evaluated at another precision than
+    the attack's) is pushed out along x -> x_adv by the smallest factor that the model confirms."""
+    from robustjax.attacks.result import finalize
+    f = lambda z: jnp.stack([z[:, 0] - z[:, 1], z[:, 1] - z[:, 0]], -1)   # noqa: E731  class 1 iff z1 > z0
+    x = jnp.array([[0.6, 0.4], [0.7, 0.3], [0.5, 0.45]])
+    labels = jnp.zeros(3, jnp.int32)
+    x_adv = jnp.array([[0.5 + 2e-5, 0.5 - 2e-5],    # 1e-4 short: 1.0001 is not enough, 1.001 is
+                       [0.3, 0.7],                  # adversarial already
+                       [0.5, 0.45]])                # no candidate (x itself): stays a failure
+    r = finalize(f, x, labels, x_adv, p=2)
+    assert list(r.success) == [True, True, False] and np.isinf(r.distance[2])
+    np.testing.assert_allclose(r.x_adv[0], x[0] + 1.001 * (x_adv[0] - x[0]), rtol=1e-6)
+    np.testing.assert_allclose(r.distance[0], 1.001 * np.linalg.norm(x_adv[0] - x[0]), rtol=1e-5)
+    assert int(np.argmax(f(jnp.asarray(r.x_adv[:1])))) == 1

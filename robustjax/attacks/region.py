@@ -732,6 +732,19 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
                             options=dict(n_regions=n_regions, batch_regions=batch_regions, preacts_fn=preacts_fn,
                                          gamma=gamma, max_targets=max_targets, max_rounds=max_rounds,
                                          lp_solver=lp_solver))
+    with jax.default_matmul_precision("highest"):   # exact region algebra also where f32 matmuls default to TF32
+        x_adv, calls, info = _region_single(logits_fn, x, labels, p=p, key=key, box=box, n_regions=n_regions,
+                              batch_regions=batch_regions, x_start=x_start, x_train=x_train, y_train=y_train,
+                              preacts_fn=preacts_fn, gamma=gamma, max_targets=max_targets, max_rounds=max_rounds,
+                              lp_solver=lp_solver, _offset=_offset, _extra_starts=_extra_starts)
+    res = finalize(logits_fn, x, labels, x_adv, p=p, box=box, model_calls=calls,
+                   time_s=float(np.sum(info.time_s)), method="region")
+    return res._replace(time_s=info.time_s), info
+
+
+def _region_single(logits_fn, x, labels, *, p, key, box, n_regions, batch_regions, x_start, x_train, y_train,
+                   preacts_fn, gamma, max_targets, max_rounds, lp_solver, _offset, _extra_starts):
+    """`region_with_info` in this process."""
     t0 = time.perf_counter()
     x, labels, clean = check_inputs(logits_fn, x, labels, box)
     n = x.shape[0]
@@ -819,11 +832,7 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
         n_qp[i] = stats["n_qp"]
         rows[i] = stats["rows"] / max(stats["n_qp"], 1)
         times[i] = time.perf_counter() - ti + t_start
-    x_adv = best.reshape(x.shape)
-    res = finalize(logits_fn, x, labels, x_adv, p=p, box=box, model_calls=calls,
-                   time_s=float(np.sum(times)), method="region")
-    res = res._replace(time_s=times)
-    return res, RegionInfo(traj, start_d, n_qp, rows, times)
+    return best.reshape(x.shape), calls, RegionInfo(traj, start_d, n_qp, rows, times)
 
 
 def _region_worker(payload):

@@ -118,7 +118,10 @@ def finalize(logits_fn: Callable, x, labels, x_adv, *, p, box: Box = Box(), mode
     """Builds the AttackResult from candidate points, re-verifying everything with the real model.
 
     x_adv candidates are clipped to the box first; a candidate counts only if the model's argmax at
-    the clipped point differs from the label. Misclassified inputs get x_adv = x, distance 0.
+    the clipped point differs from the label. Misclassified inputs get x_adv = x, distance 0. A candidate
+    the model does not confirm (minimal attacks stop at the boundary, where the model evaluated at another
+    precision, e.g. TF32 matmuls on a GPU, or in another batch may disagree) is pushed outward, x + s (x_adv - x)
+    for s = 1.0001, 1.001, 1.01 (clipped), and the first confirmed point is kept, at its own distance.
     """
     p = check_norm(p)
     x = jnp.asarray(x)
@@ -131,6 +134,16 @@ def finalize(logits_fn: Callable, x, labels, x_adv, *, p, box: Box = Box(), mode
     labels_np = np.asarray(labels)
     wrong_clean = pred_clean != labels_np
     found = (pred_adv != labels_np) & ~wrong_clean
+    for s in (1.0001, 1.001, 1.01):
+        retry = np.flatnonzero(~found & ~wrong_clean & np.any(np.asarray(x_adv != x).reshape(n, -1), 1))
+        if not len(retry):
+            break
+        xr = clip_to_box(x[retry] + s * (x_adv[retry] - x[retry]), box)
+        pr = np.concatenate([np.asarray(jnp.argmax(logits_fn(xr[i:i + step]), -1)) for i in range(0, len(retry), step)])
+        ok = pr != labels_np[retry]
+        x_adv = x_adv.at[retry[ok]].set(xr[ok])
+        pred_adv[retry[ok]] = pr[ok]
+        found[retry[ok]] = True
     x_np, xa_np = np.asarray(x), np.asarray(x_adv)
     keep = found.reshape((n,) + (1,) * (x.ndim - 1))
     x_out = np.where(keep, xa_np, x_np)
