@@ -177,6 +177,7 @@ def run_model(name, f, data, args, log):
                 m = n["region"] if "cnn" not in name else n["region_cnn"]
                 opts = dict(n_regions=args.n_regions, x_train=xtr, y_train=ytr)
                 region(f, x_all[:2], y_all[:2], p=p, key=key, **opts)     # compile
+                opts["processes"] = args.region_processes
                 t0 = time.perf_counter()
                 r = region(f, x_all[:m], y_all[:m], p=p, key=key, **opts)
                 results[("region", float(p))] = r
@@ -337,6 +338,8 @@ def main():
     ap.add_argument("--n-region-cnn", type=int, default=15, help="region attack points on the CNNs (slow)")
     ap.add_argument("--n-regions", type=int, default=100)
     ap.add_argument("--region-norms", default="2")
+    ap.add_argument("--region-processes", type=int, default=1, help="worker processes for the region attack "
+                    "(its time per example is then each worker's time)")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--cw-steps", type=int, default=CW["steps"], help="Adam steps per c (ours and Foolbox)")
     ap.add_argument("--cw-bs", type=int, default=CW["binary_search_steps"], help="values of c (ours and Foolbox)")
@@ -378,15 +381,18 @@ def main():
                           + f"--models {args.models} --out {args.out} --n-fast {args.n_fast} --n-mid {args.n_mid} "
                           f"--n-slow {args.n_slow} --n-cw {args.n_cw} --n-fb-df {args.n_fb_df} --n-fb-cw {args.n_fb_cw} "
                           f"--n-region {args.n_region} --n-region-cnn {args.n_region_cnn} --n-regions {args.n_regions} "
-                          f"--cw-steps {args.cw_steps} --cw-bs {args.cw_bs}",
+                          f"--cw-steps {args.cw_steps} --cw-bs {args.cw_bs} --region-norms "
+                          f"{','.join(_pn(p) for p in args.region_norms)} --region-processes {args.region_processes}",
                   train_note="Adam 1e-3, batch 128, all 60k training images; " + "; ".join(
                       f"{k}: {v['model']} {v['epochs']} epochs" + (f", PGD training l_inf eps {v['at']['eps']}, "
                                                                    f"{v['at']['steps']} steps, loss CE(x) + CE(x_pgd)"
                                                                    if v['at'] else "")
                       for k, v in TRAIN.items()),
-                  region_note=f"robustjax.attacks.region, n_regions={args.n_regions}, start from the nearest "
-                              f"differently classified training point or DeepFool (its defaults), norms "
-                              f"{[_pn(p) for p in args.region_norms]}",
+                  region_note=f"robustjax.attacks.region, n_regions={args.n_regions}, starts: DeepFool (l1: its l2 "
+                              f"point and a sparse linearized l1 start), the nearest differently classified training "
+                              f"point, then for l1 3 targeted restarts of 20 regions (its defaults); norms "
+                              f"{[_pn(p) for p in args.region_norms]}; {args.region_processes} worker process(es), "
+                              f"time per example = a worker's wall time for it",
                   models=[], notes=[])
     for name in args.models.split(","):
         f, acc, t_train = get_model(name, data, log, quick=args.quick)

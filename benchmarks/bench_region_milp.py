@@ -194,7 +194,8 @@ def main():
                     "limit buys correspondingly less CPU time.",
                     "Starts of the region attack: DeepFool's point (its l2 point for l1), the nearest training point "
                     "where given, and for l1 also the sparse start `_l1_linear_start` (exact l1 steps from x to the "
-                    "boundary linearized at the iterate); the closest wins."]
+                    "boundary linearized at the iterate); the closest wins. Then (l1 only, the default) 3 targeted restarts: "
+                    "20 regions from each of the 3 closest starts of other adversarial classes before the main search."]
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "region_milp.json").write_text(json.dumps(res, indent=1))

@@ -155,20 +155,21 @@ def test_process_pool_equals_one_process(p):
     assert two.distance[4] == 0 and i2.trajectory.shape == i1.trajectory.shape
 
 
-def test_l1_step_is_the_exact_halfspace_box_minimum():
-    """`l1_halfspace_box_step` attains `halfspace_box_distance` (p = 1) and satisfies its constraints."""
-    from robustjax.attacks.region import l1_halfspace_box_step
+@pytest.mark.parametrize("p", P_ALL)
+def test_halfspace_box_step_is_the_exact_minimum(p):
+    """`halfspace_box_step` attains `halfspace_box_distance` and satisfies its constraints."""
+    from robustjax.attacks.region import halfspace_box_step
     rng = np.random.default_rng(0)
-    for _ in range(20):
+    for _ in range(30):
         w, x = rng.normal(size=12), rng.uniform(size=12)
-        r = abs(rng.normal())
-        d = l1_halfspace_box_step(w, r, x, 0.0, 1.0)
-        ref = float(halfspace_box_distance(jnp.asarray(w), r, jnp.asarray(x), 0.0, 1.0, 1))
+        r = abs(rng.normal()) * rng.choice([0.3, 1.0, 3.0])
+        d = halfspace_box_step(w, r, x, 0.0, 1.0, p)
+        ref = float(halfspace_box_distance(jnp.asarray(w), r, jnp.asarray(x), 0.0, 1.0, p))
         if d is None:
             assert np.isinf(ref)
             continue
-        assert w @ d >= r - 1e-9 and np.all(x + d >= -1e-12) and np.all(x + d <= 1 + 1e-12)
-        np.testing.assert_allclose(np.abs(d).sum(), ref, rtol=1e-5)
+        assert w @ d >= r * (1 - 1e-9) and np.all(x + d >= -1e-12) and np.all(x + d <= 1 + 1e-12)
+        np.testing.assert_allclose(np.linalg.norm(d, ord=p), ref, rtol=1e-5)
 
 
 def test_many_seeds_never_invalid():
