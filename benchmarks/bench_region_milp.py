@@ -55,7 +55,7 @@ def bench_net(name, widths, data, args):
     pred = np.asarray(np.argmax(f(xte[:500]), -1))
     ok = np.flatnonzero(pred == yte[:500])
     out = {"test_accuracy": acc}
-    for p_name, p in (("linf", np.inf), ("l1", 1)):
+    for p_name, p in [(n, {"linf": np.inf, "l1": 1}[n]) for n in args.norms.split(",")]:
         rows = []
         t_start = time.perf_counter()
         for j, i in enumerate(ok[: args.points]):
@@ -135,6 +135,8 @@ def markdown(res):
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for net, r in res["nets"].items():
         for p in ("linf", "l1"):
+            if p not in r:
+                continue
             q = r[p]
             fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
             inc = [pt["region"] / pt["milp_upper"] for pt in q["points"]
@@ -171,7 +173,25 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--l2-points", type=int, default=10)
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the markdown from the saved JSON")
+    ap.add_argument("--norms", default="linf,l1")
+    ap.add_argument("--tag", default="", help="write results/region_milp_<tag>.json only (a partial rerun)")
+    ap.add_argument("--note", default="", help="a note for --merge")
+    ap.add_argument("--merge", default="", help="replace the norms of results/region_milp.json by those of "
+                                                "results/region_milp_<tag>.json (with its note) and rewrite the markdown")
     args = ap.parse_args()
+    if args.merge:
+        res = json.loads((RESULTS / "region_milp.json").read_text())
+        part = json.loads((RESULTS / f"region_milp_{args.merge}.json").read_text())
+        for net, r in part["nets"].items():
+            for key, val in r.items():
+                if key != "test_accuracy":
+                    res["nets"][net][key] = val
+        res["notes"] = res.get("notes", []) + [f"Rerun ({part['date']}, {part['machine']}) for "
+                                               f"{sorted({k for r in part['nets'].values() for k in r} - {'test_accuracy'})}: "
+                                               + " ".join(part.get("notes", [])[:1]) + " " + args.note]
+        (RESULTS / "region_milp.json").write_text(json.dumps(res, indent=1))
+        (HERE / "region_milp.md").write_text(markdown(res))
+        return
     if args.markdown_only:
         res = json.loads((RESULTS / "region_milp.json").read_text())
         (HERE / "region_milp.md").write_text(markdown(res))
@@ -196,7 +216,9 @@ def main():
                     "where given, and for l1 also the sparse start `_l1_linear_start` (exact l1 steps from x to the "
                     "boundary linearized at the iterate); the closest wins. Then (l1 only, the default) 3 targeted restarts: "
                     "20 regions from each of the 3 closest starts of other adversarial classes before the main search."]
-    if not args.quick:
+    if args.tag:
+        (RESULTS / f"region_milp_{args.tag}.json").write_text(json.dumps(res, indent=1))
+    elif not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "region_milp.json").write_text(json.dumps(res, indent=1))
         (HERE / "region_milp.md").write_text(markdown(res))
