@@ -707,8 +707,8 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
                      batch_regions: int = 10, x_start=None, x_train=None, y_train=None,
                      preacts_fn: Callable | None = None, gamma: float = 6.0, max_targets: int | None = None,
                      max_rounds: int = 50, lp_solver: str = "highs", restarts: int | None = None,
-                     restart_regions: int | None = None, processes: int | None = None, progress: bool = False, _offset: int = 0,
-                     _extra_starts=None) -> tuple[AttackResult, RegionInfo]:
+                     restart_regions: int | None = None, processes: int | None = None, progress: bool = False,
+                     _offset: int = 0, _extra_starts=None) -> tuple[AttackResult, RegionInfo]:
     """The randomized region attack, with its diagnostics (trajectory of the best distance).
 
     Args:
@@ -761,11 +761,11 @@ def region_with_info(logits_fn: Callable, x, labels, *, p, key, box: Box = Box()
                                          gamma=gamma, max_targets=max_targets, max_rounds=max_rounds,
                                          lp_solver=lp_solver, restarts=restarts, restart_regions=restart_regions))
     with jax.default_matmul_precision("highest"):   # exact region algebra also where f32 matmuls default to TF32
-        x_adv, calls, info = _region_single(logits_fn, x, labels, p=p, key=key, box=box, n_regions=n_regions,
-                              batch_regions=batch_regions, x_start=x_start, x_train=x_train, y_train=y_train,
-                              preacts_fn=preacts_fn, gamma=gamma, max_targets=max_targets, max_rounds=max_rounds,
-                              lp_solver=lp_solver, restarts=restarts, restart_regions=restart_regions,
-                              _offset=_offset, _extra_starts=_extra_starts)
+        x_adv, calls, info = _region_single(
+            logits_fn, x, labels, p=p, key=key, box=box, n_regions=n_regions, batch_regions=batch_regions,
+            x_start=x_start, x_train=x_train, y_train=y_train, preacts_fn=preacts_fn, gamma=gamma,
+            max_targets=max_targets, max_rounds=max_rounds, lp_solver=lp_solver, restarts=restarts,
+            restart_regions=restart_regions, _offset=_offset, _extra_starts=_extra_starts)
     res = finalize(logits_fn, x, labels, x_adv, p=p, box=box, model_calls=calls,
                    time_s=float(np.sum(info.time_s)), method="region")
     return res._replace(time_s=info.time_s), info
