@@ -66,15 +66,21 @@ def cross_lipschitz_jacrev(params, x, logits_fn) -> jax.Array:
     return _pairwise_from_jacobian(J) / (n * K * K)
 
 
-def gram(U, *, blocks: int | None = None) -> jax.Array:
-    """U^T U `[m, m]` for U `[d, m]`, computing only the blocks on and above the diagonal (m^2 d (b + 1) / (2 b)
-    multiply-adds instead of m^2 d, for b column blocks); the plain product when m is not divisible by b or small.
-    blocks None: 8 on the CPU, 1 elsewhere (measured, benchmarks/cross_lipschitz_step.md: on an H100 the blocked
-    form is slower than one product, 2.8 vs 2.2x a plain step at batch 1024)."""
+def _gram_blocks(m: int, blocks: int | None = None) -> int:
+    """Column blocks `gram` uses for m columns: None -> 8 on the CPU, 1 elsewhere (measured,
+    benchmarks/cross_lipschitz_step.md: on an H100 the blocked form is slower than one product, 3.0 vs 2.35x a
+    plain step at batch 1024); 1 when m is not divisible by them or below 64 per block."""
     if blocks is None:
         blocks = 8 if jax.default_backend() == "cpu" else 1
+    return 1 if m % blocks or m < 64 * blocks else blocks
+
+
+def gram(U, *, blocks: int | None = None) -> jax.Array:
+    """U^T U `[m, m]` for U `[d, m]`, computing only the blocks on and above the diagonal (m^2 d (b + 1) / (2 b)
+    multiply-adds instead of m^2 d, for b column blocks, see `_gram_blocks`)."""
     m = U.shape[1]
-    if m % blocks or m < 64 * blocks:
+    blocks = _gram_blocks(m, blocks)
+    if blocks == 1:
         return U.T @ U
     bs = m // blocks
     rows = [U[:, i * bs:(i + 1) * bs].T @ U[:, i * bs:] for i in range(blocks)]      # [bs, m - i bs]
@@ -157,12 +163,13 @@ def cross_lipschitz_stochastic(params, x, logits_fn, key, *, num_samples: int = 
 
 
 def _closed_form_cheaper(structure: str, n: int, d: int, m: int, K: int) -> bool:
-    """Multiply-adds with the gradient: the closed form's m^2 (d (b + 1) / (2 b) + d + 2 n + 2 K) (blocked Gram,
-    b = 8) vs K vector-Jacobian products (each ~ the forward pass, and about three times that with the outer
+    """Multiply-adds with the gradient: the closed form's m^2 (d (b + 1) / (2 b) + d + 2 n + 2 K) (`gram` with b
+    blocks) vs K vector-Jacobian products (each ~ the forward pass, and about three times that with the outer
     gradient)."""
     if structure == "gaussian_kernel":
         return True
-    gram_d = d * 9 / 16 if m % 8 == 0 and m >= 512 and jax.default_backend() == "cpu" else d
+    b = _gram_blocks(m)
+    gram_d = d * (b + 1) / (2 * b)
     return m * m * (gram_d + d + 2 * n + 2 * K) < 3 * n * K * d * m
 
 

@@ -646,6 +646,14 @@ def halfspace_box_step(w, r, x, lo, hi, p):
     return np.sign(w) * np.minimum(lam * aw, cap)
 
 
+def _step_from_x(out, jac, z, x, c, t, lo, hi, p, overshoot):
+    """The exact l_p step delta from x (not from the iterate z) onto {f_t >= f_c} linearized at z, in the box,
+    with an overshoot; out `[K]`, jac `[K, d]` at z. None if the box cannot reach it."""
+    w = jac[t] - jac[c]
+    r = out[c] - out[t] + w @ (z.astype(np.float64) - x)
+    return halfspace_box_step(w, (1 + overshoot) * r + 1e-6, x, lo, hi, p)
+
+
 def _l1_linear_start(fns, xf, labels, lo, hi, steps=30, overshoot=0.05):
     """l1 start `[batch, d]`: repeatedly the exact l1 step from x (not from the iterate) to the nearest
     boundary linearized at the iterate, in the box (sparse, unlike DeepFool's l2 point, so it starts the
@@ -660,11 +668,10 @@ def _l1_linear_start(fns, xf, labels, lo, hi, steps=30, overshoot=0.05):
             if int(np.argmax(out)) != c:
                 found = True
                 break
-            W = jac.reshape(len(out), -1) - jac.reshape(len(out), -1)[c]
-            r = out[c] - out + W @ (z[i].astype(np.float64) - xf[i])
+            jac = jac.reshape(len(out), -1)
             best = None
             for t in np.flatnonzero(np.arange(len(out)) != c):
-                delta = halfspace_box_step(W[t], (1 + overshoot) * r[t] + 1e-6, xf[i], lo, hi, 1)
+                delta = _step_from_x(out, jac, z[i], xf[i], c, t, lo, hi, 1, overshoot)
                 if delta is not None and (best is None or np.abs(delta).sum() < np.abs(best).sum()):
                     best = delta
             if best is None:
@@ -812,11 +819,11 @@ def _region_single(logits_fn, x, labels, *, p, key, box, n_regions, batch_region
                                    max_targets=max_targets, max_rounds=max_rounds, lp_solver=lp_solver, lo=flat_lo,
                                    hi=flat_hi, stats=stats)
         traj[i, 0] = best_d[i]
-        own = int(np.argmax(np.asarray(fns.logits(jnp.asarray(best[i][None])))[0])) if np.isfinite(best_d[i]) else c
+        start_class = int(np.argmax(np.asarray(fns.logits(jnp.asarray(best[i][None])))[0])) if restarts else c
         best[i], best_d[i], n_calls = search(best[i], best_d[i], key_i, n_regions, traj=traj[i])
         calls[i] += n_calls
         if restarts and np.isfinite(best_d[i]):
-            starts, n_calls = _targeted_starts(fns, x_i, c, flat_lo, flat_hi, p, exclude=own, top=restarts)
+            starts, n_calls = _targeted_starts(fns, x_i, c, flat_lo, flat_hi, p, exclude=start_class, top=restarts)
             calls[i] += n_calls
             for k, (z0, d0) in enumerate(starts):
                 z, dz, n_calls = search(z0, d0, jax.random.fold_in(key_i, 1_000_000 + k),
@@ -915,9 +922,7 @@ def _targeted_starts(fns, x_i, c, lo, hi, p, *, exclude, top, steps=30, overshoo
             if int(np.argmax(out[j])) != c:
                 active[j] = False
                 continue
-            w = jac[j, t] - jac[j, c]
-            r = out[j, c] - out[j, t] + w @ (z[j].astype(np.float64) - x_i)
-            delta = halfspace_box_step(w, (1 + overshoot) * r + 1e-6, x_i, lo, hi, p)
+            delta = _step_from_x(out[j], jac[j], z[j], x_i, c, t, lo, hi, p, overshoot)
             if delta is None:
                 active[j] = False
                 z[j] = x_i
