@@ -15,13 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NORMS = (1, 2, np.inf)
-
-
-class Box(NamedTuple):
-    """Elementwise input bounds lo <= x <= hi (scalars or arrays broadcastable to one example)."""
-    lo: float | np.ndarray = 0.0
-    hi: float | np.ndarray = 1.0
+from robustjax.geometry import NORMS, Box, check_norm, lp_norm  # noqa: F401  (re-exported)
 
 
 class AttackResult(NamedTuple):
@@ -33,8 +27,9 @@ class AttackResult(NamedTuple):
     label_adv: `[batch]` int, argmax f(x_adv).
     model_calls: `[batch]` int, forward and backward passes (or linearizations) spent per example.
     time_s: `[batch]` float, wall time per example (batched attacks divide the batch time evenly).
-    p: the norm (1, 2 or inf).
+    p: the norm (1, 2 or inf; nan for attacks whose threat model is not an l_p ball, e.g. spatial).
     method: attack name.
+    info: method-specific extras (a dict of arrays or values, e.g. the region attack's trajectory), or None.
     """
     x_adv: np.ndarray
     distance: np.ndarray
@@ -44,28 +39,12 @@ class AttackResult(NamedTuple):
     time_s: np.ndarray
     p: float
     method: str
+    info: dict | None = None
 
     @property
     def misclassified(self) -> np.ndarray:
         """Examples the model got wrong before any attack (distance 0)."""
         return self.success & (self.distance == 0)
-
-
-def check_norm(p) -> float:
-    p = float(p)
-    if p not in (1.0, 2.0, np.inf):
-        raise ValueError(f"norm p must be 1, 2 or inf, got {p}")
-    return p
-
-
-def lp_norm(delta, p) -> jax.Array:
-    """||delta_i||_p per example: delta `[batch, ...]` -> `[batch]`."""
-    d = delta.reshape(delta.shape[0], -1)
-    if p == np.inf:
-        return jnp.max(jnp.abs(d), axis=-1)
-    if p == 1:
-        return jnp.sum(jnp.abs(d), axis=-1)
-    return jnp.sqrt(jnp.sum(d * d, axis=-1))
 
 
 def check_inputs(logits_fn: Callable, x, labels, box: Box = Box(), *, check_logits: bool = True,
