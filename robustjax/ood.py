@@ -13,9 +13,13 @@ the training data and how to mitigate the problem", CVPR 2019 (methods.md sectio
   `adversarial_noise` (l_inf PGD maximizing the confidence around noise).
 - Metrics: mean maximal confidence (MMC), AUROC (exact Mann-Whitney statistic, ties counted 1/2) and
   FPR at 95 % TPR, with the in-distribution set as positives and the confidence as score.
-- Training: `ceda` and `acet` are regularizer terms `term(params, x, y, *, logits_fn, key)` for
-  `train.fit(..., regularizer=term)` (also registered as "ceda" / "acet" in
-  `robustjax.regularizers` once this module is imported).
+- Training: `ceda` and `acet` are regularizer terms `term(params, x, y, *, apply_fn, key)` with
+  `apply_fn(params, x) -> logits`, for `train.fit(..., regularizer=term)` (also registered as "ceda" /
+  "acet" in `robustjax.regularizers` once this module is imported).
+
+Inputs: every function taking images checks them with `robustjax.validate.batch` (ValueError naming x
+for an unbatched, non-float or non-finite array; the finiteness check is skipped under tracing, where
+values are unknown); an empty batch gives empty results. Boxes are anything `geometry.as_box` takes.
 
 Normalization of the training loss. The paper minimizes
   [sum_clean CE + sum_noise L_out] / (n_clean + n_noise),   L_out(z) = log max_k p_k(z),
@@ -39,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax import regularizers
-from robustjax.attacks.result import Box
+from robustjax import regularizers, validate
+from robustjax.batching import map_batches
+from robustjax.geometry import Box, as_box, lp_norm, per_example
 
 NOISES = ("lowpass", "uniform", "permuted")
 
@@ -61,24 +66,22 @@ def confidence(logits):
     return jnp.exp(log_confidence(logits))
 
 
-def _apply_batched(fn: Callable, x, batch_size: int):
-    """numpy concatenation of fn over batches of x (the last batch padded to keep one shape)."""
-    x = jnp.asarray(x)
-    n = x.shape[0]
-    bs = max(1, min(batch_size, n))
-    out = []
-    for i in range(0, n, bs):
-        xb = x[i:i + bs]
-        m = xb.shape[0]
-        if m < bs:
-            xb = jnp.concatenate([xb, jnp.broadcast_to(xb[:1], (bs - m,) + xb.shape[1:])])
-        out.append(np.asarray(fn(xb))[:m])
-    return np.concatenate(out)
+def _images(x, name: str = "x"):
+    """x checked by `validate.batch` (values only when concrete: a tracer's are unknown)."""
+    return validate.batch(x, name, finite=not isinstance(x, jax.core.Tracer))
+
+
+def _nhwc(x, what: str, name: str = "x"):
+    x = _images(x, name)
+    if x.ndim != 4:
+        raise ValueError(f"{what} takes NHWC images {name} [batch, H, W, C]; got shape {tuple(x.shape)}")
+    return x
 
 
 def max_log_confidence(logits_fn: Callable, x, *, batch_size: int = 500) -> np.ndarray:
     """log max_k p_k(x) per example: x `[n, ...]` -> `[n]` float32 (for AUROC / FPR)."""
-    return _apply_batched(jax.jit(lambda xb: log_confidence(logits_fn(xb))), x, batch_size)
+    x = _images(x)
+    return map_batches(jax.jit(lambda xb: log_confidence(logits_fn(xb))), [x], batch_size=batch_size)
 
 
 def max_confidence(logits_fn: Callable, x, *, batch_size: int = 500) -> np.ndarray:
@@ -90,33 +93,34 @@ def log_confidence_gradient_norm(logits_fn: Callable, x, *, batch_size: int = 50
     """||grad_x log max_k p_k(x)||_1 per example: x `[n, ...]` -> `[n]`. Exactly 0 where the network is
     locally constant in x (e.g. every ReLU feeding the output dead): there sign-gradient searches such as
     `adversarial_noise` cannot move, so a low confidence found by them is a flat region, not a maximum."""
+    x = _images(x)
+
     def norms(xb):
-        g = jax.grad(lambda u: jnp.sum(log_confidence(logits_fn(u))))(xb)
-        return jnp.sum(jnp.abs(g.reshape(g.shape[0], -1)), axis=-1)
-    return _apply_batched(jax.jit(norms), x, batch_size)
+        return lp_norm(jax.grad(lambda u: jnp.sum(log_confidence(logits_fn(u))))(xb), 1)
+    return map_batches(jax.jit(norms), [x], batch_size=batch_size)
 
 
 # ----------------------------------------------------------------------------- alpha * x
 
-def _scale(x, alpha, project, box):
-    z = alpha * x
-    return jnp.clip(z, box[0], box[1]) if project else z
-
-
-def scaled_confidence(logits_fn: Callable, x, alphas, *, project: bool = False, box: Box = Box(0.0, 1.0),
+def scaled_confidence(logits_fn: Callable, x, alphas, *, project: bool = False, box=Box(0.0, 1.0),
                       batch_size: int = 500) -> np.ndarray:
-    """Confidence max_k p_k(alpha x) (or of clip(alpha x) to the box, `project=True`) for every alpha:
-    x `[n, ...]`, alphas `[m]` -> `[m, n]` (float64 from the stable log-confidence)."""
+    """Confidence max_k p_k(alpha x) (or of alpha x clipped to the box, `project=True`; any box
+    `geometry.as_box` takes, per example too) for every alpha: x `[n, ...]`, alphas `[m]` -> `[m, n]`
+    (float64 from the stable log-confidence)."""
+    x = _images(x)
     alphas = np.asarray(alphas, np.float32)
     if alphas.ndim != 1 or not np.all(np.isfinite(alphas)):
         raise ValueError(f"alphas must be a finite 1-D array, got {alphas}")
-    b = (float(box.lo), float(box.hi))
+    box = as_box(box, x)
 
     @jax.jit
-    def per_batch(xb):
-        return jax.lax.map(lambda a: log_confidence(logits_fn(_scale(xb, a, project, b))), jnp.asarray(alphas))
+    def per_batch(xb, lo, hi):
+        def at(a):
+            z = a * xb
+            return log_confidence(logits_fn(jnp.clip(z, lo, hi) if project else z))
+        return jax.lax.map(at, jnp.asarray(alphas)).T
 
-    out = _apply_batched(lambda xb: per_batch(xb).T, x, batch_size).T
+    out = map_batches(per_batch, [x, box.lo, box.hi], batch_size=batch_size).T
     return np.exp(out.astype(np.float64))
 
 
@@ -130,6 +134,7 @@ def alpha_for_confidence(logits_fn: Callable, x, *, target: float = 0.999, alpha
     reports the median over uniform noise (MNIST plain 1.5, ACET 3.0e15). The confidence along the ray
     need not be monotone; this returns the first crossing at the grid's resolution.
     """
+    x = _images(x)
     if not 0 < target < 1:
         raise ValueError(f"target must be in (0, 1), got {target}")
     alphas = np.logspace(0, 20, 161) if alphas is None else np.asarray(alphas, np.float64)
@@ -150,46 +155,54 @@ def alpha_for_confidence(logits_fn: Callable, x, *, target: float = 0.999, alpha
         def bisect(_, carry):
             lo, hi = carry
             mid = 0.5 * (lo + hi)
-            scale = jnp.exp(mid).reshape((-1,) + (1,) * (xb.ndim - 1))
-            ok = log_confidence(logits_fn(scale * xb)) >= log_t
+            ok = log_confidence(logits_fn(per_example(jnp.exp(mid), xb) * xb)) >= log_t
             return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
 
         lo, hi = jax.lax.fori_loop(0, bisection, bisect, (lo, hi))
         return jnp.where(reached, jnp.exp(hi), jnp.inf)
 
-    return _apply_batched(per_batch, x, batch_size).astype(np.float64)
+    return map_batches(per_batch, [x], batch_size=batch_size).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- noise
 
-@functools.partial(jax.jit, static_argnames=("box",))
-def uniform_noise(key, x, *, box: Box = Box(0.0, 1.0)):
-    """Uniform noise U[lo, hi] of the shape and dtype of x `[batch, ...]`."""
-    return jax.random.uniform(key, x.shape, x.dtype, minval=box.lo, maxval=box.hi)
-
-
-def _check_nhwc(x, what):
-    if x.ndim != 4:
-        raise ValueError(f"{what} takes NHWC images [batch, H, W, C]; got shape {x.shape}")
+def uniform_noise(key, x, *, box=Box(0.0, 1.0)):
+    """Uniform noise U[lo, hi] of the shape and dtype of x `[batch, ...]` (box per example or shared)."""
+    x = _images(x)
+    box = as_box(box, x)
+    return _uniform(validate.key(key), box.lo, box.hi)
 
 
 @jax.jit
+def _uniform(key, lo, hi):
+    return jax.random.uniform(key, lo.shape, lo.dtype, minval=lo, maxval=hi)
+
+
 def permuted_pixels(key, x):
     """Each image of x `[batch, H, W, C]` with its pixel positions randomly permuted (one permutation
     per image; the C channel values of a pixel stay together)."""
-    _check_nhwc(x, "permuted_pixels")
+    return _permuted(validate.key(key), _nhwc(x, "permuted_pixels"))
+
+
+@jax.jit
+def _permuted(key, x):
     b, h, w, c = x.shape
     perms = jax.vmap(lambda k: jax.random.permutation(k, h * w))(jax.random.split(key, b))
     flat = x.reshape(b, h * w, c)
     return jnp.take_along_axis(flat, perms[:, :, None], axis=1).reshape(x.shape)
 
 
+def _kernel_size(kernel_size) -> int:
+    k = validate.positive_int(kernel_size, "kernel_size")
+    if k % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    return k
+
+
 def gaussian_kernel_matrix(n: int, sigma, kernel_size: int = 15):
     """The `[n, n]` matrix of a 1-D Gaussian blur with standard deviation `sigma` (pixels), truncated
     to `kernel_size` taps and normalized to sum 1, zero padding: (A v)_i = sum_j g(i - j) v_j."""
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-    r = kernel_size // 2
+    r = _kernel_size(kernel_size) // 2
     t = jnp.arange(-r, r + 1, dtype=jnp.float32)
     g = jnp.exp(-0.5 * (t / sigma) ** 2)
     g = g / jnp.sum(g)
@@ -197,51 +210,65 @@ def gaussian_kernel_matrix(n: int, sigma, kernel_size: int = 15):
     return jnp.where(jnp.abs(d) <= r, g[jnp.clip(d + r, 0, 2 * r)], 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("kernel_size",))
 def gaussian_blur(x, sigma, *, kernel_size: int = 15):
-    """Separable Gaussian blur of each image: x `[batch, H, W, C]`, sigma `[batch]` pixels ->
-    `[batch, H, W, C]` (kernel_size x kernel_size taps, zero padding: scipy.ndimage.gaussian_filter with
-    mode="constant", truncate=(kernel_size // 2) / sigma)."""
-    _check_nhwc(x, "gaussian_blur")
+    """Separable Gaussian blur of each image: x `[batch, H, W, C]`, sigma (scalar or `[batch]`, pixels,
+    > 0) -> `[batch, H, W, C]` (kernel_size x kernel_size taps, zero padding: scipy.ndimage.gaussian_filter
+    with mode="constant", truncate=(kernel_size // 2) / sigma)."""
+    x = _nhwc(x, "gaussian_blur")
+    if not isinstance(sigma, jax.core.Tracer):
+        sigma = validate.per_example(sigma, x.shape[0], "sigma", allow_zero=False)
+    return _blur(x, jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (x.shape[0],)),
+                 kernel_size=_kernel_size(kernel_size))
+
+
+@functools.partial(jax.jit, static_argnames=("kernel_size",))
+def _blur(x, sigma, *, kernel_size):
     _, h, w, _ = x.shape
     ah = jax.vmap(lambda s: gaussian_kernel_matrix(h, s, kernel_size))(sigma)
     aw = jax.vmap(lambda s: gaussian_kernel_matrix(w, s, kernel_size))(sigma)
     return jnp.einsum("bij,bjkc,blk->bilc", ah, x, aw)
 
 
-@functools.partial(jax.jit, static_argnames=("sigma_range", "kernel_size", "box"))
-def lowpass_noise(key, x, *, sigma_range=(1.0, 2.5), kernel_size: int = 15, box: Box = Box(0.0, 1.0)):
+def lowpass_noise(key, x, *, sigma_range=(1.0, 2.5), kernel_size: int = 15, box=Box(0.0, 1.0)):
     """The CEDA/ACET training noise (methods.md section 4): for each image of x `[batch, H, W, C]`,
-    with probability 1/2 its pixel permutation, else uniform noise; then a Gaussian low-pass filter with
-    sigma ~ U[sigma_range] (`kernel_size` taps) and a per-image affine rescale to [lo, hi] (min -> lo,
-    max -> hi). -> `[batch, H, W, C]`."""
-    _check_nhwc(x, "lowpass_noise")
+    with probability 1/2 its pixel permutation, else uniform noise in the box; then a Gaussian low-pass
+    filter with sigma ~ U[sigma_range] (`kernel_size` taps) and a per-image affine rescale to [lo, hi]
+    (min -> lo, max -> hi). -> `[batch, H, W, C]`."""
+    x = _nhwc(x, "lowpass_noise")
+    box = as_box(box, x)
+    lo_s, hi_s = (validate.positive_float(s, "sigma_range") for s in sigma_range)
+    if lo_s > hi_s:
+        raise ValueError(f"sigma_range must be (low, high) with low <= high, got {sigma_range}")
+    return _lowpass(validate.key(key), x, box.lo, box.hi, sigma_range=(lo_s, hi_s),
+                    kernel_size=_kernel_size(kernel_size))
+
+
+@functools.partial(jax.jit, static_argnames=("sigma_range", "kernel_size"))
+def _lowpass(key, x, lo, hi, *, sigma_range, kernel_size):
     k_perm, k_unif, k_pick, k_sigma = jax.random.split(key, 4)
     b = x.shape[0]
     pick = jax.random.bernoulli(k_pick, 0.5, (b,))
-    z = jnp.where(pick[:, None, None, None], permuted_pixels(k_perm, x), uniform_noise(k_unif, x))
+    z = jnp.where(per_example(pick, x), _permuted(k_perm, x), _uniform(k_unif, lo, hi))
     sigma = jax.random.uniform(k_sigma, (b,), minval=sigma_range[0], maxval=sigma_range[1])
-    z = gaussian_blur(z, sigma, kernel_size=kernel_size)
-    lo = jnp.min(z, axis=(1, 2, 3), keepdims=True)
-    hi = jnp.max(z, axis=(1, 2, 3), keepdims=True)
-    z = (z - lo) / jnp.maximum(hi - lo, 1e-12)
-    return box.lo + (box.hi - box.lo) * z
+    z = _blur(z, sigma, kernel_size=kernel_size)
+    zmin = jnp.min(z, axis=(1, 2, 3), keepdims=True)
+    zmax = jnp.max(z, axis=(1, 2, 3), keepdims=True)
+    return lo + (hi - lo) * (z - zmin) / jnp.maximum(zmax - zmin, 1e-12)
 
 
-def make_noise(name: str, key, x):
+def make_noise(name: str, key, x, *, box=Box(0.0, 1.0)):
     """Noise by name ("lowpass", "uniform", "permuted") of the shape of x `[batch, H, W, C]`."""
     if name == "lowpass":
-        return lowpass_noise(key, x)
+        return lowpass_noise(key, x, box=box)
     if name == "uniform":
-        return uniform_noise(key, x)
+        return uniform_noise(key, x, box=box)
     if name == "permuted":
         return permuted_pixels(key, x)
     raise ValueError(f"unknown noise {name!r}; known: {NOISES}")
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "eps", "steps", "step_size", "restarts", "box"))
 def adversarial_noise(logits_fn: Callable, z, key, *, eps: float = 0.3, steps: int = 40,
-                      step_size: float | None = None, restarts: int = 1, box: Box = Box(0.0, 1.0)):
+                      step_size: float | None = None, restarts: int = 1, box=Box(0.0, 1.0)):
     """argmax of L_out(u) = log max_k p_k(u) over ||u - z||_inf <= eps, u in the box, by sign-gradient
     ascent (ACET, methods.md section 4): `restarts` random starts uniform in the eps-ball, each followed
     by `steps` steps u <- proj(u + step_size * sign(grad)) (default step_size eps / steps: the CEDA
@@ -253,10 +280,21 @@ def adversarial_noise(logits_fn: Callable, z, key, *, eps: float = 0.3, steps: i
     the gradient is exactly 0 (e.g. every ReLU of a region dead) sign steps do not move: only the random
     starts explore, so a flat region can hide higher confidence nearby (gradient masking).
     """
-    if eps < 0 or steps < 0 or restarts < 1:
-        raise ValueError(f"need eps >= 0, steps >= 0, restarts >= 1; got {eps}, {steps}, {restarts}")
-    step_size = eps / max(steps, 1) if step_size is None else step_size
-    lo, hi = box.lo, box.hi
+    z = _images(z, "z")
+    eps = validate.positive_float(eps, "eps", allow_zero=True)
+    steps = validate.positive_int(steps, "steps", allow_zero=True)
+    restarts = validate.positive_int(restarts, "restarts")
+    step_size = eps / max(steps, 1) if step_size is None else validate.positive_float(step_size, "step_size")
+    box = as_box(box, z)
+    key = validate.key(key)
+    if z.shape[0] == 0:
+        return jnp.asarray(z)
+    return _adversarial_noise(logits_fn, z, key, box.lo, box.hi, eps=eps, steps=steps,
+                              step_size=step_size, restarts=restarts)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "eps", "steps", "step_size", "restarts"))
+def _adversarial_noise(logits_fn, z, key, lo, hi, *, eps, steps, step_size, restarts):
     lower, upper = jnp.maximum(z - eps, lo), jnp.minimum(z + eps, hi)
 
     def value(u):
@@ -264,11 +302,10 @@ def adversarial_noise(logits_fn: Callable, z, key, *, eps: float = 0.3, steps: i
         return jnp.sum(lc), lc
 
     grad = jax.grad(value, has_aux=True)
-    expand = lambda m: m.reshape((-1,) + (1,) * (z.ndim - 1))  # noqa: E731
 
     def keep_best(u, lc, best, best_val):
         take = lc > best_val
-        return jnp.where(expand(take), u, best), jnp.where(take, lc, best_val)
+        return jnp.where(per_example(take, u), u, best), jnp.where(take, lc, best_val)
 
     def step(_, carry):
         u, best, best_val = carry
@@ -334,17 +371,18 @@ def ood_metrics(log_conf_in, log_conf_out) -> dict:
 # ----------------------------------------------------------------------------- training terms
 
 def _noise_term(weight: float, noise: str, adversary: Callable | None) -> regularizers.Term:
+    weight = validate.positive_float(weight, "weight", allow_zero=True)
     if noise not in NOISES:
         raise ValueError(f"unknown noise {noise!r}; known: {NOISES}")
 
-    def term(params, x, y, *, logits_fn, key):
+    def term(params, x, y, *, apply_fn, key):
         del y
         k_noise, k_adv = jax.random.split(key)
         z = jax.lax.stop_gradient(make_noise(noise, k_noise, x))
         if adversary is not None:
             frozen = jax.lax.stop_gradient(params)
-            z = adversary(lambda u: logits_fn(frozen, u), z, k_adv)
-        return weight * jnp.mean(log_confidence(logits_fn(params, z)))
+            z = adversary(lambda u: apply_fn(frozen, u), z, k_adv)
+        return weight * jnp.mean(log_confidence(apply_fn(params, z)))
     return term
 
 
@@ -362,6 +400,10 @@ def acet(weight: float = 1.0, *, eps: float = 0.3, steps: int = 40, step_size: f
     argmax_{||u - z||_inf <= eps, u in [0, 1]} L_out(u), found by `adversarial_noise` (sign PGD, random
     start, best iterate; the parameters are frozen inside the search, gradients flow only through
     the final L_out). The paper uses eps 0.3 and 40 steps."""
+    eps = validate.positive_float(eps, "eps", allow_zero=True)
+    steps = validate.positive_int(steps, "steps", allow_zero=True)
+    if step_size is not None:
+        step_size = validate.positive_float(step_size, "step_size")
     adversary = functools.partial(_adversary, eps=eps, steps=steps, step_size=step_size)
     return _noise_term(weight, noise, adversary)
 

@@ -124,7 +124,7 @@ def test_explicit_folder_takes_precedence(tmp_path):
 def test_bad_labels_in_file(tmp_path):
     np.savez(tmp_path / "mnist.npz", x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.array([0, 10]),
              x_train=np.zeros((1, 28, 28), np.uint8), y_train=np.array([0]))
-    with pytest.raises(ValueError, match="labels outside"):
+    with pytest.raises(ValueError, match=r"mnist.npz: mnist: labels outside \[0, 10\): found min 0, max 10"):
         data.load("mnist", "test", data_dir=tmp_path)
 
 
@@ -174,3 +174,63 @@ def test_fashion_mnist_from_debian_package(monkeypatch):
     np.testing.assert_array_equal(np.bincount(y), [1000] * 10)
     xtr, ytr = data.load("fashion_mnist", "train")
     np.testing.assert_array_equal(np.bincount(ytr), [6000] * 10)
+
+
+def _good_npz(path, n=3):
+    rng = np.random.default_rng(4)
+    np.savez(path, x_train=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), y_train=np.arange(n),
+             x_test=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), y_test=np.arange(n))
+
+
+def test_corrupt_truncated_or_incomplete_npz_names_the_file(tmp_path):
+    path = tmp_path / "mnist.npz"
+    path.write_bytes(b"\x93NUMPY this is not an array")                     # corrupt header
+    with pytest.raises(ValueError, match="not a readable .npz archive") as e:
+        data.load("mnist", "test", data_dir=tmp_path)
+    assert str(path) in str(e.value)
+    path.write_bytes(b"no zip, no pickle, no magic")                        # numpy would try to unpickle it
+    with pytest.raises(ValueError, match="not a readable .npz archive") as e:
+        data.load("mnist", "test", data_dir=tmp_path)
+    assert str(path) in str(e.value)
+    _good_npz(path)
+    whole = path.read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 30):                          # truncated mid-member, mid-directory
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match="not a readable .npz archive") as e:
+            data.load("mnist", "test", data_dir=tmp_path)
+        assert str(path) in str(e.value)
+    np.savez(path, x_train=np.zeros((1, 28, 28), np.uint8), y_train=np.zeros(1), y_test=np.zeros(1))
+    with pytest.raises(ValueError) as e:
+        data.load("mnist", "test", data_dir=tmp_path)
+    msg = str(e.value)
+    assert str(path) in msg and "['x_test']" in msg and "found ['x_train', 'y_test', 'y_train']" in msg
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="a single .npy array"):
+        data.read_npz(tmp_path / "single.npy", ("x_test",))
+
+
+def test_wrong_shapes_in_file_name_the_file(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_test=np.zeros((2, 32, 32), np.uint8), y_test=np.array([0, 1]),
+             x_train=np.zeros((1, 28, 28), np.uint8), y_train=np.array([0]))
+    with pytest.raises(ValueError, match=r"mnist.npz: mnist: images have shape \(32, 32, 1\), expected \(28, 28, 1\)"):
+        data.load("mnist", "test", data_dir=tmp_path)
+    np.savez(tmp_path / "mnist.npz", x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.array([0, 1, 2]),
+             x_train=np.zeros((1, 28, 28), np.uint8), y_train=np.array([0]))
+    with pytest.raises(ValueError, match="mnist.npz: mnist: 2 images but 3 labels"):
+        data.load("mnist", "test", data_dir=tmp_path)
+
+
+def test_truncated_idx_names_the_file(tmp_path):
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((6, 28, 28)))
+    raw = (folder / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated gzip") as e:
+        data.read_idx(folder / "t10k-images-idx3-ubyte.gz")
+    assert str(folder / "t10k-images-idx3-ubyte.gz") in str(e.value)
+    _write_idx(folder / "short-idx", np.zeros((6, 28, 28)))
+    raw = __import__("gzip").decompress((folder / "short-idx").read_bytes())
+    (folder / "short-idx").write_bytes(raw[:-10])
+    with pytest.raises(ValueError, match=r"header says \(6, 28, 28\) but holds 4694 bytes"):
+        data.read_idx(folder / "short-idx")

@@ -126,18 +126,18 @@ def test_ceda_term_is_the_mean_log_confidence_of_the_noise(relu_mlp_mnist, mnist
     (xtr, ytr), _ = mnist_small
     x, y = jnp.asarray(xtr[:32]), jnp.asarray(ytr[:32])
     model, variables = relu_mlp_mnist.model, relu_mlp_mnist.variables
-    logits_fn = lambda params, xx: model.apply({"params": params}, xx)  # noqa: E731
+    apply_fn = lambda params, xx: model.apply({"params": params}, xx)  # noqa: E731
     term = ood.ceda(0.5)
-    val = jax.jit(lambda p: term(p, x, y, logits_fn=logits_fn, key=key))(variables["params"])
+    val = jax.jit(lambda p: term(p, x, y, apply_fn=apply_fn, key=key))(variables["params"])
     z = ood.lowpass_noise(jax.random.split(key)[0], x)
     ref = 0.5 * np.mean(ood.max_log_confidence(relu_mlp_mnist.logits_fn, z))
     assert float(val) == pytest.approx(ref, rel=1e-5)
     assert -0.5 * np.log(10) - 1e-5 <= float(val) <= 0
-    g = jax.jit(jax.grad(lambda p: term(p, x, y, logits_fn=logits_fn, key=key)))(variables["params"])
+    g = jax.jit(jax.grad(lambda p: term(p, x, y, apply_fn=apply_fn, key=key)))(variables["params"])
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(g))
     assert sum(float(jnp.sum(jnp.abs(leaf))) for leaf in jax.tree.leaves(g)) > 0
     acet = ood.acet(0.5, steps=5, step_size=0.1)
-    acet_val = jax.jit(lambda p: acet(p, x, y, logits_fn=logits_fn, key=key))(variables["params"])
+    acet_val = jax.jit(lambda p: acet(p, x, y, apply_fn=apply_fn, key=key))(variables["params"])
     assert float(acet_val) >= float(val) - 1e-6            # the worst case around the same noise
     assert type(regularizers.REGULARIZERS["acet"](1.0)) is type(acet) and "ceda" in regularizers.REGULARIZERS
 
@@ -171,3 +171,78 @@ def test_gradient_norm_is_zero_exactly_where_the_net_is_flat(key):
     g = ood.log_confidence_gradient_norm(f, x)
     np.testing.assert_array_equal(g[:3], 0.0)
     assert np.all(g[3:] > 0)
+
+
+# ----------------------------------------------------------------------------- bad input, empty batches
+
+def _linear(x):
+    return x.reshape(x.shape[0], -1)[:, :3] * jnp.asarray([3.0, -1.0, 0.5])
+
+
+def test_non_finite_or_unbatched_images_are_refused(key):
+    x = np.random.default_rng(0).random((4, 6, 5, 1)).astype(np.float32)
+    bad = x.copy()
+    bad[1, 2, 3, 0] = np.nan
+    calls = {"max_confidence": lambda v: ood.max_confidence(_linear, v),
+             "max_log_confidence": lambda v: ood.max_log_confidence(_linear, v),
+             "gradient_norm": lambda v: ood.log_confidence_gradient_norm(_linear, v),
+             "scaled_confidence": lambda v: ood.scaled_confidence(_linear, v, [1.0, 2.0]),
+             "alpha_for_confidence": lambda v: ood.alpha_for_confidence(_linear, v),
+             "uniform_noise": lambda v: ood.uniform_noise(key, v),
+             "permuted_pixels": lambda v: ood.permuted_pixels(key, v),
+             "lowpass_noise": lambda v: ood.lowpass_noise(key, v),
+             "gaussian_blur": lambda v: ood.gaussian_blur(v, 1.5)}
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"^x contains NaN or inf \(1 entries\)"):
+            call(bad)
+        with pytest.raises(ValueError, match=r"^x must be batched"):
+            call(x[0, :, :, 0].ravel())
+        with pytest.raises(ValueError, match="x must be floating point"):
+            call((x * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match=r"^z contains NaN"):
+        ood.adversarial_noise(_linear, bad, key)
+    for kw, msg in ((dict(eps=-0.1), "eps must be >= 0"), (dict(steps=2.5), "steps must be an integer"),
+                    (dict(restarts=0), "restarts must be > 0"), (dict(step_size=0.0), "step_size must be > 0")):
+        with pytest.raises(ValueError, match=msg):
+            ood.adversarial_noise(_linear, x, key, **kw)
+    with pytest.raises(ValueError, match="key must be a jax.random key"):
+        ood.uniform_noise(None, x)
+    with pytest.raises(ValueError, match="box must have lo <= hi"):
+        ood.uniform_noise(key, x, box=(1.0, 0.0))
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        ood.gaussian_blur(x, 0.0)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        ood.lowpass_noise(key, x, kernel_size=4)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        ood.ceda(-1.0)
+    with pytest.raises(ValueError, match="eps must be finite"):
+        ood.acet(eps=np.nan)
+
+
+def test_empty_batch_gives_empty_results(key):
+    e = np.zeros((0, 6, 5, 1), np.float32)
+    assert ood.max_confidence(_linear, e).shape == (0,)
+    assert ood.max_log_confidence(_linear, e).shape == (0,)
+    assert ood.log_confidence_gradient_norm(_linear, e).shape == (0,)
+    assert ood.scaled_confidence(_linear, e, [1.0, 2.0, 3.0], project=True).shape == (3, 0)
+    assert ood.alpha_for_confidence(_linear, e).shape == (0,)
+    for z in (ood.uniform_noise(key, e), ood.permuted_pixels(key, e), ood.lowpass_noise(key, e),
+              ood.adversarial_noise(_linear, e, key, steps=2)):
+        assert z.shape == e.shape
+
+
+def test_per_example_boxes(key):
+    """A box per example: noise and projected scaling stay inside each example's own box."""
+    x = np.random.default_rng(3).random((3, 6, 5, 1)).astype(np.float32)
+    lo = np.asarray([0.0, 0.2, 0.5], np.float32)[:, None, None, None] * np.ones_like(x)
+    box = (lo, lo + 0.1)
+    u = np.asarray(ood.uniform_noise(key, x, box=box))
+    assert np.all(u >= lo) and np.all(u <= lo + 0.1 + 1e-7) and np.all(u.reshape(3, -1).std(1) > 0.01)
+    z = np.asarray(ood.lowpass_noise(key, x, box=box)).reshape(3, -1)      # rescaled onto each box exactly
+    np.testing.assert_allclose(z.min(1), lo[:, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(z.max(1), lo[:, 0, 0, 0] + 0.1, atol=1e-6)
+    conf = ood.scaled_confidence(_linear, x, [1e6], project=True, box=box, batch_size=2)
+    ref = ood.max_confidence(_linear, np.asarray(lo + 0.1))                  # clip(1e6 x) = the upper corner
+    np.testing.assert_allclose(conf[0], ref, rtol=1e-5)
+    u = np.asarray(ood.adversarial_noise(_linear, np.asarray(lo + 0.05), key, eps=0.3, steps=5, box=box))
+    assert np.all(u >= lo - 1e-6) and np.all(u <= lo + 0.1 + 1e-6)

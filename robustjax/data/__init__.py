@@ -11,6 +11,7 @@ Sources, tried in this order by `load`:
      `tfds.load` as well. Nothing here ever downloads.
 """
 from robustjax.data._load import (DATASETS, DataNotFoundError, DatasetInfo, batches, info, load,
-                                  load_split_pair, read_idx)
+                                  load_split_pair, read_idx, read_npz)
 
-__all__ = ["DATASETS", "DataNotFoundError", "DatasetInfo", "batches", "info", "load", "load_split_pair", "read_idx"]
+__all__ = ["DATASETS", "DataNotFoundError", "DatasetInfo", "batches", "info", "load", "load_split_pair", "read_idx",
+           "read_npz"]

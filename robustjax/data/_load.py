@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import pickle
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -55,7 +58,7 @@ def _finish(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nda
     if len(y) != len(x):
         raise ValueError(f"{name}: {len(x)} images but {len(y)} labels")
     if y.size and (y.min() < 0 or y.max() >= meta.num_classes):
-        raise ValueError(f"{name}: labels outside [0, {meta.num_classes})")
+        raise ValueError(f"{name}: labels outside [0, {meta.num_classes}): found min {y.min()}, max {y.max()}")
     return x, y
 
 
@@ -66,10 +69,14 @@ SYSTEM_IDX_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist",  # Debi
 
 
 def read_idx(path) -> np.ndarray:
-    """An IDX file (LeCun's MNIST format, optionally gzipped) as a numpy array."""
+    """An IDX file (LeCun's MNIST format, optionally gzipped) as a numpy array; ValueError naming the file
+    when it is not one (or a truncated or corrupt gzip)."""
     import gzip
     path = Path(path)
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: corrupt or truncated gzip file ({type(e).__name__}: {e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
@@ -91,9 +98,36 @@ def _idx_pair(folder: Path, split: str):
     return found
 
 
+def read_npz(path, keys) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an .npz file. ValueError naming the file when it is not a readable npz
+    (corrupt, truncated, pickled objects) or lacks one of the keys (the message lists the keys found)."""
+    path = Path(path)
+    broken = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError)
+
+    def unreadable(e):
+        return ValueError(f"{path}: not a readable .npz archive (corrupt or truncated?): {type(e).__name__}: {e}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except broken as e:
+        raise unreadable(e) from None
+    if not hasattr(z, "files"):
+        raise ValueError(f"{path}: a single .npy array; expected an .npz archive holding {list(keys)}")
+    with z:
+        missing = [k for k in keys if k not in z.files]
+        if missing:
+            raise ValueError(f"{path}: no array(s) {missing}; expected {list(keys)}, found {sorted(z.files)}")
+        try:
+            return {k: z[k] for k in keys}
+        except broken as e:
+            raise unreadable(e) from None
+
+
 def _from_npz(path: Path, name: str, split: str):
-    with np.load(path) as z:
+    z = read_npz(path, (f"x_{split}", f"y_{split}"))
+    try:
         return _finish(name, z[f"x_{split}"], z[f"y_{split}"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _from_tfds(name: str, split: str, tfds_dir: str | None, allow_tfds_load: bool):

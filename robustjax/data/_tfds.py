@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from robustjax.data._load import read_npz
+
 
 class _NpzBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base: uint8 image tensors and int64 labels read from a robustjax npz file."""
@@ -37,8 +39,8 @@ class _NpzBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {s: self._generate_examples(s) for s in ("train", "test")}
 
     def _generate_examples(self, split):
-        with np.load(self._npz_path) as z:
-            x, y = z[f"x_{split}"], z[f"y_{split}"]
+        z = read_npz(self._npz_path, (f"x_{split}", f"y_{split}"))
+        x, y = z[f"x_{split}"], z[f"y_{split}"]
         n = len(x) if self._limit is None else min(self._limit, len(x))
         for i in range(n):
             yield i, {"image": x[i].reshape(self.SHAPE), "label": int(y[i])}
