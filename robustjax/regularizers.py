@@ -1,10 +1,13 @@
 """Regularization terms, composable (optax style).
 
-A term is a function `term(params, x, y, *, logits_fn, key) -> scalar`, where `logits_fn(params, x)`
-gives `[batch, K]` logits (the model with its constants bound). Terms that need only the weights
-ignore the batch; terms that need the model and the batch (cross-Lipschitz) use both. `combine`
-sums weighted terms; `from_spec` builds terms by name for configs. Dropout is a model field, not a
-term here.
+A term is a function `term(params, x, y, *, apply_fn, key) -> scalar`, where `apply_fn(params, x)` gives
+`[batch, K]` logits (the model with its constants bound; `logits_fn` elsewhere in robustjax means the
+one-argument x -> logits). Terms that need only the weights ignore the batch; terms that need the model and
+the batch (cross-Lipschitz) use both. `combine` sums weighted terms; `from_spec` builds terms by registered
+name for configs. Dropout is a model field, not a term here.
+
+The registry is complete whatever was imported first: a name not found is looked up again after importing
+the modules in `PROVIDERS` (adversarial training, CEDA/ACET), which register their terms on import.
 """
 from __future__ import annotations
 
@@ -14,16 +17,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax import validate
+
 
 class Term(Protocol):
-    def __call__(self, params, x, y, *, logits_fn: Callable, key) -> jax.Array: ...
+    def __call__(self, params, x, y, *, apply_fn: Callable, key) -> jax.Array: ...
 
 
 def weight_decay(weight: float, *, include_biases: bool = False) -> Term:
     """weight * 1/2 sum ||W||^2 over weight matrices and kernels (leaves with ndim >= 2 unless
     include_biases), as `lambda * tf.nn.l2_loss(W)` in the cross-Lipschitz code."""
-    def term(params, x, y, *, logits_fn, key):
-        del x, y, logits_fn, key
+    def term(params, x, y, *, apply_fn, key):
+        del x, y, apply_fn, key
         leaves = [p for p in jax.tree.leaves(params) if include_biases or p.ndim >= 2]
         return weight * 0.5 * sum(jnp.sum(p * p) for p in leaves)
     return term
@@ -31,11 +36,11 @@ def weight_decay(weight: float, *, include_biases: bool = False) -> Term:
 
 def combine(*terms: Term) -> Term:
     """The sum of terms (each already weighted); keys are split between them."""
-    def term(params, x, y, *, logits_fn, key):
+    def term(params, x, y, *, apply_fn, key):
         if not terms:
             return jnp.zeros((), jnp.float32)
         keys = jax.random.split(key, len(terms))
-        return sum(t(params, x, y, logits_fn=logits_fn, key=k) for t, k in zip(terms, keys))
+        return sum(t(params, x, y, apply_fn=apply_fn, key=k) for t, k in zip(terms, keys))
     return term
 
 
@@ -56,11 +61,11 @@ def _pairwise_from_jacobian(J) -> jax.Array:
     return 2 * K * sq - 2 * jnp.sum(tot * tot)
 
 
-def cross_lipschitz_jacrev(params, x, logits_fn) -> jax.Array:
-    """Exact Omega for any smooth logits_fn(params, x `[n, ...]`) -> `[n, K]`: the K input gradients
+def cross_lipschitz_jacrev(params, x, apply_fn) -> jax.Array:
+    """Exact Omega for any smooth apply_fn(params, x `[n, ...]`) -> `[n, K]`: the K input gradients
     by `jax.jacrev` of the batch-summed logits (examples must not interact), then the O(K) identity."""
     def summed(xx):
-        return jnp.sum(logits_fn(params, xx), 0)
+        return jnp.sum(apply_fn(params, xx), 0)
     J = jax.jacrev(summed)(x)                                     # [K, n, ...]
     n, K = x.shape[0], J.shape[0]
     return _pairwise_from_jacobian(J) / (n * K * K)
@@ -149,12 +154,12 @@ def cross_lipschitz_kernel(alpha, x, centers, gamma) -> jax.Array:
     return 2 * (K * jnp.sum(alpha * (G @ alpha)) - a1 @ (G @ a1)) / (n * K * K)
 
 
-def cross_lipschitz_stochastic(params, x, logits_fn, key, *, num_samples: int = 1) -> jax.Array:
+def cross_lipschitz_stochastic(params, x, apply_fn, key, *, num_samples: int = 1) -> jax.Array:
     """Unbiased estimate of Omega from `num_samples` vector-Jacobian products per example:
     xi Rademacher in R^K, centered (P xi); E[(P xi)(P xi)^T] = P, so E ||J^T P xi||^2 = ||P J||_F^2 and
     Omega = 2/(n K) sum_i ||P J_i||_F^2 is estimated by 2/(n K) sum_i mean_s ||J_i^T P xi_is||^2.
     One forward pass shared by all samples."""
-    out, pullback = jax.vjp(lambda xx: logits_fn(params, xx), x)
+    out, pullback = jax.vjp(lambda xx: apply_fn(params, xx), x)
     n, K = out.shape
     xi = jax.random.rademacher(key, (num_samples, n, K), out.dtype)
     xi = xi - jnp.mean(xi, -1, keepdims=True)
@@ -177,9 +182,9 @@ def cross_lipschitz(weight: float, *, method: str = "auto", structure: str | Non
                     act: str = "softplus", alpha: float = 10.0, centers=None, gamma: float | None = None,
                     num_samples: int = 1) -> Term:
     """weight * Omega(f), the cross-Lipschitz regulariser (Hein & Andriushchenko, NIPS 2017, eq. in
-    methods.md 1(c)), as a term `term(params, x, y, *, logits_fn, key)`.
+    methods.md 1(c)), as a term `term(params, x, y, *, apply_fn, key)`.
 
-    method: "jacrev" (any smooth logits_fn), "closed_form" (needs `structure`), "stochastic" (unbiased,
+    method: "jacrev" (any smooth apply_fn), "closed_form" (needs `structure`), "stochastic" (unbiased,
       `num_samples` vjps per example; uses `key`), or "auto": the exact one with fewer multiply-adds for
       the batch's shape (closed form when a structure is given and it is cheaper, else jacrev).
     structure: None, "one_hidden_layer" (params {"U", "W"}; `act`, `alpha` name its activation) or
@@ -209,10 +214,10 @@ def cross_lipschitz(weight: float, *, method: str = "auto", structure: str | Non
             return cross_lipschitz_one_hidden_layer(params["U"], params["W"], x, activation)
         return cross_lipschitz_kernel(params["alpha"], x, C, gamma)
 
-    def term(params, x, y, *, logits_fn, key):
+    def term(params, x, y, *, apply_fn, key):
         del y
         if method == "stochastic":
-            return weight * cross_lipschitz_stochastic(params, x, logits_fn, key, num_samples=num_samples)
+            return weight * cross_lipschitz_stochastic(params, x, apply_fn, key, num_samples=num_samples)
         use_closed = method == "closed_form"
         if method == "auto" and structure is not None:
             n, d = x.shape[0], int(np.prod(x.shape[1:]))
@@ -223,24 +228,45 @@ def cross_lipschitz(weight: float, *, method: str = "auto", structure: str | Non
             use_closed = _closed_form_cheaper(structure, n, d, m, K)
         if use_closed:
             return weight * closed(params, x)
-        return weight * cross_lipschitz_jacrev(params, x, logits_fn)
+        return weight * cross_lipschitz_jacrev(params, x, apply_fn)
     return term
 
 
 REGULARIZERS: dict[str, Callable[..., Term]] = {"weight_decay": weight_decay, "cross_lipschitz": cross_lipschitz}
+PROVIDERS = ("robustjax.attacks.adversarial_training", "robustjax.ood")
 
 
 def register(name: str, factory: Callable[..., Term]) -> None:
+    """Makes `factory(weight, **kwargs) -> Term` available to `from_spec` as `name`. A module registering
+    terms on import belongs in `PROVIDERS`."""
+    if not isinstance(name, str) or not callable(factory):
+        raise ValueError(f"register needs a name (str) and a callable factory, got {name!r}, {factory!r}")
     REGULARIZERS[name] = factory
 
 
+def get(name: str) -> Callable[..., Term]:
+    """The factory registered as `name`, importing `PROVIDERS` once on a miss; ValueError listing the known
+    names if it is still missing."""
+    if name not in REGULARIZERS:
+        import importlib
+        for module in PROVIDERS:
+            importlib.import_module(module)
+    if name not in REGULARIZERS:
+        raise ValueError(f"unknown regularizer {name!r}; known: {sorted(REGULARIZERS)}")
+    return REGULARIZERS[name]
+
+
 def from_spec(spec: Sequence[tuple[str, float] | tuple[str, float, dict]]) -> Term:
-    """Terms from `[(name, weight), (name, weight, {kwargs}), ...]`; an empty spec is zero."""
+    """Terms from `[(name, weight), (name, weight, {kwargs}), ...]` (weights finite and >= 0; a zero weight
+    drops its term); an empty spec is zero."""
     terms = []
-    for item in spec:
+    for i, item in enumerate(spec):
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not isinstance(item[0], str) \
+                or (len(item) == 3 and not isinstance(item[2], dict)):
+            raise ValueError(f"regularizers[{i}] must be (name, weight) or (name, weight, {{kwargs}}), got {item!r}")
         name, weight, kw = (tuple(item) + ({},))[:3]
-        if name not in REGULARIZERS:
-            raise ValueError(f"unknown regularizer {name!r}; known: {sorted(REGULARIZERS)}")
+        factory = get(name)
+        weight = validate.positive_float(weight, f"weight of regularizer {name!r}", allow_zero=True)
         if weight:
-            terms.append(REGULARIZERS[name](weight, **kw))
+            terms.append(factory(weight, **kw))
     return combine(*terms)

@@ -13,14 +13,14 @@ def _one_hidden_layer(act="softplus", alpha=10.0, hidden=16, K=4, shape=(1, 3, 3
     v = models.init(m, jax.random.key(0), shape)
     v = jax.tree.map(lambda a: 3 * a.astype(dtype), v)             # larger weights: curvature matters
 
-    def logits_fn(p, x):
+    def apply_fn(p, x):
         return m.apply({"params": p}, x)
-    return m, v["params"], logits_fn
+    return m, v["params"], apply_fn
 
 
-def _brute_force(params, x, logits_fn):
+def _brute_force(params, x, apply_fn):
     """1/(n K^2) sum_i sum_{l,m} ||grad f_l(x_i) - grad f_m(x_i)||^2 by all pairs."""
-    J = jax.vmap(jax.jacrev(lambda xi: logits_fn(params, xi[None])[0]))(x)
+    J = jax.vmap(jax.jacrev(lambda xi: apply_fn(params, xi[None])[0]))(x)
     n, K = J.shape[:2]
     J = J.reshape(n, K, -1)
     return jnp.sum((J[:, :, None] - J[:, None, :]) ** 2) / (n * K * K)
@@ -78,7 +78,7 @@ def test_kernel_quadratic_form_equals_generic():
         np.testing.assert_allclose(quad, generic, rtol=1e-6)
         np.testing.assert_allclose(generic, _brute_force(p, x, f), rtol=1e-10)
         term = regularizers.cross_lipschitz(2.0, structure="gaussian_kernel", centers=C, gamma=0.7)
-        np.testing.assert_allclose(term(p, x, None, logits_fn=f, key=None), 2 * generic, rtol=1e-6)
+        np.testing.assert_allclose(term(p, x, None, apply_fn=f, key=None), 2 * generic, rtol=1e-6)
         g1 = jax.grad(lambda q: regularizers.cross_lipschitz_jacrev(q, x, f))(p)["alpha"]
         g2 = jax.grad(lambda a: regularizers.cross_lipschitz_kernel(a, x, C, 0.7))(p["alpha"])
         np.testing.assert_allclose(g2, g1, rtol=1e-6, atol=1e-12)
@@ -108,7 +108,7 @@ def test_term_methods_agree_and_auto_choice():
     m, p, f = _one_hidden_layer(dtype=jnp.float32)
     x = jax.random.uniform(jax.random.key(9), (5, 3, 3, 1))
     vals = {meth: float(regularizers.cross_lipschitz(0.5, method=meth, structure="one_hidden_layer")(
-        p, x, None, logits_fn=f, key=jax.random.key(0))) for meth in ("auto", "jacrev", "closed_form")}
+        p, x, None, apply_fn=f, key=jax.random.key(0))) for meth in ("auto", "jacrev", "closed_form")}
     np.testing.assert_allclose(vals["closed_form"], vals["jacrev"], rtol=1e-4)
     np.testing.assert_allclose(vals["auto"], vals["jacrev"], rtol=1e-4)
     # the paper's MNIST shape (batch 128, 784-1024-10): the closed form has fewer multiply-adds;
@@ -117,7 +117,7 @@ def test_term_methods_agree_and_auto_choice():
     assert not regularizers._closed_form_cheaper("one_hidden_layer", 8, 784, 4096, 10)
     # registered by name for configs
     term = regularizers.from_spec([("cross_lipschitz", 0.5, {"method": "jacrev"})])
-    np.testing.assert_allclose(float(term(p, x, None, logits_fn=f, key=jax.random.key(0))), vals["jacrev"], rtol=1e-6)
+    np.testing.assert_allclose(float(term(p, x, None, apply_fn=f, key=jax.random.key(0))), vals["jacrev"], rtol=1e-6)
 
 
 def test_zero_weights_give_zero_penalty_and_finite_gradient():
@@ -126,7 +126,7 @@ def test_zero_weights_give_zero_penalty_and_finite_gradient():
     x = jax.random.uniform(jax.random.key(10), (4, 3, 3, 1))
     for meth in ("jacrev", "closed_form", "stochastic"):
         term = regularizers.cross_lipschitz(1.0, method=meth, structure="one_hidden_layer")
-        val, g = jax.value_and_grad(lambda q: term(q, x, None, logits_fn=f, key=jax.random.key(0)))(p)
+        val, g = jax.value_and_grad(lambda q: term(q, x, None, apply_fn=f, key=jax.random.key(0)))(p)
         assert float(val) == 0.0
         assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
 
@@ -155,5 +155,5 @@ def test_plugs_into_training(mnist_small):
     # the logged penalty is the term on the parameters of that step (check the last state directly)
     term = regularizers.cross_lipschitz(0.1, structure="one_hidden_layer", alpha=10.0)
     f = lambda p, x: state.apply_fn(state.variables(p), x)  # noqa: E731
-    val = term(state.params, jnp.asarray(xtr[:128]), None, logits_fn=f, key=jax.random.key(0))
+    val = term(state.params, jnp.asarray(xtr[:128]), None, apply_fn=f, key=jax.random.key(0))
     assert 0 < float(val) < 10 * logs[0]["train_regularizer"] + 1.0

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustjax import losses, regularizers, train
+from robustjax import checkpoint, losses, regularizers, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,11 @@ def test_resume_equals_uninterrupted(mnist_small, tmp_path):
     assert int(resumed.step) == int(full.step) == 30
     _assert_same_params(full.params, resumed.params)
     _assert_same_params(full.opt_state, resumed.opt_state)
-    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+    full_log, resumed_log = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                             for run in ("full", "resumed"))
+    assert [r["epoch"] for r in full_log] == [r["epoch"] for r in resumed_log] == [1, 2, 3]
+    for a, b in zip(full_log, resumed_log):                  # epoch 2's means cover all its 10 steps
+        assert {k: v for k, v in a.items() if k != "time_s"} == {k: v for k, v in b.items() if k != "time_s"}
     state, model, config = train.load_run(tmp_path / "resumed")
     assert config == cfg
     _assert_same_params(state.params, full.params)
@@ -67,16 +70,18 @@ def test_resume_after_sigkill(tmp_path):
            "--workdir", str(workdir), "--no-progress"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ckpt = workdir / "checkpoint.json"
+    def latest():
+        found = checkpoint.manifests(workdir)
+        return found[0][0] if found else 0
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if ckpt.is_file() and json.loads(ckpt.read_text() or "{}").get("step", 0) >= 100:
+        if latest() >= 100:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed; make the run longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = json.loads(ckpt.read_text())["step"]
+    killed_at = latest()
     assert 0 < killed_at < 800
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -92,16 +97,15 @@ def test_checkpoint_write_is_atomic(mnist_small, tmp_path, monkeypatch):
     (xtr, ytr), _ = mnist_small
     cfg = _small_config(epochs=1)
     state = train.fit(cfg, (xtr, ytr), None, tmp_path)
-    good = (tmp_path / "checkpoint.msgpack").read_bytes()
-    real_replace = os.replace
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("ckpt-*")}
 
     def crash(src, dst):
         raise KeyboardInterrupt("killed while writing")
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
         train.save_checkpoint(tmp_path, state.replace(step=state.step + 1), {"step": 99})
-    monkeypatch.setattr(os, "replace", real_replace)
-    assert (tmp_path / "checkpoint.msgpack").read_bytes() == good
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("ckpt-*")} == before
     restored, _ = train.restore_checkpoint(tmp_path, state)
     assert int(restored.step) == int(state.step)
 
@@ -111,22 +115,79 @@ def test_bad_input_is_refused(mnist_small):
     cfg = _small_config(epochs=1)
     x_nan = xtr[:640].copy()
     x_nan[3, 0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="train x contains NaN"):
         train.fit(cfg, (x_nan, ytr[:640]))
-    with pytest.raises(ValueError, match="labels outside"):
+    with pytest.raises(ValueError, match=r"train labels must lie in \[0, 10\)"):
         train.fit(cfg, (xtr[:640], np.full(640, 10, np.int32)))
-    with pytest.raises(ValueError, match="one label per example"):
+    with pytest.raises(ValueError, match=r"train labels must have shape \(640,\)"):
         train.fit(cfg, (xtr[:640], ytr[:600]))
-    with pytest.raises(ValueError, match="integers"):
-        train.fit(cfg, (xtr[:640], ytr[:640].astype(np.float32)))
-    with pytest.raises(ValueError, match="unknown model"):
-        train.fit(cfg.replace(model="nope"), (xtr, ytr))
-    with pytest.raises(ValueError, match="unknown loss"):
-        train.fit(cfg.replace(loss="hinge2"), (xtr, ytr))
-    with pytest.raises(ValueError, match="unknown regularizer"):
-        train.fit(cfg.replace(regularizers=(("l7", 1.0),)), (xtr, ytr))
+    with pytest.raises(ValueError, match="train labels must be integers"):
+        train.fit(cfg, (xtr[:640], ytr[:640] + 0.5))
+    with pytest.raises(ValueError, match="test labels must lie"):
+        train.fit(cfg, (xtr, ytr), (xtr[:10], np.full(10, -1)))
+    with pytest.raises(ValueError, match="exceeds the 640 training examples"):
+        train.fit(cfg.replace(batch_size=641), (xtr, ytr))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", -1, r"config.epochs must be > 0, got -1"),
+    ("epochs", 0, r"config.epochs must be > 0, got 0"),
+    ("batch_size", 0, r"config.batch_size must be > 0, got 0"),
+    ("batch_size", 2.5, r"config.batch_size must be an integer, got 2.5"),
+    ("eval_batch_size", 0, r"config.eval_batch_size must be > 0"),
+    ("learning_rate", float("nan"), r"config.learning_rate must be finite, got nan"),
+    ("learning_rate", -0.1, r"config.learning_rate must be > 0"),
+    ("momentum", 1.0, r"config.momentum must be in \[0, 1\)"),
+    ("checkpoint_every", -4, r"config.checkpoint_every must be >= 0"),
+    ("train_size", 0, r"config.train_size must be > 0"),
+    ("model", "nope", "unknown model 'nope'"),
+    ("loss", "hinge2", "unknown loss"),
+    ("optimizer", "lbfgs", "unknown optimizer 'lbfgs'; known: sgd, adam"),
+    ("schedule", "step", "unknown schedule 'step'"),
+    ("regularizers", (("l7", 1.0),), "unknown regularizer 'l7'"),
+    ("regularizers", (("weight_decay", float("inf")),), "weight of regularizer 'weight_decay' must be finite"),
+    ("regularizers", (("weight_decay",),), r"regularizers\[0\] must be \(name, weight\)"),
+])
+def test_bad_config_is_refused_before_training(mnist_small, field, value, message):
+    (xtr, ytr), _ = mnist_small
+    cfg = _small_config(epochs=1).replace(**{field: value})
+    with pytest.raises(ValueError, match=message):
+        train.fit(cfg, (xtr, ytr))
+
+
+def test_config_replace_rejects_unknown_fields():
     with pytest.raises(ValueError, match="no field"):
-        cfg.replace(learningrate=0.1)
+        train.TrainConfig().replace(learningrate=0.1)
+
+
+def test_divergence_stops_at_the_first_non_finite_step(mnist_small, tmp_path):
+    """A learning rate that passes validation but overflows: FloatingPointError naming the step, and no
+    checkpoint of non-finite parameters."""
+    (xtr, ytr), _ = mnist_small
+    cfg = _small_config(epochs=2, learning_rate=1e30, momentum=0.0, regularizers=(), checkpoint_every=1,
+                        model_config={"widths": (16,), "act": "relu"})
+    with pytest.raises(FloatingPointError, match=r"non-finite loss or parameters at step (\d+) \(epoch 1\)") as e:
+        train.fit(cfg, (xtr, ytr), None, tmp_path)
+    bad_step = int(e.value.args[0].split("step ")[1].split()[0])
+    assert 1 <= bad_step <= 10, e.value
+    saved = [s for s, _ in checkpoint.manifests(tmp_path)]
+    assert all(s < bad_step for s in saved), (saved, bad_step)
+    if saved:
+        state = train.load_run(tmp_path)[0]
+        assert all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(state.params))
+
+
+def test_evaluate_empty_and_padded(mnist_small):
+    (xtr, ytr), (xte, yte) = mnist_small
+    state = train.fit(_small_config(epochs=1), (xtr, ytr))
+    ev = train.evaluate(state, xte[:0], yte[:0])
+    assert np.isnan(ev["loss"]) and np.isnan(ev["accuracy"])
+    f = state.logits_fn()
+    logits = np.asarray(f(xte[:37]))
+    ref_loss = np.mean(np.asarray(losses.get("cross_entropy")(logits=logits, labels=yte[:37])))
+    ev = train.evaluate(state, xte[:37], yte[:37], batch_size=16)       # 3 batches, the last padded
+    np.testing.assert_allclose(ev["loss"], ref_loss, rtol=1e-5)
+    assert ev["accuracy"] == np.mean(logits.argmax(-1) == yte[:37])
 
 
 def test_piecewise_schedule():
@@ -153,9 +214,9 @@ def test_losses_against_numpy():
 def test_weight_decay_term():
     params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,))}}
     t = regularizers.weight_decay(0.1)
-    assert float(t(params, None, None, logits_fn=None, key=jax.random.key(0))) == pytest.approx(0.1 * 0.5 * 6)
+    assert float(t(params, None, None, apply_fn=None, key=jax.random.key(0))) == pytest.approx(0.1 * 0.5 * 6)
     t_all = regularizers.weight_decay(0.1, include_biases=True)
-    assert float(t_all(params, None, None, logits_fn=None, key=jax.random.key(0))) == pytest.approx(0.1 * 0.5 * 8)
+    assert float(t_all(params, None, None, apply_fn=None, key=jax.random.key(0))) == pytest.approx(0.1 * 0.5 * 8)
 
 
 def test_regularizer_sees_model_and_batch(mnist_small):
@@ -163,9 +224,9 @@ def test_regularizer_sees_model_and_batch(mnist_small):
     (xtr, ytr), _ = mnist_small
     seen = {}
 
-    def term(params, x, y, *, logits_fn, key):
+    def term(params, x, y, *, apply_fn, key):
         seen["shapes"] = (x.shape, y.shape)
-        return 1e-3 * jnp.mean(logits_fn(params, x) ** 2)
+        return 1e-3 * jnp.mean(apply_fn(params, x) ** 2)
     cfg = _small_config(epochs=1, regularizers=())
     state = train.fit(cfg, (xtr, ytr), regularizer=term)
     assert seen["shapes"] == ((64, 28, 28, 1), (64,))
