@@ -76,13 +76,13 @@ def stochastic_variance(n_keys=300):
     x, y = load("mnist", "train")
     cfg = train.TrainConfig(model="one_hidden_layer", epochs=1, progress=False, train_size=30000)
     state = train.fit(cfg, (x, y))
-    f = lambda p, xx: state.apply_fn(state.variables(p), xx)  # noqa: E731
+    apply_fn = lambda p, xx: state.apply_fn(state.variables(p), xx)  # noqa: E731
     xb = jnp.asarray(x[-B:])
-    exact = float(regularizers.cross_lipschitz_jacrev(state.params, xb, f))
+    exact = float(regularizers.cross_lipschitz_jacrev(state.params, xb, apply_fn))
     out = {"exact_omega": exact}
     for s in (1, 2, 4):
         est = np.asarray(jax.jit(jax.vmap(lambda k: regularizers.cross_lipschitz_stochastic(
-            state.params, xb, f, k, num_samples=s)))(jax.random.split(jax.random.key(1), n_keys)))
+            state.params, xb, apply_fn, k, num_samples=s)))(jax.random.split(jax.random.key(1), n_keys)))
         out[f"samples_{s}"] = {"mean": float(est.mean()), "std": float(est.std()),
                                "relative_std": float(est.std() / exact),
                                "mean_relative_error": float(abs(est.mean() - exact) / exact)}

@@ -84,9 +84,10 @@ show(ood_table(f_plain, jax.random.key(1)))
 ("md", r"""
 ## Training with CEDA and ACET
 
-Both are regularizer terms `term(params, x, y, *, logits_fn, key)`: they generate one noise image per
-clean image inside the training step and add the mean of $\log \max_k p_k$ on it (ACET on the worst
-case found by sign-PGD in an $\ell_\infty$ ball of radius 0.3 around the noise).
+Both are regularizer terms `term(params, x, y, *, apply_fn, key)`, with `apply_fn(params, x) -> logits`:
+they generate one noise image per clean image inside the training step and add the mean of
+$\log \max_k p_k$ on it (ACET on the worst case found by sign-PGD in an $\ell_\infty$ ball of radius 0.3
+around the noise).
 """),
 ("code", r"""
 results = {"plain": (plain, f_plain)}

@@ -157,3 +157,37 @@ def test_plugs_into_training(mnist_small):
     f = lambda p, x: state.apply_fn(state.variables(p), x)  # noqa: E731
     val = term(state.params, jnp.asarray(xtr[:128]), None, apply_fn=f, key=jax.random.key(0))
     assert 0 < float(val) < 10 * logs[0]["train_regularizer"] + 1.0
+
+
+def test_registry_is_complete_whatever_was_imported_first():
+    """A fresh interpreter that imports only robustjax.regularizers finds the terms registered by the
+    provider modules (adversarial training, CEDA/ACET), and an unknown name lists them all."""
+    import subprocess
+    import sys
+    code = """
+import sys
+from robustjax import regularizers
+assert "robustjax.ood" not in sys.modules and "robustjax.attacks.adversarial_training" not in sys.modules
+for name in ("adversarial_training", "ceda", "acet"):
+    assert callable(regularizers.from_spec([(name, 1.0)])), name
+try:
+    regularizers.from_spec([("l7", 1.0)])
+except ValueError as e:
+    print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "unknown regularizer 'l7'; known: ['acet', 'adversarial_training', 'ceda', 'cross_lipschitz'" in out.stdout
+
+
+def test_from_spec_refuses_malformed_items():
+    with pytest.raises(ValueError, match=r"regularizers\[1\] must be \(name, weight\)"):
+        regularizers.from_spec([("weight_decay", 1e-3), "cross_lipschitz"])
+    with pytest.raises(ValueError, match="weight of regularizer 'weight_decay' must be >= 0, got -1"):
+        regularizers.from_spec([("weight_decay", -1)])
+    with pytest.raises(ValueError, match="must be finite"):
+        regularizers.from_spec([("weight_decay", float("nan"))])
+    params = {"w": jnp.ones((2, 2))}
+    zero = regularizers.from_spec([("weight_decay", 0.0)])
+    assert float(zero(params, None, None, apply_fn=None, key=jax.random.key(0))) == 0.0
