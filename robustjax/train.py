@@ -365,6 +365,10 @@ class _RunFolder:
         if self.dir is None:
             return state, _EpochMeter(0)
         ckpt = checkpoint.restore(self.dir)
+        if ckpt is None and (self.dir / "checkpoint.msgpack").exists():
+            raise checkpoint.CheckpointError(
+                f"run folder {self.dir} holds checkpoint.msgpack, the old format without a checksum; this version "
+                "cannot verify it: move it away to restart the run from step 0")
         step, progress = 0, None
         if ckpt is not None:
             changes = _config_changes(ckpt.meta.get("config", {}), config)

@@ -183,3 +183,10 @@ def test_fit_drops_metrics_records_it_will_redo(mnist_small, tmp_path):
     with pytest.warns(UserWarning, match=r"dropping 2 record\(s\) after step 0"):
         train.fit(cfg, (xtr, ytr), None, tmp_path)
     assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_fit_refuses_an_old_unverifiable_checkpoint(mnist_small, tmp_path):
+    (xtr, ytr), _ = mnist_small
+    (tmp_path / "checkpoint.msgpack").write_bytes(b"\x85")
+    with pytest.raises(CheckpointError, match="old format without a checksum"):
+        train.fit(_config(), (xtr, ytr), None, tmp_path)
