@@ -111,8 +111,50 @@ def test_registry_errors():
         models.build("vgg99")
     with pytest.raises(ValueError, match="no field"):
         models.build("mlp", widths=(3,), depth=4)
-    with pytest.raises(ValueError, match="unknown activation"):
-        m = models.build("mlp", widths=(3,), act="swishy")
-        models.init(m, jax.random.key(0), (1, 4))
+    with pytest.raises(ValueError, match="unknown activation 'swishy'; known: relu"):
+        models.init(models.MLP(widths=(3,), act="swishy"), jax.random.key(0), (1, 4))
     with pytest.raises(ValueError, match="already registered"):
         models.register("mlp", models.LeNet)
+
+
+@pytest.mark.parametrize("name,config,message", [
+    ("mlp", {"widths": (-4,)}, r"widths must be a sequence of positive integers, got \(-4,\)"),
+    ("mlp", {"widths": (8, 0)}, r"widths must be a sequence of positive integers, got \(8, 0\)"),
+    ("mlp", {"widths": 16}, "widths must be a sequence of positive integers, got 16"),
+    ("mlp", {"widths": "64"}, "widths must be a sequence of positive integers, got '64'"),
+    ("mlp", {"widths": (2.5,)}, "widths must be a sequence of positive integers"),
+    ("mlp", {}, r"model 'mlp' needs field\(s\) \['widths'\]"),
+    ("mlp", {"widths": (4,), "act": "swish"}, "act must be one of .*'softplus'.*, got 'swish'"),
+    ("mlp", {"widths": (4,), "num_classes": 0}, "num_classes must be > 0, got 0"),
+    ("mlp", {"widths": (4,), "alpha": -1.0}, "alpha must be > 0, got -1.0"),
+    ("mlp", {"widths": (4,), "dropout_hidden": 1.0}, r"dropout_hidden must be a drop rate in \[0, 1\), got 1.0"),
+    ("mlp", {"widths": (4,), "use_bias": "yes"}, "use_bias must be True or False"),
+    ("one_hidden_layer", {"hidden": 0}, "hidden must be > 0, got 0"),
+    ("one_hidden_layer", {"hidden": 3.5}, "hidden must be an integer, got 3.5"),
+    ("gaussian_kernel", {"num_centers": 4, "gamma": 0.0}, "gamma must be > 0, got 0.0"),
+    ("gaussian_kernel", {"num_centers": 4}, r"needs field\(s\) \['gamma'\]"),
+    ("lenet", {"features": (32, -1)}, "features must be a sequence of positive integers"),
+    ("resnet", {"blocks": 0}, "blocks must be > 0, got 0"),
+    ("resnet", {"widths": ()}, None),
+    ("resnet", {"norm": "batch"}, "norm must be one of \\['group', 'none'\\], got 'batch'"),
+    ("resnet50", {"depth": 42}, "depth must be one of \\[18, 34, 50, 101, 152\\], got 42"),
+    ("vgg11", {"config": "Z"}, "config must be one of \\['A', 'B', 'C', 'D', 'E'\\], got 'Z'"),
+    ("vgg11", {"width_mult": 0}, "width_mult must be > 0, got 0"),
+    ("vgg11_skip", {"skip_units": -3}, "skip_units must be > 0, got -3"),
+    ("densenet121", {"blocks": (6, 0)}, "blocks must be a non-empty sequence of positive integers"),
+    ("densenet121", {"stem": "tiny"}, "stem must be one of"),
+])
+def test_build_rejects_bad_config(name, config, message):
+    if message is None:                       # passes the field check, caught by the module at init
+        with pytest.raises(ValueError, match="widths must be a non-empty sequence"):
+            models.init(models.build(name, **config), jax.random.key(0), (1, 8, 8, 3))
+        return
+    with pytest.raises(ValueError, match=message):
+        models.build(name, **config)
+
+
+def test_build_normalizes_valid_config():
+    m = models.build("mlp", widths=[np.int64(8), 4], num_classes=np.int32(3), alpha=10)
+    assert m.widths == (8, 4) and type(m.num_classes) is int and m.alpha == 10.0
+    assert models.build("vgg11_skip", skip_units=None).skip_units is None
+    assert models.build("densenet121", blocks=[1, 1]).blocks == (1, 1)

@@ -88,6 +88,8 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False):
         if self.norm not in ("group", "none"):
             raise ValueError(f"norm must be 'group' or 'none', got {self.norm!r}")
+        if not self.widths:
+            raise ValueError(f"widths must be a non-empty sequence of stage widths, got {self.widths!r}")
         sigma = activations.get(self.act, alpha=self.alpha).fn
         x = sigma(nn.Conv(self.widths[0], (3, 3), padding="SAME", name="stem")(x))
         for s, w in enumerate(self.widths):

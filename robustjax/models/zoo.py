@@ -434,6 +434,9 @@ class ENet(nn.Module):
 
 # ----------------------------------------------------------------------------- ResNet
 
+RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
 class ResNetImageNet(nn.Module):
     """ResNet-18/34 (basic blocks) or -50/101/152 (bottleneck, stride on the 3x3 conv), He et al. 2016."""
     depth: int = 50
@@ -443,8 +446,7 @@ class ResNetImageNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
-                  152: (3, 8, 36, 3)}
+        blocks = RESNET_BLOCKS
         if self.depth not in blocks:
             raise ValueError(f"depth must be one of {sorted(blocks)}, got {self.depth}")
         bottleneck = self.depth >= 50
