@@ -165,3 +165,45 @@ def test_single_neuron_has_product_many_verified_minima():
     assert mins.per_axis == (3, 3) and len(mins.points) == 9
     assert np.all(mins.grad_norms < 1e-9) and np.all(mins.min_hessian_eig > 0)
     assert len(np.unique(np.round(mins.losses, 6))) > 1   # minima at different heights: not all global
+
+
+# ----------------------------------------------------------------------------- module hygiene, bad input
+
+def test_no_landscape_module_imports_private_names():
+    """Shared helpers are public (landscape/capture.py); no module reaches into another's _private names."""
+    import ast
+    from pathlib import Path
+    import robustjax
+    root = Path(robustjax.__file__).parent
+    for path in sorted((root / "landscape").glob("*.py")) + [root / "ood.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("robustjax"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_feature_matrix_matches_a_hand_computed_layer_and_handles_empty_input():
+    x = np.asarray(jax.random.normal(jax.random.key(0), (7, 5)), np.float32)
+    mlp = models.MLP(widths=(6, 3), act="tanh")
+    v = models.init(mlp, jax.random.key(1), (1, 5))
+    p = v["params"]
+    ref = np.tanh(np.tanh(x @ p["dense_0"]["kernel"] + p["dense_0"]["bias"]) @ p["dense_1"]["kernel"]
+                  + p["dense_1"]["bias"])
+    np.testing.assert_allclose(rank.feature_matrix(mlp, v, x, 2, batch_size=3), ref, rtol=1e-5, atol=1e-6)
+    assert rank.feature_matrix(mlp, v, x[:0], 1).shape == (0, 6)
+    bad = x.copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"^x contains NaN or inf"):
+        rank.feature_matrix(mlp, v, bad, 1)
+    with pytest.raises(ValueError, match="empty batch"):
+        rank.check_rank_lemma(mlp, x[:0], 1, jax.random.key(0))
+
+
+def test_rand_fit_checks_labels():
+    m = skip.VGG11Skip(act="sigmoid", width_mult=1 / 16, classifier=(8,), skip_units=20)
+    x = np.zeros((4, 32, 32, 3), np.float32)
+    v = jax.jit(m.init)(jax.random.key(0), x[:1])
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 10\)"):
+        lstsq.rand_fit(m, v, x, np.array([0, 1, 2, 10]))
+    with pytest.raises(ValueError, match=r"y must have shape \(4,\)"):
+        lstsq.rand_fit(m, v, x, np.array([0, 1]))

@@ -34,6 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from robustjax import validate
+from robustjax.batching import map_batches
+
 METHODS = ("cholesky", "qr", "cg")
 
 
@@ -170,19 +173,12 @@ def skip_features(model: nn.Module, variables, x, *, batch_size: int = 500) -> t
         _, psi, h = model.apply(variables, xb, return_features=True)
         return psi, h
 
-    psis, hs = [], []
-    for i in range(0, len(x), batch_size):
-        psi, h = run(jnp.asarray(x[i:i + batch_size]))
-        psis.append(np.asarray(psi))
-        hs.append(np.asarray(h))
-    return np.concatenate(psis), np.concatenate(hs)
+    return map_batches(run, [validate.batch(x)], batch_size=batch_size)
 
 
 def predict(model: nn.Module, variables, x, *, batch_size: int = 500) -> np.ndarray:
     """logits `[N, K]` of `model.apply(variables, x)` in batches."""
-    run = jax.jit(lambda xb: model.apply(variables, xb))
-    return np.concatenate([np.asarray(run(jnp.asarray(x[i:i + batch_size])))
-                           for i in range(0, len(x), batch_size)])
+    return map_batches(jax.jit(lambda xb: model.apply(variables, xb)), [validate.batch(x)], batch_size=batch_size)
 
 
 class RandFit(NamedTuple):
@@ -203,8 +199,10 @@ def rand_fit(model: nn.Module, variables, x, y, *, num_classes: int = 10, method
 
     Needs a model with `return_features` and Dense modules "skip" (no bias) and "out" (robustjax.models.skip).
     """
-    x = np.asarray(x)
-    y = np.asarray(y)
+    x = validate.batch(x)
+    y = validate.labels(y, x.shape[0], num_classes, name="y")
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one training point to fit, got an empty batch")
     psi, h = skip_features(model, variables, x, batch_size=batch_size)
     M, p = psi.shape[1], h.shape[1]
     Phi = np.concatenate([psi, h, np.ones((len(x), 1), psi.dtype)], 1)

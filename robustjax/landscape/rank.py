@@ -21,9 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax import validate
+from robustjax.batching import map_batches
+from robustjax.landscape.capture import captured_outputs, is_activated_layer, is_linear_layer
+from robustjax.landscape.widths import layer_widths
 from robustjax.models import activations
-from robustjax.landscape.widths import (_flatten_captured, _is_layer_module, _is_linear_module,
-                                        layer_widths)
 
 
 class RankResult(NamedTuple):
@@ -46,8 +48,8 @@ class RankResult(NamedTuple):
 def numerical_rank(F, *, tol: float | None = None, eps: float | None = None) -> RankResult:
     """Numerical rank of F `[N, n]` (float64 SVD).
 
-    tol: absolute threshold; default sigma_max * max(N, n) * eps with eps = finfo(F.dtype).eps
-    (float32 features: 1.19e-7), or the given `eps`.
+    tol: absolute threshold; default 10 * eps * ||F||_F (the module docstring says why) with
+    eps = finfo(F.dtype).eps (float32 features: 1.19e-7) or the given `eps`.
     """
     F = np.asarray(F)
     if F.ndim != 2 or min(F.shape) == 0:
@@ -88,29 +90,28 @@ def feature_matrix(model: nn.Module, variables, x, layer: str | int, *, batch_si
     layer: a name from `layer_widths` or its 1-based index k among the hidden layers. For a model
     without `zoo.Act` modules the layer is a Conv/Dense output and the model's `act` is applied to it.
     """
-    x = np.asarray(x)
-    name = _layer_name(model, (1,) + x.shape[1:], layer)
+    x = validate.batch(x)
+    name = _layer_name(model, (1,) + tuple(x.shape[1:]), layer)
 
     kinds = []
 
     def pick(mdl, _):
-        hit = "/".join(mdl.path) == name and (_is_layer_module(mdl) or _is_linear_module(mdl))
+        hit = "/".join(mdl.path) == name and (is_activated_layer(mdl) or is_linear_layer(mdl))
         if hit:
-            kinds.append(_is_layer_module(mdl))
+            kinds.append(is_activated_layer(mdl))
         return hit
 
     @jax.jit
     def run(xb):
         _, state = model.apply(variables, xb, capture_intermediates=pick, mutable=["intermediates"])
-        (_, a), = _flatten_captured(state["intermediates"])
+        (_, a), = captured_outputs(state["intermediates"])
         if not kinds[-1]:   # a Conv/Dense output (model without Act modules): apply the model's sigma
             if not hasattr(model, "act"):
                 raise ValueError(f"{type(model).__name__} has no `act` field: cannot form the activated features")
             a = activations.get(model.act, alpha=getattr(model, "alpha", 1.0)).fn(a)
         return a.reshape((a.shape[0], -1))
 
-    out = [np.asarray(run(jnp.asarray(x[i:i + batch_size]))) for i in range(0, len(x), batch_size)]
-    return np.concatenate(out, 0)
+    return map_batches(run, [x], batch_size=batch_size)
 
 
 class LemmaCheck(NamedTuple):
@@ -128,8 +129,10 @@ def check_rank_lemma(model: nn.Module, x, layer: str | int, key, *, tol: float |
 
     Raises ValueError if n_k < N (the lemma then says nothing).
     """
-    x = np.asarray(x)
-    variables = jax.jit(model.init)(key, jnp.asarray(x[:1]))
+    x = validate.batch(x)
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one training point for the rank lemma, got an empty batch")
+    variables = jax.jit(model.init)(validate.key(key), jnp.asarray(x[:1]))
     F = feature_matrix(model, variables, x, layer, batch_size=batch_size)
     N, n_k = F.shape
     if n_k < N:

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax.landscape.capture import captured_outputs, is_activated_layer, is_linear_layer
 from robustjax.models import activations
-from robustjax.models.zoo import Act
 
 IMAGENET_N = 1_281_167  # ILSVRC-2012 training images (the talk's "N ~ 1.2 million")
 
@@ -43,14 +43,6 @@ class Layer(NamedTuple):
     shape: tuple
     units: int
     kind: str
-
-
-def _is_layer_module(mdl) -> bool:
-    return isinstance(mdl, Act)
-
-
-def _is_linear_module(mdl) -> bool:
-    return isinstance(mdl, (nn.Conv, nn.Dense))
 
 
 def _check_input_shape(input_shape) -> tuple:
@@ -81,19 +73,19 @@ def layer_widths(model: nn.Module, input_shape: Sequence[int], **apply_kwargs) -
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
     result = None
-    for flt in (_is_layer_module, _is_linear_module):
+    for flt in (is_activated_layer, is_linear_layer):
         names: list[str] = []
 
         def run(v, xx, flt=flt, names=names):
             out, state = model.apply(v, xx, capture_intermediates=lambda m, _: flt(m),
                                      mutable=["intermediates"], **apply_kwargs)
-            flat = _flatten_captured(state.get("intermediates", {}))
+            flat = captured_outputs(state.get("intermediates", {}))
             keep = [(n, a) for n, a in flat if a is not out]  # the output layer is added below
             names.extend(n for n, _ in keep)
             return [a for _, a in keep], out
 
         hidden, out = jax.eval_shape(run, variables, x)
-        if hidden or flt is _is_linear_module:
+        if hidden or flt is is_linear_layer:
             result = (names, hidden, out)
             break
     names, hidden, out = result
@@ -103,17 +95,6 @@ def layer_widths(model: nn.Module, input_shape: Sequence[int], **apply_kwargs) -
     if len(layers) == 1:
         raise ValueError(f"{type(model).__name__}: no hidden layer found (use zoo.Act, nn.Conv or nn.Dense)")
     return layers
-
-
-def _flatten_captured(tree, prefix: str = "") -> list[tuple[str, jax.Array]]:
-    """Captured intermediates {module: {'__call__': (out,)}} -> [(path, out)] in insertion (call) order."""
-    items = []
-    for key, val in tree.items():
-        if key == "__call__":
-            items.extend((prefix.rstrip("/") or "root", a) for a in val)
-        else:
-            items.extend(_flatten_captured(val, f"{prefix}{key}/"))
-    return items
 
 
 def widest(layers: Sequence[Layer]) -> Layer:
