@@ -40,7 +40,28 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def from_jsonable(obj: Any) -> Any:
+    """The inverse of `to_jsonable` on numbers: the strings "inf", "-inf", "nan" become floats again
+    (anywhere in nested lists and dicts); everything else is returned as it is."""
+    if isinstance(obj, dict):
+        return {k: from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_jsonable(v) for v in obj]
+    if isinstance(obj, str):
+        return _NON_FINITE.get(obj, obj)
+    return obj
+
+
+def read_json(path: str | Path) -> Any:
+    """A file written by `write_json`, with inf and nan restored as floats (`from_jsonable`)."""
+    return from_jsonable(json.loads(Path(path).read_text()))
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
+    """obj as JSON (`to_jsonable`) at path, creating the folder; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_jsonable(obj), indent=1))
@@ -48,6 +69,8 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def fmt(v: Any, digits: int = 4) -> str:
+    """One table cell: "-" for None, yes/no for booleans, thousands separators for integers, `digits`
+    significant digits for floats (scientific below 10^-digits and from 10^5 on), inf and nan spelled out."""
     if v is None:
         return "-"
     if isinstance(v, (bool, np.bool_)):
@@ -59,7 +82,7 @@ def fmt(v: Any, digits: int = 4) -> str:
         if math.isnan(f):
             return "nan"
         if math.isinf(f):
-            return "inf"
+            return "inf" if f > 0 else "-inf"
         if f != 0 and (abs(f) >= 1e5 or abs(f) < 10 ** -digits):
             return f"{f:.{max(digits - 1, 1)}e}"
         return f"{f:.{digits}g}"
@@ -91,6 +114,7 @@ class Section:
 
 
 def render(title: str, sections: Iterable[Section], *, preamble: str = "") -> str:
+    """The markdown report: `# title`, the preamble, then per section `## title`, text, tables, figures."""
     parts = [f"# {title}", ""]
     if preamble:
         parts += [preamble, ""]
