@@ -3,6 +3,7 @@ previous checkpoint survives until the new one verifies, a run folder has one wr
 changed config and keeps its metrics honest across a resume."""
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -100,7 +101,8 @@ def test_save_drops_checkpoints_of_an_abandoned_later_step(tmp_path):
 
 def test_second_writer_fails_at_once(tmp_path):
     with checkpoint.RunLock(tmp_path):
-        with pytest.raises(RuntimeError, match=rf"run folder {tmp_path} is in use by another process \(pid {os.getpid()}\)"):
+        in_use = re.escape(f"run folder {tmp_path} is in use by another process (pid {os.getpid()})")
+        with pytest.raises(RuntimeError, match=in_use):
             checkpoint.RunLock(tmp_path).acquire()
         code = ("import sys; from robustjax import checkpoint\n"
                 "try:\n    checkpoint.RunLock(sys.argv[1]).acquire()\n"
