@@ -1,4 +1,5 @@
-"""Beyond one device: data parallelism with jax.sharding, and a process pool for CPU solver work.
+"""Beyond one device: data parallelism with jax.sharding, and a process pool for CPU solver work
+(`process_map` over items, `map_rows` over chunks of a batch: the region attack and the MILP batches).
 
 The model code does not change: a jitted function given a batch sharded over the mesh's "data" axis
 and replicated (or, for large leaves, sharded) parameters runs SPMD on every device, and XLA inserts
@@ -153,6 +154,57 @@ def process_map(fn: Callable, items: Iterable, *, processes: int | None = None, 
             for _ in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc=desc):
                 pass
         return [f.result() for f in futures]
+
+
+_WORKER_FNS: dict = {}
+
+
+def _run_chunk(item):
+    """One chunk in a worker: the cloudpickled function (unpickled once per worker and function, so its
+    jit caches are reused across chunks) on the chunk's rows."""
+    payload, rows, cpu = item
+    if cpu:
+        jax.config.update("jax_platforms", "cpu")
+    import hashlib
+
+    import cloudpickle
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest not in _WORKER_FNS:
+        _WORKER_FNS.clear()
+        _WORKER_FNS[digest] = cloudpickle.loads(payload)
+    return _WORKER_FNS[digest](*rows)
+
+
+def _concat(parts):
+    single = not isinstance(parts[0], tuple)
+    cols = [[p] if single else list(p) for p in parts]
+    out = tuple(np.concatenate([np.asarray(c[k]) for c in cols]) for k in range(len(cols[0])))
+    return out[0] if single else out
+
+
+def map_rows(fn: Callable, rows: Sequence, *, processes: int | None = None, chunks: int | None = None,
+             cpu: bool = True, progress: bool = False, desc: str = ""):
+    """fn(*rows) computed on chunks of the rows in worker processes and concatenated, as numpy.
+
+    rows: arrays with one leading size n; fn(*chunk_rows) returns an array or a tuple of arrays with the
+    chunk's leading size (numpy object arrays for other values). fn travels by cloudpickle (closures, partials
+    and lambdas over a model work). chunks: how many pieces (default 4 per process, at most n); processes as
+    in `process_map` (1 or n <= 1: fn(*rows) here). cpu: workers run JAX on their CPU (spawned workers would
+    otherwise each claim the accelerator).
+    """
+    rows = [np.asarray(r) for r in rows]
+    n = rows[0].shape[0] if rows else 0
+    for i, r in enumerate(rows):
+        if r.shape[0] != n:
+            raise ValueError(f"rows[{i}] has {r.shape[0]} rows, expected {n} like rows[0]")
+    processes = processes or os.cpu_count() or 1
+    if processes <= 1 or n <= 1:
+        return fn(*rows)
+    import cloudpickle
+    k = min(n, chunks or 4 * processes)
+    payload = cloudpickle.dumps(fn)
+    items = [(payload, [r[c] for r in rows], cpu) for c in np.array_split(np.arange(n), k) if len(c)]
+    return _concat(process_map(_run_chunk, items, processes=processes, progress=progress, desc=desc))
 
 
 def describe(mesh: Mesh) -> dict[str, Any]:
