@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from robustjax import train, verify
-from robustjax.attacks import ddn, deepfool, region_with_info
+from robustjax.attacks import ddn, deepfool, region
 from robustjax.data import load
 
 HERE = Path(__file__).resolve().parent
@@ -63,20 +63,21 @@ def bench_net(name, widths, data, args):
                 break
             x, y = xte[i:i + 1], yte[i:i + 1]
             t0 = time.perf_counter()
-            res, info = region_with_info(f, x, y, p=p, key=jax.random.key(int(i)), n_regions=args.regions)
+            res = region(f, x, y, p=p, key=jax.random.key(int(i)), n_regions=args.regions)
+            info = res.info
             t_region = time.perf_counter() - t0
             dist = float(res.distance[0])
             ex = verify.min_adversarial_milp(layers, x[0], int(y[0]), p=p, time_limit=args.time_limit,
                                              max_distance=dist * (1 + 1e-6) if np.isfinite(dist) else None)
-            row = dict(index=int(i), region=dist, region_start=float(info.start_distance[0]), region_time_s=t_region,
-                       region_qp=int(info.n_qp[0]), milp_status=ex.status, milp_distance=float(ex.distance),
+            row = dict(index=int(i), region=dist, region_start=float(info["start_distance"][0]), region_time_s=t_region,
+                       region_qp=int(info["n_qp"][0]), milp_status=ex.status, milp_distance=float(ex.distance),
                        milp_lower=float(ex.lower_bound), milp_upper=float(ex.upper_bound), milp_time_s=ex.time_s)
             if ex.status == "optimal":
                 row["ratio"] = dist / ex.distance
             elif ex.status == "infeasible":   # nothing better than the region point inside its ball:
                 row["ratio"] = 1.0          # the region attack's point is optimal (up to the 1e-6 slack)
             rows.append(row)
-            print(f"{name} {p_name} #{i}: region {dist:.5f} ({t_region:.1f} s, {info.n_qp[0]} QPs)  "
+            print(f"{name} {p_name} #{i}: region {dist:.5f} ({t_region:.1f} s, {info['n_qp'][0]} QPs)  "
                   f"MILP {ex.status} {ex.distance:.5f} [{ex.lower_bound:.5f}, {ex.upper_bound:.5f}] "
                   f"({ex.time_s:.1f} s)", flush=True)
         ratios = np.array([r["ratio"] for r in rows if "ratio" in r])
@@ -109,9 +110,10 @@ def bench_l2_speed(data, args):
     t0 = time.perf_counter()
     dd = ddn(f, x, y, p=2, key=jax.random.key(0))
     t_ddn = time.perf_counter() - t0
-    region_with_info(f, x[:1], y[:1], p=2, key=jax.random.key(0), n_regions=2)   # compile
+    region(f, x[:1], y[:1], p=2, key=jax.random.key(0), n_regions=2)   # compile
     t0 = time.perf_counter()
-    rg, info = region_with_info(f, x, y, p=2, key=jax.random.key(1), n_regions=args.regions)
+    rg = region(f, x, y, p=2, key=jax.random.key(1), n_regions=args.regions)
+    info = rg.info
     t_rg = time.perf_counter() - t0
     return dict(test_accuracy=acc, n=len(idx), n_regions=args.regions,
                 region_time_per_example_s=t_rg / len(idx), deepfool_time_per_example_s=t_df / len(idx),
@@ -120,7 +122,7 @@ def bench_l2_speed(data, args):
                 ddn_median=float(np.median(dd.distance)),
                 region_over_deepfool_median=float(np.median(rg.distance / df.distance)),
                 region_over_ddn_median=float(np.median(rg.distance / dd.distance)),
-                region_qp_mean=float(np.mean(info.n_qp)), region_rows_mean=float(np.mean(info.rows)),
+                region_qp_mean=float(np.mean(info["n_qp"])), region_rows_mean=float(np.mean(info["rows"])),
                 region_success=float(np.mean(rg.success)))
 
 
@@ -213,7 +215,7 @@ def main():
                     f"({os.cpu_count()} cores); above the core count every time is inflated and the MILP time "
                     "limit buys correspondingly less CPU time.",
                     "Starts of the region attack: DeepFool's point (its l2 point for l1), the nearest training point "
-                    "where given, and for l1 also the sparse start `_l1_linear_start` (exact l1 steps from x to the "
+                    "where given, and for l1 also the sparse start `region_starts.l1_linear_start` (exact l1 steps from x to the "
                     "boundary linearized at the iterate); the closest wins. Then (l1 only, the default) 3 targeted restarts: "
                     "20 regions from each of the 3 closest starts of other adversarial classes before the main search."]
     if args.tag:

@@ -17,7 +17,7 @@ SMALL = os.environ.get("ROBUSTJAX_SMALL") == "1"      # the tests set this: a ti
 import jax, jax.numpy as jnp, numpy as np
 import matplotlib.pyplot as plt
 from robustjax import attacks, data, train
-from robustjax.attacks import region, region_with_info
+from robustjax.attacks import region
 
 (xtr, ytr), (xte, yte) = data.load_split_pair("mnist")
 cfg = train.TrainConfig(model="mlp", model_config={"widths": (256 if SMALL else 1024,), "act": "relu"},
@@ -58,10 +58,10 @@ trajectory shows the distance shrinking as regions are sampled, as on the talk's
 """),
 ("code", r"""
 m = 3 if SMALL else 10
-res, info = region_with_info(f, x[:m], y[:m], p=2, key=key, n_regions=10 if SMALL else 100)
+res = region(f, x[:m], y[:m], p=2, key=key, n_regions=10 if SMALL else 100)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for i in range(m):
-    t = info.trajectory[i]
+    t = res.info["trajectory"][i]
     if np.isfinite(t[0]) and t[0] > 0:
         ax.plot(np.arange(len(t)), t / t[0], alpha=0.7)
 ax.set_xlabel("regions sampled"); ax.set_ylabel("best l2 distance / distance at the start")

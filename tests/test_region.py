@@ -1,6 +1,7 @@
-"""The randomized region attack (robustjax/attacks/region.py) against exact references: closed forms on
-linear models, the MILP (l_inf, l1) and the 2-D region walk (l2) on tiny random ReLU nets; validity of
-every returned example; the switch tracer on conv/max-pool nets; input checks."""
+"""The randomized region attack (robustjax/attacks/region.py and its parts: region_oracle, region_starts,
+robustjax.solvers) against exact references: closed forms on linear models, the MILP (l_inf, l1) and the 2-D
+region walk (l2) on tiny random ReLU nets, one region's convex problem against a dense grid; validity of every
+returned example; per-example boxes; the switches on conv/max-pool nets; input checks."""
 from __future__ import annotations
 
 import jax
@@ -8,9 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustjax import models, verify
-from robustjax.attacks import Box, region
-from robustjax.attacks.region import halfspace_box_distance, region_with_info, solve_min_norm, switch_fn
+from robustjax import models, network, verify
+from robustjax.attacks import Box
+from robustjax.attacks.region import Problem, region, region_solve
+from robustjax.attacks.region_oracle import make_oracle, switch_fn
+from robustjax.geometry import halfspace_box_distance, halfspace_box_step
+from robustjax.solvers import solve_min_norm
 
 P_ALL = [2, np.inf, 1]
 
@@ -36,7 +40,7 @@ def as_logits_fn(layers):
 def check_valid(f, x, labels, res, box=Box()):
     """Every success is adversarial, inside the box, at the reported distance; failures are inf."""
     pred = np.asarray(jnp.argmax(f(jnp.asarray(res.x_adv)), -1))
-    lo, hi = box
+    lo, hi = np.asarray(box.lo), np.asarray(box.hi)
     assert np.all(res.x_adv >= lo) and np.all(res.x_adv <= hi)
     assert np.all(pred[res.success & (res.distance > 0)] != np.asarray(labels)[res.success & (res.distance > 0)])
     assert np.all(np.isinf(res.distance[~res.success]))
@@ -55,6 +59,68 @@ def test_halfspace_box_distance_matches_osqp():
             lb = float(halfspace_box_distance(jnp.asarray(w), r, jnp.asarray(x), jnp.zeros(20), jnp.ones(20), p))
             z = solve_min_norm(x, w[None], np.array([r + w @ x]), np.zeros(20), np.ones(20), p)
             np.testing.assert_allclose(lb, np.linalg.norm(z - x, ord=p), rtol=1e-4)
+
+
+@pytest.mark.parametrize("p", [np.inf, 1])
+def test_lp_solvers_agree(p):
+    """Three random halfspaces in the box: HiGHS's LP optimum (exactly feasible) equals OSQP's (another
+    algorithm, accurate to ADMM's tolerance) and is at least the distance to each halfspace alone."""
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.uniform(size=15)
+        G = rng.normal(size=(3, 15))
+        h = G @ x + rng.uniform(0.2, 0.6, size=3)
+        a = solve_min_norm(x, G, h, np.zeros(15), np.ones(15), p, lp_solver="highs")
+        b = solve_min_norm(x, G, h, np.zeros(15), np.ones(15), p, lp_solver="osqp")
+        assert np.all(G @ a >= h - 1e-9) and np.all(a >= 0) and np.all(a <= 1)
+        assert np.all(G @ b >= h - 1e-3) and np.all(b >= -1e-3) and np.all(b <= 1 + 1e-3)   # ADMM accuracy
+        np.testing.assert_allclose(np.linalg.norm(a - x, ord=p), np.linalg.norm(b - x, ord=p), rtol=1e-2)
+        single = max(float(halfspace_box_distance(jnp.asarray(G[k]), h[k] - G[k] @ x, jnp.asarray(x), 0.0, 1.0, p))
+                     for k in range(3))
+        assert np.linalg.norm(a - x, ord=p) >= single * (1 - 1e-6)
+    with pytest.raises(ValueError, match="lp_solver"):
+        solve_min_norm(x, G, h, np.zeros(15), np.ones(15), p, lp_solver="glpk")
+
+
+def test_region_problem_equals_a_dense_grid():
+    """One region's l2 problem (`region_solve`: the active-set loop over the region rows) on a 2-D ReLU net:
+    its optimum equals the closest point of a 801 x 801 grid of the box that has y's pattern and is classified
+    t, up to the grid spacing, and is never above it."""
+    layers = random_net(8, [2, 10, 10, 3])      # two classes share the box
+    f = as_logits_fn(layers)
+    graph = network.as_graph(layers)._replace(input_shape=(2,))
+    oracle = make_oracle(f, None, (2,), jnp.dtype(jnp.float32))
+    g = np.stack(np.meshgrid(np.linspace(0, 1, 801), np.linspace(0, 1, 801)), -1).reshape(-1, 2)
+    pats = network.pattern(graph, g)
+    out = verify.forward(layers, g)
+    pred = np.argmax(out, 1)
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(8):
+        x = rng.uniform(0.2, 0.8, size=2)
+        c = int(np.argmax(verify.forward(layers, x[None])))
+        if not np.any(pred != c):
+            continue
+        y = g[rng.choice(np.flatnonzero(pred != c))] + rng.uniform(-4e-4, 4e-4, size=2)   # a region reaching t
+        t = int(np.argmax(verify.forward(layers, y[None])))
+        if t == c:
+            continue
+        r = network.region_map(graph, y)
+        live = r.sign != 0
+        ok = np.all(pats[:, live] == r.sign[live], axis=1) & (out[:, t] >= out[:, c])
+        w = r.F[:, t] - r.F[:, c]
+        pb = Problem(oracle, x, c, np.zeros(2), np.ones(2), 2.0, 10, 6.0, None, 50, "highs")
+        sw = oracle.probe(jnp.asarray(y[None], jnp.float32))[1][0]
+        sol, _, _ = region_solve(pb, y, np.asarray(sw, np.float64), (w / np.linalg.norm(w))[None],
+                                 np.array([(r.f0[c] - r.f0[t]) / np.linalg.norm(w)]), np.inf, np.zeros(0))
+        assert sol is not None                              # y itself is feasible
+        dist = np.linalg.norm(sol[0] - x)
+        if ok.any():
+            grid = np.min(np.linalg.norm(g[ok] - x, axis=1))
+            assert dist <= grid + 1e-6
+            assert grid - dist <= np.sqrt(2) / 800 + 1e-6
+            compared += 1
+    assert compared >= 6
 
 
 @pytest.mark.parametrize("p", P_ALL)
@@ -120,21 +186,25 @@ def test_within_one_percent_of_exact_l2_2d():
     assert compared >= 6
 
 
-def test_trajectory_and_determinism():
+def test_info_determinism_and_misclassified():
+    """The same key gives the same result; info's trajectory starts at the start distance and ends at the
+    returned distance; the search improves on its start; a misclassified input gets distance 0 and x_adv = x."""
     layers = random_net(3, [8, 12, 12, 3])
     f = as_logits_fn(layers)
-    x = np.random.default_rng(3).uniform(0.2, 0.8, size=(3, 8)).astype(np.float32)
+    x = np.random.default_rng(3).uniform(0.2, 0.8, size=(4, 8)).astype(np.float32)
     labels = np.argmax(verify.forward(layers, x), 1)
-    labels[2] = (labels[2] + 1) % 3                       # a misclassified input: distance 0, x_adv = x
-    r1, info = region_with_info(f, x, labels, p=2, key=jax.random.key(4), n_regions=12, batch_regions=5)
+    labels[3] = (labels[3] + 1) % 3
+    r1 = region(f, x, labels, p=2, key=jax.random.key(4), n_regions=12, batch_regions=5)
     r2 = region(f, x, labels, p=2, key=jax.random.key(4), n_regions=12, batch_regions=5)
     np.testing.assert_array_equal(r1.distance, r2.distance)
-    assert info.trajectory.shape == (3, 13)
-    assert np.all(np.diff(info.trajectory, axis=1) <= 0)
+    info = r1.info
+    assert info["trajectory"].shape == (4, 13) and r1.time_s.shape == (4,)
     ok = r1.success & (r1.distance > 0)
-    np.testing.assert_allclose(info.trajectory[ok, -1], r1.distance[ok], rtol=1e-5)
-    assert np.all(info.trajectory[ok, -1] <= info.start_distance[ok] + 1e-7)
-    assert r1.distance[2] == 0 and r1.success[2] and np.array_equal(r1.x_adv[2], x[2])
+    np.testing.assert_allclose(info["trajectory"][ok, 0], info["start_distance"][ok], rtol=1e-6)
+    np.testing.assert_allclose(info["trajectory"][ok, -1], r1.distance[ok], rtol=1e-5)
+    assert np.any(r1.distance[ok] < 0.999 * info["start_distance"][ok])
+    assert np.all(info["n_qp"][ok] > 0)
+    assert r1.distance[3] == 0 and r1.success[3] and np.array_equal(r1.x_adv[3], x[3])
 
 
 @pytest.mark.parametrize("p", [2, 1])
@@ -147,18 +217,17 @@ def test_process_pool_equals_one_process(p):
     labels = np.argmax(verify.forward(layers, x), 1)
     labels[4] = (labels[4] + 1) % 3
     xtr = np.random.default_rng(6).uniform(size=(50, 8)).astype(np.float32)
-    one, i1 = region_with_info(f, x, labels, p=p, key=jax.random.key(1), n_regions=10, x_train=xtr)
-    two, i2 = region_with_info(f, x, labels, p=p, key=jax.random.key(1), n_regions=10, x_train=xtr, processes=2)
+    one = region(f, x, labels, p=p, key=jax.random.key(1), n_regions=10, x_train=xtr)
+    two = region(f, x, labels, p=p, key=jax.random.key(1), n_regions=10, x_train=xtr, processes=2)
     check_valid(f, x, labels, two)
     np.testing.assert_allclose(two.distance, one.distance, rtol=1e-5)
-    np.testing.assert_allclose(i2.start_distance, i1.start_distance, rtol=1e-5)
-    assert two.distance[4] == 0 and i2.trajectory.shape == i1.trajectory.shape
+    np.testing.assert_allclose(two.info["start_distance"], one.info["start_distance"], rtol=1e-5)
+    assert two.distance[4] == 0 and two.info["trajectory"].shape == one.info["trajectory"].shape
 
 
 @pytest.mark.parametrize("p", P_ALL)
 def test_halfspace_box_step_is_the_exact_minimum(p):
     """`halfspace_box_step` attains `halfspace_box_distance` and satisfies its constraints."""
-    from robustjax.attacks.region import halfspace_box_step
     rng = np.random.default_rng(0)
     for _ in range(30):
         w, x = rng.normal(size=12), rng.uniform(size=12)
@@ -187,6 +256,32 @@ def test_many_seeds_never_invalid():
 
 def _pattern(g, z):
     return np.sign(np.asarray(g(jnp.asarray(z))[1]))
+
+
+@pytest.mark.parametrize("p", P_ALL)
+def test_per_example_boxes_equal_separate_runs(p):
+    """A `[batch, d]` box (one per example) gives each example the result of running it alone with its own
+    box; every point stays in its own box."""
+    layers = random_net(11, [5, 10, 10, 4])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(2).uniform(0.3, 0.7, size=(3, 5)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    lo = np.stack([np.full(5, 0.0), np.full(5, 0.2), np.linspace(0.0, 0.25, 5)]).astype(np.float32)
+    hi = np.stack([np.full(5, 1.0), np.full(5, 0.8), np.linspace(0.9, 0.75, 5)]).astype(np.float32)
+    res = region(f, x, labels, p=p, key=jax.random.key(0), box=Box(lo, hi), n_regions=6, restarts=0)
+    assert np.all(res.x_adv >= lo) and np.all(res.x_adv <= hi)
+    for i in range(3):
+        alone = region(f, x[i:i + 1], labels[i:i + 1], p=p, key=jax.random.key(0), box=Box(lo[i], hi[i]),
+                       n_regions=6, restarts=0)
+        np.testing.assert_allclose(alone.distance, res.distance[i:i + 1], rtol=1e-4)
+    per_pixel = region(f, x, labels, p=p, key=jax.random.key(0), box=(lo[2], hi[2]), n_regions=6, restarts=0)
+    assert np.all(per_pixel.x_adv >= lo[2]) and np.all(per_pixel.x_adv <= hi[2])
+
+
+def test_empty_batch():
+    f = as_logits_fn(random_net(0, [4, 6, 3]))
+    res = region(f, np.zeros((0, 4), np.float32), np.zeros(0, np.int32), p=2, key=jax.random.key(0))
+    assert res.x_adv.shape == (0, 4) and res.distance.shape == (0,) and res.info["trajectory"].shape == (0, 101)
 
 
 def test_switch_tracer_conv_maxpool_region_is_affine():
@@ -239,15 +334,19 @@ def test_preacts_fn_equals_traced_relu_switches():
 
 
 def test_region_attack_on_trained_mnist_net(relu_mlp_mnist, mnist_small):
-    """A trained 784-64-10 MNIST net: valid examples, never worse than the start (DeepFool/training point)."""
+    """A trained 784-64-10 MNIST net: valid examples that lie on the decision boundary (0.1 % closer to x
+    they are classified correctly), closer than DeepFool's on at least one point."""
+    from robustjax.attacks import deepfool
     (xtr, ytr), (xte, yte) = mnist_small
     f = relu_mlp_mnist.logits_fn
-    x, y = xte[:2], yte[:2]
-    res, info = region_with_info(f, x, y, p=2, key=jax.random.key(0), n_regions=10, x_train=xtr[:2000],
-                                 y_train=ytr[:2000])
+    x, y = xte[:3], yte[:3]
+    res = region(f, x, y, p=2, key=jax.random.key(0), n_regions=10, x_train=xtr[:2000], y_train=ytr[:2000])
     check_valid(f, x, y, res)
     assert np.all(res.success)
-    assert np.all(res.distance <= info.start_distance + 1e-6)
+    inner = x + 0.999 * (res.x_adv - x)
+    assert np.all(np.asarray(jnp.argmax(f(jnp.asarray(inner)), -1)) == y)
+    df = deepfool(f, x, y, p=2, key=jax.random.key(0))
+    assert np.all(res.distance <= df.distance * (1 + 1e-5)) and np.any(res.distance < 0.99 * df.distance)
 
 
 def test_input_errors_and_warnings():
@@ -259,7 +358,17 @@ def test_input_errors_and_warnings():
         region(f, x + 1.0, labels, p=2, key=jax.random.key(0))
     with pytest.raises(ValueError, match="NaN"):
         region(f, np.where(np.eye(2, 4) > 0, np.nan, x).astype(np.float32), labels, p=2, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="norm p"):
+    with pytest.raises(ValueError, match="p must be"):
         region(f, x, labels, p=3, key=jax.random.key(0))
-    with pytest.warns(UserWarning, match="probabilities"):
+    with pytest.raises(ValueError, match="key"):
+        region(f, x, labels, p=2, key=None)
+    with pytest.raises(ValueError, match="n_regions"):
+        region(f, x, labels, p=2, key=jax.random.key(0), n_regions=-1)
+    with pytest.raises(ValueError, match="box.lo has shape"):
+        region(f, x, labels, p=2, key=jax.random.key(0), box=Box(np.zeros((3, 4)), 1.0))
+    with pytest.raises(ValueError, match="lp_solver"):
+        region(f, x, labels, p=1, key=jax.random.key(0), lp_solver="glpk")
+    with pytest.raises(ValueError, match="piecewise-affine"):
+        region(lambda z: jnp.tanh(f(z)), x, labels, p=2, key=jax.random.key(0), n_regions=2)
+    with pytest.warns(UserWarning, match="probabilities"), pytest.raises(ValueError, match="reduce_max"):
         region(lambda z: jax.nn.softmax(f(z)), x, labels, p=2, key=jax.random.key(0), n_regions=2)
