@@ -8,9 +8,11 @@
   the linear regions of the network (each region is a convex polygon in 2-D; on it the network is
   affine, so the minimum over it is a point-to-polygon distance).
 
-A network is a sequence of typed layers (`Dense`, `ReLU`, `Flatten`); `dense_layers(variables)` reads
-one from a Flax MLP's variables. Every operation dispatches on the layer kind through a table
-(`_IBP`, `_MILP`, `_AFFINE`), in the style of jax_verify's primitive tables.
+A network is a `robustjax.network` graph or a sequence of its layers; the exact methods here take chains of
+`Dense`, `ReLU` and `Flatten` on flat inputs `[d]` (`dense_layers(variables)` reads one from a Flax MLP's
+variables; `network.trace` reads any jittable model). Evaluation and linear regions are the network's
+(`network.evaluate_numpy`, `network.region_map`); interval bounds and the MILP dispatch on the layer kind
+through a table (`_IBP`, `_MILP`), in the style of jax_verify's primitive tables.
 """
 from __future__ import annotations
 
@@ -19,28 +21,35 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from scipy import optimize, sparse
 
-from robustjax.attacks.result import Box, check_norm
+from robustjax import network, validate
+from robustjax.geometry import Box, as_box, check_norm
+from robustjax.network import Dense, Flatten, ReLU
 
-# ----------------------------------------------------------------------------------------------
-# Layers
-# ----------------------------------------------------------------------------------------------
-
-
-class Dense(NamedTuple):
-    """y = x @ W + b; W `[n_in, n_out]`, b `[n_out]`."""
-    W: np.ndarray
-    b: np.ndarray
+Layer = network.Layer
 
 
-class ReLU(NamedTuple):
-    """y = max(x, 0), elementwise."""
+def _chain(layers, what: str) -> list:
+    """The layers of a chain graph of Dense / ReLU / Flatten; ValueError naming what is not."""
+    graph = network.as_graph(layers)
+    if not graph.is_chain():
+        raise ValueError(f"{what} takes a chain of layers (no residual or concatenated branches)")
+    bad = sorted({type(l).__name__ for l in graph.layers if not isinstance(l, (Dense, ReLU, Flatten))})
+    if bad:
+        raise ValueError(f"{what} handles Dense, ReLU and Flatten layers; got {', '.join(bad)}")
+    return graph.layers
 
 
-class Flatten(NamedTuple):
-    """Reshape to `[d]` (a no-op on flat vectors)."""
-
-
-Layer = Dense | ReLU | Flatten
+def _example(x, layers, label, box, what):
+    """x as float64 `[d]` (finite, inside the box), the box as float64 `[d]` arrays, its logits, the label
+    checked against them."""
+    x = np.asarray(validate.batch(np.asarray(x)[None], "x"), np.float64).reshape(-1)
+    box = as_box(box, x[None])
+    lo, hi = np.asarray(box.lo, np.float64)[0], np.asarray(box.hi, np.float64)[0]
+    if np.any(x < lo - 1e-9) or np.any(x > hi + 1e-9):
+        raise ValueError(f"{what}: x lies outside the box (by up to {max(np.max(lo - x), np.max(x - hi)):.3g})")
+    logits = forward(layers, x[None])[0]
+    validate.labels(np.asarray([label]), 1, num_classes=logits.shape[0], name="label")
+    return x, lo, hi, logits
 
 
 def dense_layers(variables, *, act: str = "relu") -> list:
@@ -50,7 +59,7 @@ def dense_layers(variables, *, act: str = "relu") -> list:
     read in insertion order with a ReLU between consecutive ones. Only act="relu" is exact.
     """
     if act != "relu":
-        raise ValueError(f"only ReLU networks can be verified exactly, got act={act!r}")
+        raise ValueError(f"act must be 'relu' (only ReLU networks can be verified exactly), got {act!r}")
     params = variables["params"] if "params" in variables else variables
     if "U" in params and "W" in params and not isinstance(params["U"], dict):
         U, W = np.asarray(params["U"], np.float64), np.asarray(params["W"], np.float64)
@@ -70,19 +79,9 @@ def dense_layers(variables, *, act: str = "relu") -> list:
 
 
 def forward(layers: Sequence[Layer], x) -> np.ndarray:
-    """Float64 logits of x `[batch, ...]` -> `[batch, K]`."""
-    h = np.asarray(x, np.float64)
-    h = h.reshape(h.shape[0], -1)
-    for layer in layers:
-        h = _FORWARD[type(layer)](layer, h)
-    return h
-
-
-_FORWARD = {
-    Dense: lambda l, h: h @ l.W + l.b,
-    ReLU: lambda l, h: np.maximum(h, 0.0),
-    Flatten: lambda l, h: h,
-}
+    """Float64 logits of x `[batch, ...]` -> `[batch, K]` (flattened first: the layers take flat inputs)."""
+    x = np.asarray(x, np.float64)
+    return network.evaluate_numpy(network.as_graph(layers), x.reshape(x.shape[0], -1))
 
 # ----------------------------------------------------------------------------------------------
 # Interval bound propagation
@@ -108,7 +107,7 @@ def interval_bounds(layers: Sequence[Layer], lo, hi) -> list:
     """[(lo, hi)] of every layer's output for inputs in the box [lo, hi] `[d]` (IBP; sound, loose)."""
     out = []
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    for layer in layers:
+    for layer in _chain(layers, "interval_bounds"):
         lo, hi = _IBP[type(layer)](layer, lo, hi)
         out.append((lo, hi))
     return out
@@ -242,7 +241,7 @@ def _ball_bounds(layers, x, p, radius, lo, hi) -> list:
     return out
 
 
-def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, box: Box = Box(),
+def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, box=None,
                          time_limit: float = 60.0, max_distance: float | None = None,
                          rel_gap: float = 1e-6) -> VerifyResult:
     """The minimal l_inf or l1 adversarial perturbation of one example by MILP (HiGHS).
@@ -256,7 +255,7 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
       layers: the network (`dense_layers(variables)`).
       x: `[...]` one input (flattened internally); label: its class c.
       p: inf or 1.
-      box: input bounds.
+      box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar or x's shape.
       time_limit: seconds for HiGHS; on expiry status 'time_limit' and the proved bounds.
       max_distance: search only ||z - x||_p <= max_distance; 'infeasible' then proves that no adversarial
         example exists within it.
@@ -269,16 +268,13 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
     if p == 2:
         raise ValueError("min_adversarial_milp handles p = inf and p = 1 (l2 is not linear); "
                          "use min_adversarial_l2_2d for 2-D inputs")
-    x = np.asarray(x, np.float64).reshape(-1)
+    layers = _chain(layers, "min_adversarial_milp")
+    time_limit = validate.positive_float(time_limit, "time_limit", allow_inf=True)
+    if max_distance is not None:
+        max_distance = validate.positive_float(max_distance, "max_distance", allow_inf=True)
+    x, box_lo, box_hi, logits = _example(x, layers, label, box, "min_adversarial_milp")
     d = x.size
-    box_lo = np.broadcast_to(np.asarray(box.lo, np.float64), x.shape).copy()
-    box_hi = np.broadcast_to(np.asarray(box.hi, np.float64), x.shape).copy()
-    if np.any(x < box_lo - 1e-9) or np.any(x > box_hi + 1e-9):
-        raise ValueError("x lies outside the box")
-    logits = forward(layers, x[None])[0]
     K = logits.shape[0]
-    if not 0 <= label < K:
-        raise ValueError(f"label {label} outside [0, {K})")
     if int(np.argmax(logits)) != label:
         return VerifyResult(0.0, 0.0, 0.0, "misclassified", x.copy(), int(np.argmax(logits)), 0.0, "")
     radius = np.inf if max_distance is None else float(max_distance)
@@ -336,40 +332,16 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
 # ----------------------------------------------------------------------------------------------
 
 
-def _affine_dense(layer, A, c, mask):
-    return A @ layer.W, c @ layer.W + layer.b, mask
-
-
-def _affine_relu(layer, A, c, mask):
-    return A * mask[None], c * mask, None
-
-
-_AFFINE = {
-    Dense: _affine_dense,
-    ReLU: _affine_relu,
-    Flatten: lambda l, A, c, mask: (A, c, mask),
-}
-
-
 def region_affine(layers: Sequence[Layer], z) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The linear region of the point z `[d]`: (S `[d, n]`, s0 `[n]`, F `[d, K]`, f0 `[K]`).
+    """The linear region of the point z `[d]`: (S `[d, n]`, s0 `[n]`, F `[d, K]`, f0 `[K]`), float64.
 
-    Pre-activations on the region are z @ S + s0 (their signs at z define it: sign(s(z)) (z S + s0) >= 0),
-    logits z @ F + f0.
+    Pre-activations (switches) on the region are z @ S + s0 (their signs at z define it: sign(s(z)) (z S + s0)
+    >= 0), logits z @ F + f0: `network.region_map` of the chain.
     """
     z = np.asarray(z, np.float64).reshape(-1)
-    A, c = np.eye(z.size), np.zeros(z.size)
-    S, s0, pending = [], [], None
-    for layer in layers:
-        if isinstance(layer, ReLU):
-            pre = z @ A + c
-            pending = (pre > 0).astype(np.float64)
-            S.append(A)
-            s0.append(c)
-        A, c, _ = _AFFINE[type(layer)](layer, A, c, pending)
-    S = np.concatenate(S, 1) if S else np.zeros((z.size, 0))
-    s0 = np.concatenate(s0) if s0 else np.zeros(0)
-    return S, s0, A, c
+    graph = network.as_graph(layers)
+    r = network.region_map(graph if graph.input_shape is not None else graph._replace(input_shape=(z.size,)), z)
+    return r.S, r.s0, r.F, r.f0
 
 
 def _clip_polygon(poly, tags, a, b, tag):
@@ -431,7 +403,7 @@ class RegionsResult(NamedTuple):
     n_regions: int
 
 
-def min_adversarial_l2_2d(layers: Sequence[Layer], x, label: int, *, box: Box = Box(),
+def min_adversarial_l2_2d(layers: Sequence[Layer], x, label: int, *, box=None,
                           max_regions: int = 100000) -> RegionsResult:
     """The exact minimal l2 adversarial perturbation of a ReLU network with 2-D inputs.
 
@@ -440,12 +412,11 @@ def min_adversarial_l2_2d(layers: Sequence[Layer], x, label: int, *, box: Box = 
     each one computes min ||z - x||_2 over region ∩ {f_t >= f_c} exactly (a point-to-polygon distance)
     for every t != c. Exact up to float64 rounding (regions narrower than ~1e-9 may be missed).
     """
-    x = np.asarray(x, np.float64).reshape(-1)
-    if x.size != 2:
-        raise ValueError(f"min_adversarial_l2_2d needs 2-D inputs, got d={x.size}")
-    lo = np.broadcast_to(np.asarray(box.lo, np.float64), (2,))
-    hi = np.broadcast_to(np.asarray(box.hi, np.float64), (2,))
-    logits = forward(layers, x[None])[0]
+    if np.size(x) != 2:
+        raise ValueError(f"min_adversarial_l2_2d needs 2-D inputs, got x with {np.size(x)} entries")
+    layers = _chain(layers, "min_adversarial_l2_2d")
+    max_regions = validate.positive_int(max_regions, "max_regions")
+    x, lo, hi, logits = _example(x, layers, label, box, "min_adversarial_l2_2d")
     if int(np.argmax(logits)) != label:
         return RegionsResult(0.0, x.copy(), int(np.argmax(logits)), 0)
     box_poly = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
@@ -496,20 +467,27 @@ def min_adversarial_l2_2d(layers: Sequence[Layer], x, label: int, *, box: Box = 
     return RegionsResult(best, best_z, best_t, len(seen))
 
 
-def _milp_item(item):
-    layers, x, label, kw = item
-    return min_adversarial_milp(layers, x, label, **kw)
+def _milp_rows(layers, kw, x, labels):
+    """`[n]` object array of VerifyResults for rows x `[n, ...]`, labels `[n]`."""
+    out = np.empty(len(x), object)
+    for i in range(len(x)):
+        out[i] = min_adversarial_milp(layers, x[i], int(labels[i]), **kw)
+    return out
 
 
 def min_adversarial_milp_batch(layers: Sequence[Layer], x, labels, *, processes: int | None = None,
                                progress: bool = False, **kwargs) -> list[VerifyResult]:
     """`min_adversarial_milp` for every row of x `[n, ...]` with labels `[n]`, spread over a pool of
-    `processes` worker processes (robustjax.parallel.process_map; None = one per core, 1 = inline).
+    `processes` worker processes (robustjax.parallel.map_rows, one point per task; None = one per core, 1 =
+    inline).
     Each MILP is single-threaded CPU work, so the pool scales with the cores. Returns results in order."""
+    import functools
+
     from robustjax import parallel
-    x = np.asarray(x)
-    labels = np.asarray(labels)
-    if len(x) != len(labels):
-        raise ValueError(f"{len(x)} inputs but {len(labels)} labels")
-    items = [(list(layers), x[i], int(labels[i]), kwargs) for i in range(len(x))]
-    return parallel.process_map(_milp_item, items, processes=processes, progress=progress, desc="MILP")
+    x = np.asarray(validate.batch(x, "x"), np.float64)
+    labels = validate.labels(labels, x.shape[0])
+    fn = functools.partial(_milp_rows, _chain(layers, "min_adversarial_milp_batch"), kwargs)
+    if x.shape[0] == 0:
+        return []
+    return list(parallel.map_rows(fn, (x, labels), processes=processes, chunks=x.shape[0], cpu=True,
+                                  progress=progress, desc="MILP"))

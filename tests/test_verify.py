@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from robustjax import models, verify
+from robustjax import models, network, verify
 from robustjax.attacks import Box
 
 
@@ -143,3 +143,52 @@ def test_l2_2d_matches_dense_grid():
             np.testing.assert_allclose(np.linalg.norm(res.x_adv - x), res.distance, rtol=1e-9)
             compared += 1
     assert compared >= 6
+
+
+def test_bad_inputs_are_value_errors():
+    """NaN inputs, labels outside the classes, inverted boxes, non-chain or unsupported graphs: ValueError,
+    never a silent 'misclassified' or a wrong distance."""
+    layers = random_net(2, [4, 6, 3])
+    x = np.full(4, 0.5)
+    c = int(np.argmax(verify.forward(layers, x[None])))
+    with pytest.raises(ValueError, match="NaN"):
+        verify.min_adversarial_milp(layers, np.where(np.arange(4) == 1, np.nan, x), c, p=np.inf)
+    with pytest.raises(ValueError, match="label"):
+        verify.min_adversarial_milp(layers, x, 3, p=np.inf)
+    with pytest.raises(ValueError, match="label"):
+        verify.min_adversarial_milp(layers, x, -1, p=1)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        verify.min_adversarial_milp(layers, x, c, p=np.inf, box=Box(0.6, 0.4))
+    with pytest.raises(ValueError, match="label"):
+        verify.min_adversarial_l2_2d(random_net(2, [2, 6, 3]), np.full(2, 0.5), 7)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        verify.min_adversarial_milp_batch(layers, np.full((3, 4), 0.5), [0, 1], processes=1)
+    with pytest.raises(ValueError, match="time_limit"):
+        verify.min_adversarial_milp(layers, x, c, p=np.inf, time_limit=-1)
+    m = models.build("lenet", features=(2, 2), hidden=4)
+    graph = network.trace(models.logits_fn(m, models.init(m, jax.random.key(0), (1, 8, 8, 1))), (8, 8, 1))
+    with pytest.raises(ValueError, match="Conv"):
+        verify.min_adversarial_milp(graph, np.full(64, 0.5), 0, p=np.inf)
+    assert verify.min_adversarial_milp_batch(layers, np.zeros((0, 4)), np.zeros(0, int), processes=1) == []
+
+
+def test_traced_flax_mlp_is_the_same_network():
+    """The graph traced from a Flax ReLU MLP and `dense_layers` of its variables give the same logits and the
+    same MILP optimum; `region_affine` reproduces the logits on the region of its point."""
+    m = models.build("mlp", widths=(8, 6), act="relu", num_classes=3)
+    v = models.init(m, jax.random.key(1), (1, 5))
+    traced = network.trace(models.logits_fn(m, v), (5,))
+    layers = verify.dense_layers(v)
+    x = inner_points(5, 3, n=20)
+    np.testing.assert_allclose(verify.forward(traced, x), verify.forward(layers, x), rtol=1e-5, atol=1e-6)
+    c = int(np.argmax(verify.forward(layers, x[:1])))
+    a = verify.min_adversarial_milp(layers, x[0], c, p=np.inf, time_limit=20)
+    b = verify.min_adversarial_milp(traced, x[0], c, p=np.inf, time_limit=20)
+    assert a.status == b.status
+    np.testing.assert_allclose(a.distance, b.distance, rtol=1e-4)
+    S, s0, F, f0 = verify.region_affine(layers, x[0])
+    sig = np.sign(x[0] @ S + s0)
+    near = x[0] + 1e-3 * np.random.default_rng(0).normal(size=(50, 5))
+    same = np.all(np.sign(near @ S + s0) == sig, axis=1)
+    assert same.sum() >= 10
+    np.testing.assert_allclose(near[same] @ F + f0, verify.forward(layers, near[same]), rtol=1e-10, atol=1e-10)
