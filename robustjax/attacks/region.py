@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import time
-import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -314,19 +313,3 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
                    time_s=time.perf_counter() - t0, method="region", info=info)
     return res._replace(time_s=times)
 
-
-class RegionInfo(NamedTuple):
-    """Deprecated: `region(...).info` holds these fields (and time_s is `region(...).time_s`)."""
-    trajectory: np.ndarray
-    start_distance: np.ndarray
-    n_qp: np.ndarray
-    rows: np.ndarray
-    time_s: np.ndarray
-
-
-def region_with_info(logits_fn: Callable, x, labels, **kwargs) -> tuple[AttackResult, RegionInfo]:
-    """Deprecated alias: `region(...)` and its info as a RegionInfo."""
-    warnings.warn("region_with_info is deprecated: use region(...), its extras are in AttackResult.info",
-                  DeprecationWarning, stacklevel=2)
-    res = region(logits_fn, x, labels, **kwargs)
-    return res, RegionInfo(time_s=res.time_s, **res.info)
