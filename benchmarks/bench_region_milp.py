@@ -215,9 +215,15 @@ def main():
                     f"({os.cpu_count()} cores); above the core count every time is inflated and the MILP time "
                     "limit buys correspondingly less CPU time.",
                     "Starts of the region attack: DeepFool's point (its l2 point for l1), the nearest training point "
-                    "where given, and for l1 also the sparse start `region_starts.l1_linear_start` (exact l1 steps from x to the "
-                    "boundary linearized at the iterate); the closest wins. Then (l1 only, the default) 3 targeted restarts: "
-                    "20 regions from each of the 3 closest starts of other adversarial classes before the main search."]
+                    "where given, and for l1 also the sparse start `region_starts.l1_linear_start` (exact l1 steps from "
+                    "x to the boundary linearized at the iterate); the closest wins. Then (l1 and l_inf, the default) "
+                    "3 targeted restarts: n_regions // 5 regions from each of the 3 closest starts of other adversarial "
+                    "classes after the main search.",
+                    "Earlier measurements behind the defaults (moved here from the docstrings): the 3 restarts took the "
+                    "region attack on these nets from up to 39 % (l1) and 7.6 % (l_inf) above the MILP optimum to it; "
+                    "for p = 2 they gave no gain on 10 points of the 784-1024-10 net at 3.7x the time. OSQP (ADMM) "
+                    "solves the l_inf and l1 LPs 10-100x slower than HiGHS's dual simplex on d = 784 with 20 region "
+                    "rows (2.4 s vs 0.24 s for l_inf, 5.2 s vs 0.05 s for l1)."]
     if args.tag:
         (RESULTS / f"region_milp_{args.tag}.json").write_text(json.dumps(res, indent=1))
     elif not args.quick:
