@@ -1,5 +1,6 @@
-"""Per-example losses on logits. Each takes keyword-only `logits` `[batch, K]` and integer `labels`
-`[batch]` and returns `[batch]`; `get(name)` looks one up by name."""
+"""Per-example losses on logits, the one registry for training and attacks. Each takes keyword-only
+`logits` `[batch, K]` and integer `labels` `[batch]` and returns `[batch]`; `get(name)` looks one up by name.
+Training minimizes them; attacks maximize them ("margin" and "cross_entropy" are the attack losses)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,6 +8,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
+
+from robustjax import geometry
 
 
 def softmax_cross_entropy(*, logits, labels):
@@ -31,15 +34,25 @@ def pseudo_huber(*, logits, labels, delta: float = 1.0):
     return jnp.sum(delta ** 2 * (jnp.sqrt(1 + (r / delta) ** 2) - 1), -1)
 
 
+def margin(*, logits, labels):
+    """max_{j != y} f_j - f_y = -geometry.margin: positive iff misclassified (ties aside); the attack loss
+    of Carlini & Wagner (2017, f_6)."""
+    return -geometry.margin(logits, labels)
+
+
 LOSSES: dict[str, Callable] = {
     "cross_entropy": softmax_cross_entropy,
     "squared": squared,
     "huber": huber,
     "pseudo_huber": pseudo_huber,
+    "margin": margin,
 }
 
 
-def get(name: str) -> Callable:
+def get(name) -> Callable:
+    """The loss registered as `name` (a callable passes through); ValueError naming the known ones."""
+    if callable(name):
+        return name
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
     return LOSSES[name]

@@ -8,30 +8,36 @@ from scipy.optimize import minimize
 
 from robustjax import certify
 from robustjax.attacks import Box, linearized
-from robustjax.attacks.linearized import box_linear_step
+from robustjax.attacks.linearized import halfspace_box_step_l2
+from robustjax.geometry import halfspace_box_distance, halfspace_box_step
 
 
-def test_box_linear_step_matches_a_qp_solver():
+def test_halfspace_step_matches_a_qp_solver_and_the_numpy_ground_floor():
     rng = np.random.default_rng(0)
     d = 7
     for _ in range(6):
-        v, x = rng.normal(size=d), rng.uniform(size=d)
-        reach = -np.sum(np.abs(v) * np.where(v > 0, x, 1 - x))     # most negative <v, delta> in the box
-        target = reach * rng.uniform(0.05, 0.95)
-        delta, feasible = box_linear_step(jnp.asarray(v), jnp.asarray(x), jnp.zeros(d), jnp.ones(d), target)
+        w, x = rng.normal(size=d), rng.uniform(size=d)
+        reach = np.sum(np.abs(w) * np.where(w > 0, 1 - x, x))     # the largest w . delta in the box
+        r = reach * rng.uniform(0.05, 0.95)
+        delta, feasible = halfspace_box_step_l2(jnp.asarray(w), r, jnp.asarray(x), jnp.zeros(d), jnp.ones(d))
         delta = np.asarray(delta, np.float64)
         assert bool(feasible)
-        np.testing.assert_allclose(v @ delta, target, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(w @ delta, r, rtol=1e-4, atol=1e-5)
         assert np.all(x + delta >= -1e-6) and np.all(x + delta <= 1 + 1e-6)
         ref = minimize(lambda z: z @ z, np.zeros(d), jac=lambda z: 2 * z, method="SLSQP",
-                       constraints=[{"type": "eq", "fun": lambda z: v @ z - target, "jac": lambda z: v}],
+                       constraints=[{"type": "ineq", "fun": lambda z: w @ z - r, "jac": lambda z: w}],
                        bounds=[(-a, 1 - a) for a in x], options={"ftol": 1e-12, "maxiter": 500})
         np.testing.assert_allclose(np.linalg.norm(delta), np.linalg.norm(ref.x), rtol=1e-4)
-    # out of reach: the fully clipped step
-    v = np.array([1.0, -2.0])
-    x = np.array([0.5, 0.5])
-    delta, _ = box_linear_step(jnp.asarray(v), jnp.asarray(x), jnp.zeros(2), jnp.ones(2), -10.0)
+        np.testing.assert_allclose(delta, halfspace_box_step(w, r, x, np.zeros(d), np.ones(d), 2), atol=1e-5)
+        dist = halfspace_box_distance(jnp.asarray(w), r, jnp.asarray(x), jnp.zeros(d), jnp.ones(d), 2)
+        np.testing.assert_allclose(np.linalg.norm(delta), float(dist), rtol=1e-4)
+    # r <= 0: no step; out of reach: the fully clipped step, infeasible
+    w, x = np.array([-1.0, 2.0]), np.array([0.5, 0.5])
+    delta, feasible = halfspace_box_step_l2(jnp.asarray(w), -1.0, jnp.asarray(x), jnp.zeros(2), jnp.ones(2))
+    np.testing.assert_array_equal(delta, [0.0, 0.0])
+    delta, feasible = halfspace_box_step_l2(jnp.asarray(w), 10.0, jnp.asarray(x), jnp.zeros(2), jnp.ones(2))
     np.testing.assert_allclose(delta, [-0.5, 0.5], atol=1e-6)
+    assert not bool(feasible)
 
 
 def test_exact_on_linear_models():
@@ -77,3 +83,19 @@ def test_bad_input():
         linearized(f, x, np.zeros(2, np.int32), p=np.inf, key=jax.random.key(0))
     with pytest.raises(ValueError, match="box"):
         linearized(f, x + 2, np.zeros(2, np.int32), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="multiplier must be > 1"):
+        linearized(f, x, np.zeros(2, np.int32), multiplier=1.0)
+
+
+def test_per_example_boxes_bind(softplus_1hl_mnist, mnist_small):
+    """One box per example, a different l_inf radius around each point: x_adv stays inside its own box, and
+    the tightest boxes leave points robust that the unit box does not."""
+    net = softplus_1hl_mnist
+    (_, _), (xte, yte) = mnist_small
+    x, y = xte[:8], yte[:8]
+    r = np.linspace(0.02, 0.3, 8, dtype=np.float32)[:, None, None, None]
+    box = Box(np.clip(x - r, 0, 1), np.clip(x + r, 0, 1))
+    res = linearized(net.logits_fn, x, y, box=box)
+    assert np.all(res.x_adv >= box.lo) and np.all(res.x_adv <= box.hi)
+    free = linearized(net.logits_fn, x, y)
+    assert free.success.all() and not res.success.all()

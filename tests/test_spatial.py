@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustjax.attacks import Box, best_of, robust_accuracy_curve
+from robustjax.attacks import AttackResult, Box, best_of, robust_accuracy_curve
 from robustjax.attacks import spatial as S
 
 
@@ -101,18 +101,18 @@ def test_grid_finds_the_planted_smallest_transformation(digits, planted):
     labels = jnp.zeros(3, jnp.int32)
     f = planted
     res = S.spatial_grid(f, x[:1], labels[:1], num_angles=11, num_shifts=7)
-    assert isinstance(res, S.SpatialResult)
+    assert isinstance(res, AttackResult) and res.p is None
     assert bool(res.success[0]) and res.label_adv[0] == 1
-    assert res.angle[0] == pytest.approx(ANGLE_B) and tuple(res.shift[0]) == SHIFT_B
+    assert res.info["angle"][0] == pytest.approx(ANGLE_B) and tuple(res.info["shift"][0]) == SHIFT_B
     assert res.distance[0] == pytest.approx(1 / 3)
     np.testing.assert_allclose(res.x_adv[0], S.rotate_translate(x[0], ANGLE_B, jnp.asarray(SHIFT_B)), atol=1e-6)
-    assert res.model_calls[0] == 11 * 49 and np.isnan(res.p)
+    assert res.model_calls[0] == 11 * 49
     np.testing.assert_array_equal(robust_accuracy_curve(res.distance, [0.0, 0.3, 1 / 3 - 1e-6, 0.34, 1.0]),
                                   [1, 1, 1, 0, 0])
     # "margin": the transformation of lowest margin is the planted A
     res_m = S.spatial_grid(f, x[:1], labels[:1], num_angles=11, num_shifts=7, criterion="margin")
-    assert res_m.angle[0] == pytest.approx(ANGLE_A) and tuple(res_m.shift[0]) == SHIFT_A
-    assert res_m.distance[0] == pytest.approx(2 / 3) and res_m.margin[0] == pytest.approx(-2.0, abs=1e-3)
+    assert res_m.info["angle"][0] == pytest.approx(ANGLE_A) and tuple(res_m.info["shift"][0]) == SHIFT_A
+    assert res_m.distance[0] == pytest.approx(2 / 3) and res_m.info["margin"][0] == pytest.approx(-2.0, abs=1e-3)
 
 
 def test_grid_respects_the_range_and_other_examples(digits, planted):
@@ -128,7 +128,7 @@ def test_grid_respects_the_range_and_other_examples(digits, planted):
     grid = S.transformation_grid(max_angle=30, max_shift=3, num_angles=11, num_shifts=7)
     no_b = grid[~((grid[:, 0] == ANGLE_B) & (grid[:, 1] == SHIFT_B[0]) & (grid[:, 2] == SHIFT_B[1]))]
     res = S.spatial_grid(f, x[:1], labels[:1], grid=no_b)
-    assert res.angle[0] == pytest.approx(ANGLE_A) and res.distance[0] == pytest.approx(2 / 3)
+    assert res.info["angle"][0] == pytest.approx(ANGLE_A) and res.distance[0] == pytest.approx(2 / 3)
     res = S.spatial_grid(f, x[:1], labels[:1], max_angle=30, max_shift=0, num_angles=11)
     assert not res.success[0] and np.isinf(res.distance[0])
 
@@ -139,7 +139,7 @@ def test_already_misclassified_gets_distance_zero(digits, planted):
     res = S.spatial_grid(f, x[:2], jnp.asarray([1, 0], jnp.int32), num_angles=11, num_shifts=7, batch_size=1)
     assert res.success[0] and res.distance[0] == 0 and res.misclassified[0]
     np.testing.assert_array_equal(res.x_adv[0], np.asarray(x[0]))
-    assert res.angle[0] == 0 and np.all(res.shift[0] == 0)
+    assert res.info["angle"][0] == 0 and np.all(res.info["shift"][0] == 0)
 
 
 def _blob(h=28, w=28):
@@ -160,8 +160,8 @@ def test_first_order_finds_a_planted_transformation_on_a_smooth_model():
     res = S.spatial_first_order(f, x0[None], jnp.zeros(1, jnp.int32), key=jax.random.key(0), num_steps=60,
                                 restarts=4, step_size=0.02, line_search=0)
     assert bool(res.success[0])
-    assert res.angle[0] == pytest.approx(17.0, abs=1.0)
-    np.testing.assert_allclose(res.shift[0], [1.5, -2.0], atol=0.2)
+    assert res.info["angle"][0] == pytest.approx(17.0, abs=1.0)
+    np.testing.assert_allclose(res.info["shift"][0], [1.5, -2.0], atol=0.2)
 
 
 def test_first_order_and_grid_on_a_trained_net_keep_the_contract(relu_mlp_mnist, mnist_small):
@@ -176,16 +176,17 @@ def test_first_order_and_grid_on_a_trained_net_keep_the_contract(relu_mlp_mnist,
         assert np.all((pred != np.asarray(y))[res.success])
         assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
         ok = res.success & ~res.misclassified
-        x_t = S.transform_images(x, jnp.asarray(res.angle), jnp.asarray(res.shift))
+        x_t = S.transform_images(x, jnp.asarray(res.info["angle"]), jnp.asarray(res.info["shift"]))
         np.testing.assert_allclose(res.x_adv[ok], np.asarray(x_t)[ok], atol=1e-5)   # jit vs eager rounding
         assert np.all(res.distance[ok] <= 1 + 1e-6) and np.all(np.isinf(res.distance[~res.success]))
-        assert np.all(np.abs(res.angle) <= 30 + 1e-4) and np.all(np.abs(res.shift) <= 3 + 1e-4)
+        assert np.all(np.abs(res.info["angle"]) <= 30 + 1e-4) and np.all(np.abs(res.info["shift"]) <= 3 + 1e-4)
     clean = np.mean(np.asarray(jnp.argmax(f(x), -1)) == np.asarray(y))
     assert robust_accuracy_curve(grid.distance, [0.0])[0] == pytest.approx(clean)
     assert grid.success.sum() >= grid.misclassified.sum() + 5   # a plain MLP is fooled by small shifts and turns
     both = best_of([grid, fo])
     np.testing.assert_array_equal(both.distance, np.minimum(grid.distance, fo.distance))
-    assert fo.as_attack_result().method == "spatial_first_order"
+    pick = np.where(fo.distance < grid.distance, fo.info["angle"], grid.info["angle"])
+    np.testing.assert_array_equal(both.info["angle"], pick)          # info rows follow the chosen result
 
 
 def test_bad_inputs_raise(digits, planted):
@@ -204,5 +205,50 @@ def test_bad_inputs_raise(digits, planted):
         S.spatial_grid(lambda z: jnp.zeros((z.shape[0], 2)), x.reshape(3, -1), y)
     with pytest.raises(ValueError, match="key"):
         S.spatial_first_order(f, x, y, key=None)
+    with pytest.raises(ValueError, match="restarts"):
+        S.spatial_first_order(f, x, y, key=jax.random.key(0), restarts=0)
+    with pytest.raises(ValueError, match="unknown loss"):
+        S.spatial_first_order(f, x, y, key=jax.random.key(0), loss="hinge")
     with pytest.raises(ValueError, match="box"):
         S.spatial_grid(f, x + 2.0, y)
+
+
+def test_first_order_cross_entropy_is_maximized(digits):
+    """loss="cross_entropy" climbs the loss like "margin" does: on a model whose class 1 wins far from the
+    identity, both find the fooling transformation (a minimized cross-entropy would stay at the start)."""
+    x0 = _blob()
+    target = S.rotate_translate(x0, 20.0, jnp.asarray([0.0, 0.0]))
+
+    def f(x):                      # class 1 grows with the overlap with the rotated blob
+        s = jnp.sum(x * target, axis=(1, 2, 3)) / jnp.sum(target * target)
+        return jnp.stack([jnp.full_like(s, 0.97), s], -1) * 50.0
+
+    for loss in ("margin", "cross_entropy"):
+        res = S.spatial_first_order(f, x0[None], jnp.zeros(1, jnp.int32), key=jax.random.key(0), num_steps=30,
+                                    restarts=1, step_size=0.05, line_search=0, loss=loss, max_shift=0.0)
+        assert bool(res.success[0]), loss
+
+
+def test_boxes_per_pixel_and_per_example(digits):
+    """The transformed image is clipped to the box, whatever its shape: one box per example (a different cap
+    on each digit) and one per-pixel box (the top rows pinned to 0), on a model that any visible change of a
+    digit fools."""
+    x, _ = digits
+    refs = jnp.asarray(x)
+
+    def f(z):                       # class 1 iff z is not (nearly) one of the three digits
+        d = jnp.min(jnp.sum((z[:, None] - refs[None]) ** 2, axis=(2, 3, 4)), axis=1)
+        return jnp.stack([jnp.zeros_like(d), d - 1e-2], -1)
+
+    labels = jnp.zeros(3, jnp.int32)
+    caps = np.array([0.3, 0.5, 0.7], np.float32)[:, None, None, None]
+    hi = np.maximum(np.asarray(x), caps)
+    res = S.spatial_grid(f, x, labels, num_angles=11, num_shifts=7, box=Box(0.0, hi))
+    assert res.success.all() and np.all(res.x_adv <= hi)
+    raw = np.asarray(S.transform_images(x, jnp.asarray(res.info["angle"]), jnp.asarray(res.info["shift"])))
+    assert np.any(raw > hi), "the box should bind here"
+    lo_p, hi_p = np.zeros(x.shape[1:], np.float32), np.ones(x.shape[1:], np.float32)
+    hi_p[:4] = 0.0
+    xz = jnp.asarray(x).at[:, :4].set(0.0)
+    res = S.spatial_first_order(f, xz, labels, key=jax.random.key(0), num_steps=3, restarts=1, box=(lo_p, hi_p))
+    assert np.all(res.x_adv[:, :4] == 0.0)

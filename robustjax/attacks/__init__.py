@@ -1,22 +1,34 @@
-"""Minimal adversarial perturbations in l1, l2 and l_inf, one call shape for all:
+"""Adversarial attacks in l1, l2 and l_inf (and spatial transformations), two call shapes:
 
-    result = attack(logits_fn, x, labels, *, p, key, box=Box(0, 1), **options) -> AttackResult
+    minimal attacks: attack(logits_fn, x, labels, *, p, key, box, **options) -> AttackResult
+        the smallest perturbation found per example: deepfool, cw, ddn, pgd_minimal, linearized, region,
+        spatial_grid, spatial_first_order (these two take p=None: their distance is a transformation's
+        magnitude, not an l_p norm)
+    budget attacks:  attack(logits_fn, x, labels, *, p, eps, key, box, **options) -> AttackResult
+        any adversarial point within ||x_adv - x||_p <= eps (scalar or `[batch]`): pgd
 
-`logits_fn` maps `[batch, ...]` inputs in the box to `[batch, K]` logits.
+`logits_fn` maps `[batch, ...]` inputs in the box to `[batch, K]` logits. `box` is a Box, a pair (lo, hi) or
+None (the unit box [0, 1]); lo and hi broadcast against x: a scalar, one example's shape (a per-pixel box)
+or `[batch, ...]` (one box per example, as verification properties come). `key` is a jax.random key;
+deterministic attacks accept key=None and ignore it. Every result goes through `finalize`: clipped to the
+box, re-verified with the model (`result.py` says what `success` guarantees), distance 0 for inputs the
+model misclassifies, inf and x_adv = x where nothing was found. An empty batch gives an empty result.
+Method-specific extras are in `AttackResult.info`.
 """
-from robustjax.attacks.result import (AttackResult, Box, best_of, check_inputs, finalize, lp_norm,
+from robustjax.attacks.result import (AttackResult, Box, best_of, check_inputs, finalize, keep_best, lp_norm,
                                       robust_accuracy_curve)
 from robustjax.attacks.cw import cw
+from robustjax.attacks.ddn import ddn
 from robustjax.attacks.deepfool import deepfool
 from robustjax.attacks.linearized import linearized
-from robustjax.attacks.pgd import adversarial_training, ddn, make_pgd, pgd, pgd_minimal
+from robustjax.attacks.pgd import make_pgd, pgd, pgd_minimal
+from robustjax.attacks.adversarial_training import adversarial_training
 from robustjax.attacks.plots import plot_adversarial_examples, plot_robust_accuracy
-from robustjax.attacks.region import RegionInfo, region, region_with_info
-from robustjax.attacks.spatial import SpatialResult, spatial_first_order, spatial_grid
+from robustjax.attacks.region import region
+from robustjax.attacks.spatial import spatial_first_order, spatial_grid
 
-__all__ = ["AttackResult", "Box", "best_of", "check_inputs", "finalize", "lp_norm", "robust_accuracy_curve"]
-__all__ += ["adversarial_training", "cw", "ddn", "deepfool", "make_pgd", "pgd", "pgd_minimal",
-            "plot_adversarial_examples", "plot_robust_accuracy"]
-__all__ += ["SpatialResult", "spatial_first_order", "spatial_grid"]
-__all__ += ["RegionInfo", "region", "region_with_info"]
-__all__ += ["linearized"]
+__all__ = ["AttackResult", "Box", "best_of", "check_inputs", "finalize", "keep_best", "lp_norm",
+           "robust_accuracy_curve"]
+__all__ += ["adversarial_training", "cw", "ddn", "deepfool", "linearized", "make_pgd", "pgd", "pgd_minimal",
+            "region", "spatial_first_order", "spatial_grid"]
+__all__ += ["plot_adversarial_examples", "plot_robust_accuracy"]

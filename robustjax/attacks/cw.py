@@ -2,7 +2,7 @@
 IEEE S&P 2017, arXiv 1608.04644), untargeted, with a binary search over the constant c per example.
 
 Change of variables (Sec. V.A, "method 3"): x' = lo + (hi - lo) (tanh(w) + 1) / 2 keeps x' in the box
-without clipping. For a constant c_i per example, Adam minimizes over w
+without clipping (lo, hi per coordinate). For a constant c_i per example, Adam minimizes over w
 
     ||x' - x||_2^2 + c_i * max(f_y(x') - max_{j != y} f_j(x') + kappa, 0)      (the paper's f_6)
 
@@ -19,8 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from robustjax.attacks import _projections as P
-from robustjax.attacks.result import Box, Timer, check_inputs, check_norm, finalize
+from robustjax import validate
+from robustjax.attacks import steps as S
+from robustjax.attacks.result import Timer, as_box, check_inputs, check_norm, finalize, keep_best
+from robustjax.batching import map_batches
+from robustjax.geometry import lp_norm, margin
 
 
 def _to_model(w, lo, hi):
@@ -28,7 +31,8 @@ def _to_model(w, lo, hi):
 
 
 def _to_attack(x, lo, hi):
-    z = (x - lo) / (hi - lo) * 2.0 - 1.0
+    width = hi - lo
+    z = jnp.where(width > 0, (x - lo) / jnp.where(width > 0, width, 1.0), 0.5) * 2.0 - 1.0
     return jnp.arctanh(jnp.clip(z, -1.0, 1.0) * 0.999999)
 
 
@@ -36,7 +40,7 @@ def _to_attack(x, lo, hi):
                                              "confidence", "initial_const", "evaluate_last", "line_search_steps"))
 def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_rate, confidence,
         initial_const, evaluate_last, line_search_steps):
-    """x `[batch, ...]`, labels `[batch]` -> (x_adv, found `[batch]`, model calls `[batch]`)."""
+    """x, lo, hi `[batch, ...]`, labels `[batch]` -> (x_adv, model calls `[batch]`)."""
     n = x.shape[0]
     w0 = _to_attack(x, lo, hi)
     x_start = _to_model(w0, lo, hi)      # the tanh round trip of x; the penalty is measured from it
@@ -45,8 +49,8 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
     def objective(w, consts):
         xa = _to_model(w, lo, hi)
         logits = logits_fn(xa)
-        hinge = jnp.maximum(-P.margin(logits, labels) + confidence, 0.0)
-        sq = jnp.sum(P._flat(xa - x_start) ** 2, -1)
+        hinge = jnp.maximum(margin(logits, labels) + confidence, 0.0)
+        sq = jnp.sum((xa - x_start).reshape(n, -1) ** 2, -1)
         return jnp.sum(sq + consts * hinge), (xa, logits)
 
     grad_fn = jax.grad(objective, has_aux=True)
@@ -58,22 +62,15 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
             w, opt_state, found, best_x, best_d = inner
             g, (xa, logits) = grad_fn(w, consts)
             upd, opt_state = opt.update(g, opt_state, w)
-            adv = P.is_adversarial(logits, labels)
-            d = P.norm(xa - x, 2)
-            better = adv & (d < best_d)
-            best_x = jnp.where(P._bcast(better, x), xa, best_x)
-            best_d = jnp.where(better, d, best_d)
+            adv = S.is_adversarial(logits, labels)
+            best_x, best_d = keep_best(best_x, best_d, xa, lp_norm(xa - x, 2), adv)
             return optax.apply_updates(w, upd), opt_state, found | adv, best_x, best_d
 
         inner = (w0, opt.init(w0), jnp.zeros((n,), bool), best_x, best_d)
         w, opt_state, found, best_x, best_d = jax.lax.fori_loop(0, steps, adam_step, inner)
-        # the last iterate, not yet evaluated inside the loop
-        xa = _to_model(w, lo, hi)
-        adv = P.is_adversarial(logits_fn(xa), labels) & evaluate_last
-        d = P.norm(xa - x, 2)
-        better = adv & (d < best_d)
-        best_x = jnp.where(P._bcast(better, x), xa, best_x)
-        best_d = jnp.where(better, d, best_d)
+        xa = _to_model(w, lo, hi)                        # the last iterate, not yet evaluated in the loop
+        adv = S.is_adversarial(logits_fn(xa), labels) & evaluate_last
+        best_x, best_d = keep_best(best_x, best_d, xa, lp_norm(xa - x, 2), adv)
         found = found | adv
         upper = jnp.where(found, jnp.minimum(upper, consts), upper)
         lower = jnp.where(found, lower, jnp.maximum(lower, consts))
@@ -83,31 +80,31 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
     init = (jnp.full((n,), initial_const, x.dtype), jnp.zeros((n,), x.dtype), jnp.full((n,), jnp.inf, x.dtype),
             x, jnp.full((n,), jnp.inf, x.dtype))
     _, _, _, best_x, best_d = jax.lax.fori_loop(0, binary_search_steps, search_step, init)
-    found = jnp.isfinite(best_d)
     calls = jnp.full((n,), (2 * steps + int(evaluate_last)) * binary_search_steps, jnp.int32)
     if line_search_steps:
-        ls = P.line_search(logits_fn, x, labels, best_x, found, line_search_steps)
+        ls = S.line_search(logits_fn, x, labels, best_x, jnp.isfinite(best_d), line_search_steps)
         best_x, calls = ls.x_adv, calls + ls.calls
-    return best_x, found, calls
+    return best_x, calls
 
 
-def cw(logits_fn, x, labels, *, p=2, key=None, box: Box = Box(), steps: int = 1000,
-       binary_search_steps: int = 9, learning_rate: float = 0.01, confidence: float = 0.0,
-       initial_const: float = 1e-3, evaluate_last: bool = True, line_search_steps: int = 0,
-       batch_size: int | None = None):
+def cw(logits_fn, x, labels, *, p=2, key=None, box=None, steps: int = 1000, binary_search_steps: int = 9,
+       learning_rate: float = 0.01, confidence: float = 0.0, initial_const: float = 1e-3,
+       evaluate_last: bool = True, line_search_steps: int = 0, batch_size: int | None = None,
+       min_margin: float | None = None):
     """Carlini-Wagner l2 attack, minimal-norm, untargeted.
 
     Args:
       logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (static under jit: reuse the object).
       x: `[batch, ...]` in the box; labels `[batch]`. p: must be 2. key: unused (deterministic).
+      box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.
       steps: Adam steps per value of c; binary_search_steps: values of c tried per example;
       learning_rate: Adam step in tanh space; confidence: kappa; initial_const: first c.
       evaluate_last: also check the last Adam iterate of each c (one forward pass; Foolbox does not).
       line_search_steps: optional bisection toward x after the search (0 = the original attack).
-      Defaults follow Foolbox 3 except steps (Foolbox: 10000) and no early abort. Mind the step budget:
-      with learning_rate 0.01, 1000 steps can stop far from the boundary (MNIST 784-256-10 net: median
-      l2 2.06 against 0.88 with learning_rate 0.1 and DeepFool's 0.91), while 0.1 is coarse near the
-      boundary (21 % above the exact distance on a linear model after 300 steps, where 0.01 is exact).
+      min_margin: see `finalize`.
+      Defaults follow Foolbox 3 except steps (Foolbox: 10000) and no early abort. The step budget and the
+      learning rate trade off: a small rate may stop far from the boundary within `steps`, a large one is
+      coarse near it; benchmarks/attacks.md measures both.
 
     Returns:
       AttackResult; model_calls = 2 (forward + backward) per Adam step.
@@ -117,13 +114,16 @@ def cw(logits_fn, x, labels, *, p=2, key=None, box: Box = Box(), steps: int = 10
     if p != 2:
         raise ValueError(f"cw is the l2 attack (p = 2), got p = {p}")
     x, labels, _ = check_inputs(logits_fn, x, labels, box)
-    lo, hi = jnp.asarray(box.lo, x.dtype), jnp.asarray(box.hi, x.dtype)
-    run = lambda xb, yb, kb: _cw(  # noqa: E731
-        logits_fn, xb, yb, lo, hi, steps=int(steps), binary_search_steps=int(binary_search_steps),
-        learning_rate=float(learning_rate), confidence=float(confidence),
-        initial_const=float(initial_const), evaluate_last=bool(evaluate_last),
-        line_search_steps=int(line_search_steps))
+    box = as_box(box, x)
+    opts = dict(steps=validate.positive_int(steps, "steps"),
+                binary_search_steps=validate.positive_int(binary_search_steps, "binary_search_steps"),
+                learning_rate=validate.positive_float(learning_rate, "learning_rate"),
+                confidence=validate.positive_float(confidence, "confidence", allow_zero=True),
+                initial_const=validate.positive_float(initial_const, "initial_const"),
+                evaluate_last=bool(evaluate_last),
+                line_search_steps=validate.positive_int(line_search_steps, "line_search_steps", allow_zero=True))
+    run = lambda xb, yb, lob, hib: _cw(logits_fn, xb, yb, lob, hib, **opts)  # noqa: E731
     with Timer() as t:
-        x_adv, _, calls = P.in_batches(run, (x, labels), jax.random.key(0), batch_size)
+        x_adv, calls = map_batches(run, (x, labels, box.lo, box.hi), batch_size=batch_size)
     return finalize(logits_fn, x, labels, x_adv, p=2, box=box, model_calls=calls, time_s=t.seconds,
-                    method="cw_l2")
+                    method="cw_l2", min_margin=min_margin)

@@ -19,13 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax.attacks import _projections as P
-from robustjax.attacks.result import Box, Timer, check_inputs, check_norm, finalize
+from robustjax import validate
+from robustjax.attacks import steps as S
+from robustjax.attacks.result import Timer, as_box, check_inputs, check_norm, finalize
+from robustjax.batching import map_batches
+from robustjax.geometry import dual_norm, per_example
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "p", "steps", "overshoot", "line_search_steps"))
 def _deepfool(logits_fn, x, labels, lo, hi, *, p, steps, overshoot, line_search_steps):
-    """x `[batch, ...]`, labels `[batch]` -> (x_adv, found `[batch]`, model calls `[batch]`)."""
+    """x, lo, hi `[batch, ...]`, labels `[batch]` -> (x_adv, model calls `[batch]`)."""
     def logits_and_jacobian(z):
         logits, vjp_fn = jax.vjp(logits_fn, z)
         k = logits.shape[-1]
@@ -40,8 +43,7 @@ def _deepfool(logits_fn, x, labels, lo, hi, *, p, steps, overshoot, line_search_
         g_y = jnp.take_along_axis(jf, labels[:, None, None], 1)           # [b, 1, d]
         delta = jnp.abs(logits - f_y)                                     # [b, K]
         w = jf - g_y                                                      # [b, K, d]
-        wq = jnp.sum(jnp.abs(w), -1) if p == np.inf else jnp.sqrt(jnp.sum(w * w, -1))
-        dist = delta / (wq + 1e-8)
+        dist = delta / (dual_norm(w, p) + 1e-8)
         dist = jnp.where(jax.nn.one_hot(labels, k, dtype=bool), jnp.inf, dist)
         j = jnp.argmin(dist, axis=1)
         dj = jnp.take_along_axis(dist, j[:, None], 1)[:, 0] + 1e-4
@@ -59,27 +61,27 @@ def _deepfool(logits_fn, x, labels, lo, hi, *, p, steps, overshoot, line_search_
     def body(carry):
         i, xk, r_total, _, calls = carry
         logits, jac = logits_and_jacobian(xk)
-        active = ~P.is_adversarial(logits, labels)
-        r = jnp.where(P._bcast(active, x), step_of(logits, jac), 0.0)
+        active = ~S.is_adversarial(logits, labels)
+        r = jnp.where(per_example(active, x), step_of(logits, jac), 0.0)
         r_total = r_total + r
         x_new = jnp.clip(x + (1.0 + overshoot) * r_total, lo, hi)
-        xk = jnp.where(P._bcast(active, x), x_new, xk)
+        xk = jnp.where(per_example(active, x), x_new, xk)
         calls = calls + active * (1 + logits.shape[-1])
         return i + 1, xk, r_total, active, calls
 
     n = x.shape[0]
     init = (0, x, jnp.zeros_like(x), jnp.ones((n,), bool), jnp.zeros((n,), jnp.int32))
     _, xk, _, _, calls = jax.lax.while_loop(cond, body, init)
-    found = P.is_adversarial(logits_fn(xk), labels)
     calls = calls + 1
     if line_search_steps:
-        ls = P.line_search(logits_fn, x, labels, xk, found, line_search_steps)
+        found = S.is_adversarial(logits_fn(xk), labels)
+        ls = S.line_search(logits_fn, x, labels, xk, found, line_search_steps)
         xk, calls = ls.x_adv, calls + ls.calls
-    return xk, found, calls
+    return xk, calls
 
 
-def deepfool(logits_fn, x, labels, *, p, key=None, box: Box = Box(), steps: int = 50,
-             overshoot: float = 0.02, line_search_steps: int = 0, batch_size: int | None = None):
+def deepfool(logits_fn, x, labels, *, p, key=None, box=None, steps: int = 50, overshoot: float = 0.02,
+             line_search_steps: int = 0, batch_size: int | None = None, min_margin: float | None = None):
     """DeepFool, minimal-norm, untargeted, p in {2, inf}; all classes are candidates.
 
     Args:
@@ -87,9 +89,10 @@ def deepfool(logits_fn, x, labels, *, p, key=None, box: Box = Box(), steps: int 
         function object to reuse the compiled attack).
       x: `[batch, ...]` inputs in the box; labels: `[batch]` ints.
       p: 2 or inf. key: unused (DeepFool is deterministic), accepted for the common call shape.
+      box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.
       steps: maximum DeepFool iterations; overshoot: factor (1 + overshoot) on the accumulated step.
       line_search_steps: bisection steps toward x after the attack (0 = classic DeepFool).
-      batch_size: rows per compiled batch (None = all at once).
+      batch_size: rows per compiled batch (None = all at once). min_margin: see `finalize`.
 
     Returns:
       AttackResult; model_calls counts one forward and K backward passes per active iteration.
@@ -99,10 +102,12 @@ def deepfool(logits_fn, x, labels, *, p, key=None, box: Box = Box(), steps: int 
     if p not in (2.0, np.inf):
         raise ValueError(f"deepfool supports p = 2 or inf, got {p}")
     x, labels, _ = check_inputs(logits_fn, x, labels, box)
-    lo, hi = jnp.asarray(box.lo, x.dtype), jnp.asarray(box.hi, x.dtype)
-    run = lambda xb, yb, kb: _deepfool(logits_fn, xb, yb, lo, hi, p=p, steps=steps,  # noqa: E731
-                                       overshoot=float(overshoot), line_search_steps=line_search_steps)
+    box = as_box(box, x)
+    opts = dict(p=p, steps=validate.positive_int(steps, "steps"),
+                overshoot=validate.positive_float(overshoot, "overshoot", allow_zero=True),
+                line_search_steps=validate.positive_int(line_search_steps, "line_search_steps", allow_zero=True))
+    run = lambda xb, yb, lob, hib: _deepfool(logits_fn, xb, yb, lob, hib, **opts)  # noqa: E731
     with Timer() as t:
-        x_adv, _, calls = P.in_batches(run, (x, labels), jax.random.key(0), batch_size)
+        x_adv, calls = map_batches(run, (x, labels, box.lo, box.hi), batch_size=batch_size)
     return finalize(logits_fn, x, labels, x_adv, p=p, box=box, model_calls=calls, time_s=t.seconds,
-                    method=f"deepfool_l{'inf' if p == np.inf else 2}")
+                    method=f"deepfool_l{'inf' if p == np.inf else 2}", min_margin=min_margin)

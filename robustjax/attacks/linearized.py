@@ -1,14 +1,14 @@
 """The linearized l2 attack of the cross-Lipschitz authors' evaluation code (methods.md 1(d)).
 
-For each other class j, f_c - f_j is linearized at x (c the true label, v = grad f_c - grad f_j,
+For each other class j, f_j - f_c is linearized at x (c the true label, w = grad f_j - grad f_c,
 Delta = f_c(x) - f_j(x)) and the box-constrained minimum-norm step
 
-    min ||delta||_2  s.t.  <v, delta> = -t Delta,  lo <= x + delta <= hi
+    min ||delta||_2  s.t.  <w, delta> >= t Delta,  lo <= x + delta <= hi
 
-is solved exactly: delta(lam) = clip(-lam v, lo - x, hi - x), with lam found from the sorted breakpoints
-of the piecewise-linear, decreasing <v, delta(lam)>. The target multiplier t starts at 1 and grows by
-`multiplier` (1.2; 1.7 where mean|v| < 0.01) until the real model misclassifies x + delta, then a binary
-search on t shrinks it. The smallest adversarial delta over j is kept and re-verified by `finalize`.
+is solved exactly (`halfspace_box_step_l2`: delta(lam) = clip(lam w, lo - x, hi - x), lam from the sorted
+breakpoints of the piecewise-linear, increasing <w, delta(lam)>). The target multiplier t starts at 1
+and grows by `multiplier` (1.2; 1.7 where mean|w| < 0.01) until the real model misclassifies x + delta,
+then a binary search on t shrinks it. The smallest adversarial delta over j is kept and re-verified by `finalize`.
 An upper bound on the minimal adversarial l2 distance (so at least the certified radius).
 
 Reference: Hein & Andriushchenko, NIPS 2017, `attacks.py` / `ae_generation.py` of max-andr/cross-lipschitz.
@@ -21,36 +21,40 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from robustjax.attacks.result import AttackResult, Box, check_inputs, check_norm, finalize
+from robustjax import validate
+from robustjax.attacks.result import AttackResult, as_box, check_inputs, check_norm, finalize
+from robustjax.batching import map_batches
+from robustjax.geometry import class_margins
 
 
-def box_linear_step(v, x, lo, hi, target):
-    """Exact min ||delta||_2 s.t. <v, delta> = target (<= 0), lo <= x + delta <= hi, for one example.
+def halfspace_box_step_l2(w, r, x, lo, hi):
+    """argmin ||delta||_2 s.t. w . delta >= r, lo <= x + delta <= hi, for one example (JAX, jittable,
+    vmappable): the JAX twin of `geometry.halfspace_box_step` for p = 2. w, x, lo, hi `[d]`, r scalar.
 
-    v, x, lo, hi `[d]`; target scalar. The solution is clip(-lam v, lo - x, hi - x) with lam >= 0; if the
-    target is out of reach the fully clipped step (lam = inf) is returned. Returns (delta `[d]`, feasible).
+    The solution is clip(lam w, lo - x, hi - x) with lam >= 0 found among the sorted breakpoints of the
+    piecewise-linear, increasing w . delta(lam); r <= 0 gives 0. Returns (delta `[d]`, feasible); where r is
+    out of reach, the fully clipped step (lam = inf) and feasible False.
     """
-    room = jnp.where(v > 0, x - lo, hi - x)                        # how far each coordinate can move
-    bound = jnp.where(v > 0, lo - x, hi - x)                       # delta_i once clipped
-    av = jnp.abs(v)
-    brk = jnp.where(av > 0, room / jnp.where(av > 0, av, 1.0), jnp.inf)   # lam at which i clips
+    room = jnp.where(w < 0, x - lo, hi - x)                        # how far each coordinate can move
+    bound = jnp.where(w < 0, lo - x, hi - x)                       # delta_i once clipped
+    aw = jnp.abs(w)
+    brk = jnp.where(aw > 0, room / jnp.where(aw > 0, aw, 1.0), jnp.inf)   # lam at which i clips
     order = jnp.argsort(brk)
-    b_s, v_s, bd_s = brk[order], v[order], bound[order]
-    vb = jnp.where(jnp.isfinite(b_s), v_s * bd_s, 0.0)
-    A = jnp.concatenate([jnp.zeros((1,), v.dtype), jnp.cumsum(vb)])             # clipped part, k clipped
-    v2 = v_s * v_s
-    S = jnp.sum(v2) - jnp.concatenate([jnp.zeros((1,), v.dtype), jnp.cumsum(v2)])  # free part
-    # phi at the k-th breakpoint (k coordinates clipped, k = 1..d): A_k - lam_k S_k
-    lam_k = jnp.concatenate([jnp.zeros((1,), v.dtype), jnp.where(jnp.isfinite(b_s), b_s, 0.0)])
-    phi_k = A - lam_k * S
+    b_s, w_s, bd_s = brk[order], w[order], bound[order]
+    zero = jnp.zeros((1,), w.dtype)
+    clipped = jnp.concatenate([zero, jnp.cumsum(jnp.where(jnp.isfinite(b_s), w_s * bd_s, 0.0))])
+    w2 = w_s * w_s
+    free = jnp.sum(w2) - jnp.concatenate([zero, jnp.cumsum(w2)])
+    # w . delta at the k-th breakpoint (k coordinates clipped): clipped_k + lam_k free_k
+    lam_k = jnp.concatenate([zero, jnp.where(jnp.isfinite(b_s), b_s, 0.0)])
+    phi_k = clipped + lam_k * free
     valid = jnp.concatenate([jnp.ones((1,), bool), jnp.isfinite(b_s)])
-    k = jnp.sum(valid & (phi_k >= target)) - 1                     # last breakpoint still above target
-    lam = (A[k] - target) / jnp.where(S[k] > 0, S[k], 1.0)
-    feasible = (S[k] > 0) | (A[k] <= target)
-    lam = jnp.where(S[k] > 0, lam, jnp.inf)
-    delta = jnp.clip(-jnp.where(jnp.isfinite(lam), lam, 1e30) * v, lo - x, hi - x)
+    k = jnp.sum(valid & (phi_k <= r)) - 1                          # last breakpoint still below r
+    lam = (r - clipped[k]) / jnp.where(free[k] > 0, free[k], 1.0)
+    feasible = (free[k] > 0) | (clipped[k] >= r)
+    lam = jnp.where(r <= 0, 0.0, jnp.where(free[k] > 0, lam, jnp.inf))
+    delta = jnp.clip(jnp.where(jnp.isfinite(lam), lam, 1e30) * w, lo - x, hi - x)
     return delta, feasible
 
 
@@ -62,9 +66,10 @@ class _SearchState(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "n_grow", "n_bisect"))
 def _linearized(logits_fn, x, labels, lo, hi, multiplier, small_multiplier, n_grow, n_bisect):
+    """x, lo, hi `[B, ...]`, labels `[B]` -> x_adv `[B, ...]` (x where no class gave an adversarial point)."""
     B = x.shape[0]
     shape = x.shape[1:]
-    xf = x.reshape(B, -1)
+    xf, lo_f, hi_f = x.reshape(B, -1), lo.reshape(B, -1), hi.reshape(B, -1)
     d = xf.shape[1]
 
     def summed(xx):
@@ -72,24 +77,20 @@ def _linearized(logits_fn, x, labels, lo, hi, multiplier, small_multiplier, n_gr
     logits = logits_fn(x)
     K = logits.shape[1]
     J = jax.jacrev(summed)(x).reshape(K, B, d).transpose(1, 0, 2)          # [B, K, d]
-    Jc = jnp.take_along_axis(J, labels[:, None, None], 1)
-    V = Jc - J                                                               # [B, K, d]
-    fc = jnp.take_along_axis(logits, labels[:, None], 1)
-    Delta = fc - logits                                                      # [B, K]
+    W = J - jnp.take_along_axis(J, labels[:, None, None], 1)                # grad f_j - grad f_c
+    Delta = class_margins(logits, labels)                                    # f_c - f_j, inf at j = c
     other = ~jax.nn.one_hot(labels, K, dtype=bool)
-    mult = jnp.where(jnp.mean(jnp.abs(V), -1) < 0.01, small_multiplier, multiplier)
-    lo_b = jnp.broadcast_to(jnp.asarray(lo, x.dtype), shape).reshape(-1)
-    hi_b = jnp.broadcast_to(jnp.asarray(hi, x.dtype), shape).reshape(-1)
+    Delta = jnp.where(other, Delta, 0.0)
+    mult = jnp.where(jnp.mean(jnp.abs(W), -1) < 0.01, small_multiplier, multiplier)
 
-    step = jax.vmap(jax.vmap(box_linear_step, (0, None, None, None, 0)), (0, 0, None, None, 0))
+    step = jax.vmap(jax.vmap(halfspace_box_step_l2, (0, 0, None, None, None)), (0, 0, 0, 0, 0))
 
     def candidate(t):
-        delta, _ = step(V, xf, lo_b, hi_b, -t * Delta)                      # [B, K, d]
+        delta, _ = step(W, t * Delta, xf, lo_f, hi_f)                         # [B, K, d]
         return delta
 
     def adversarial(t):
-        delta = candidate(t)
-        xa = jnp.clip(xf[:, None] + delta, lo_b, hi_b).reshape((B * K,) + shape)
+        xa = jnp.clip(xf[:, None] + candidate(t), lo_f[:, None], hi_f[:, None]).reshape((B * K,) + shape)
         pred = jnp.argmax(logits_fn(xa), -1).reshape(B, K)
         return pred != labels[:, None]
 
@@ -116,23 +117,24 @@ def _linearized(logits_fn, x, labels, lo, hi, multiplier, small_multiplier, n_gr
     norms = jnp.where(found, jnp.sqrt(jnp.sum(delta * delta, -1)), jnp.inf)
     best = jnp.argmin(norms, -1)
     x_adv = xf + jnp.take_along_axis(delta, best[:, None, None], 1)[:, 0]
-    any_found = jnp.any(found, -1)
-    return jnp.where(any_found[:, None], x_adv, xf).reshape(x.shape)
+    return jnp.where(jnp.any(found, -1)[:, None], x_adv, xf).reshape(x.shape)
 
 
-def linearized(logits_fn: Callable, x, labels, *, p: float = 2, key=None, box: Box = Box(),
-               multiplier: float = 1.2, small_gradient_multiplier: float = 1.7, n_grow: int = 20,
-               n_bisect: int = 10, batch_size: int = 500) -> AttackResult:
-    """The authors' linearized l2 attack (methods.md 1(d)), batched and jitted.
+def linearized(logits_fn: Callable, x, labels, *, p: float = 2, key=None, box=None, multiplier: float = 1.2,
+               small_gradient_multiplier: float = 1.7, n_grow: int = 20, n_bisect: int = 10,
+               batch_size: int = 500, min_margin: float | None = None) -> AttackResult:
+    """The authors' linearized l2 attack (methods.md 1(d)), a minimal attack, batched and jitted.
 
     Args:
       logits_fn: batched x `[batch, ...]` -> logits `[batch, K]` (differentiable).
       x: `[batch, ...]` inputs in the box; labels: `[batch]` int.
       p: must be 2. key: unused (the attack is deterministic); accepted for the common call shape.
+      box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.
       multiplier: growth factor of the target multiplier t (1.2 MNIST/GTSRB, 1.3 CIFAR in the paper);
         small_gradient_multiplier where mean|grad f_c - grad f_j| < 0.01.
       n_grow, n_bisect: model checks per class in the growth and binary-search phases.
       batch_size: examples per compiled call (each check evaluates the model on batch * K points).
+      min_margin: see `finalize`.
 
     Returns:
       AttackResult (re-verified): distance = ||x_adv - x||_2, inf where no class gave an adversarial point.
@@ -141,23 +143,19 @@ def linearized(logits_fn: Callable, x, labels, *, p: float = 2, key=None, box: B
     p = check_norm(p)
     if p != 2.0:
         raise ValueError(f"the linearized attack is an l2 attack; got p={p}")
-    if multiplier <= 1 or small_gradient_multiplier <= 1:
-        raise ValueError("multipliers must be > 1")
+    for name, m in (("multiplier", multiplier), ("small_gradient_multiplier", small_gradient_multiplier)):
+        if not validate.positive_float(m, name) > 1:
+            raise ValueError(f"{name} must be > 1, got {m!r}")
+    n_grow = validate.positive_int(n_grow, "n_grow")
+    n_bisect = validate.positive_int(n_bisect, "n_bisect", allow_zero=True)
     t0 = time.perf_counter()
     x, labels, logits = check_inputs(logits_fn, x, labels, box)
+    box = as_box(box, x)
     K = logits.shape[1]
-    n = x.shape[0]
-    bs = min(batch_size, n)
-    outs = []
-    for i in range(0, n, bs):
-        xb, yb = x[i:i + bs], labels[i:i + bs]
-        nb = xb.shape[0]
-        if nb < bs:
-            xb = jnp.concatenate([xb, jnp.broadcast_to(xb[:1], (bs - nb,) + xb.shape[1:])])
-            yb = jnp.concatenate([yb, jnp.broadcast_to(yb[:1], (bs - nb,))])
-        outs.append(np.asarray(_linearized(logits_fn, xb, yb, box.lo, box.hi, multiplier,
-                                           small_gradient_multiplier, n_grow, n_bisect))[:nb])
-    x_adv = np.concatenate(outs)
+    run = lambda xb, yb, lob, hib: _linearized(logits_fn, xb, yb, lob, hib, float(multiplier),  # noqa: E731
+                                               float(small_gradient_multiplier), n_grow, n_bisect)
+    x_adv = map_batches(run, (x, labels, box.lo, box.hi), batch_size=batch_size)
     calls = K + 1 + (K - 1) * (n_grow + n_bisect + 1)
     return finalize(logits_fn, x, labels, x_adv, p=2, box=box, model_calls=calls,
-                    time_s=time.perf_counter() - t0, method="linearized", batch_size=batch_size)
+                    time_s=time.perf_counter() - t0, method="linearized", batch_size=batch_size,
+                    min_margin=min_margin)

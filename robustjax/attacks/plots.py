@@ -14,7 +14,9 @@ from robustjax.attacks.result import AttackResult, robust_accuracy_curve
 
 
 def _norm_name(p) -> str:
-    return "inf" if float(p) == np.inf else str(int(p))
+    if p is None:
+        return "spatial"
+    return "l" + ("inf" if float(p) == np.inf else str(int(p)))
 
 
 def plot_robust_accuracy(results: Mapping[str, AttackResult | np.ndarray], *, eps=None, p=None,
@@ -24,7 +26,7 @@ def plot_robust_accuracy(results: Mapping[str, AttackResult | np.ndarray], *, ep
     Args:
       results: name -> AttackResult or distances `[n]` (all on the same points and norm).
       eps: grid `[m]`; default 200 points from 0 to the largest finite distance.
-      p: norm for the axis label (taken from the first AttackResult if omitted).
+      p: norm for the axis label (taken from the first AttackResult if omitted; None: spatial).
       ax: matplotlib Axes to draw into (a new figure otherwise).
     Returns:
       the Figure.
@@ -47,7 +49,7 @@ def plot_robust_accuracy(results: Mapping[str, AttackResult | np.ndarray], *, ep
         fig = ax.figure
     for name, d in dists.items():
         ax.plot(eps, robust_accuracy_curve(d, eps), label=name)
-    ax.set_xlabel(f"eps (l{_norm_name(p)})" if p is not None else "eps")
+    ax.set_xlabel(f"eps ({_norm_name(p)})" if p is not None else "eps (spatial: range scale)")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -102,8 +104,8 @@ def plot_adversarial_examples(x, labels, results: Sequence[AttackResult], *, ind
         row[0].set_title(f"original: {name(labels[i])}", fontsize=9)
         row[1].imshow(_image(delta), cmap="seismic", vmin=-m, vmax=m)
         dist = r.distance[i]
-        row[1].set_title(f"l{_norm_name(r.p)} perturbation, {dist:.3g}" if np.isfinite(dist)
-                         else f"l{_norm_name(r.p)}: none found", fontsize=9)
+        row[1].set_title(f"{_norm_name(r.p)} perturbation, {dist:.3g}" if np.isfinite(dist)
+                         else f"{_norm_name(r.p)}: none found", fontsize=9)
         row[2].imshow(_image(r.x_adv[i]), cmap="gray", vmin=lo, vmax=hi)
         method = f" ({r.method})" if r.method and len(r.method) <= 24 else ""
         row[2].set_title(f"adversarial: {name(r.label_adv[i])}{method}", fontsize=8)

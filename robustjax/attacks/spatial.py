@@ -26,12 +26,12 @@ so `m <= s` means "inside the range scaled by s", and `robust_accuracy_curve(res
 is the robust accuracy against the range s * (max_angle, max_shift) (exact for the grid attack when
 the grid restricted to the smaller range is the attack's grid there, e.g. s = k / (num_shifts // 2)).
 
-Results are `SpatialResult`, a NamedTuple with the fields of `AttackResult` in the same order (so
-`robust_accuracy_curve`, `best_of` among spatial results, and code that reads `x_adv`, `distance`,
-`success`, `label_adv`, `model_calls`, `time_s` work unchanged) plus `angle`, `shift` and `margin`.
-`AttackResult` cannot carry the transformation parameters, which are the point of the attack, hence
-the separate type; `.as_attack_result()` drops them. `p` is `np.nan`: the distance is not an l_p
-norm in input space, and `best_of` refuses to mix spatial and l_p results.
+Results are `AttackResult`s with p = None (the distance is the magnitude m, not an l_p norm of
+x_adv - x, so `best_of` compares spatial results only with each other) and info = {"angle" `[batch]`
+degrees, "shift" `[batch, 2]` pixels (dy down, dx right), "margin" `[batch]` f_y - max_{j != y} f_j at
+that transformation}: the misclassifying transformation of smallest magnitude where success, otherwise
+the one of lowest margin found (the worst case is known even where the model survives; x_adv is then x);
+0 and 0 for inputs the model already misclassifies.
 """
 from __future__ import annotations
 
@@ -43,50 +43,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax.attacks.result import AttackResult, Box, check_inputs, clip_to_box
+from robustjax import losses, validate
+from robustjax.attacks.result import AttackResult, as_box, check_inputs, finalize
+from robustjax.batching import map_batches
+from robustjax.geometry import Box, margin
 
 PADDINGS = ("zeros", "edge")
 CRITERIA = ("magnitude", "margin")
-
-
-class SpatialResult(NamedTuple):
-    """One row per example; the first eight fields are those of `AttackResult`.
-
-    x_adv: `[batch, H, W, C]` the transformed image (clipped to the box) where success, else x.
-    distance: `[batch]` normalized magnitude m in [0, 1] of the transformation (module docstring);
-      0 for inputs the model already misclassifies; inf where no misclassifying transformation was found.
-    success: `[batch]` bool, re-checked with the model: argmax f(x_adv) != label.
-    label_adv: `[batch]` argmax f(x_adv).
-    model_calls: `[batch]` forward plus backward passes spent per example.
-    time_s: `[batch]` wall time per example (the batch time divided evenly).
-    p: np.nan (the distance is a magnitude in parameter space, not an l_p norm of x_adv - x).
-    method: "spatial_grid" or "spatial_first_order".
-    angle: `[batch]` degrees, the chosen transformation: the misclassifying one of smallest magnitude
-      (ties: lowest margin) where success; otherwise the one with the lowest margin found (so the
-      worst case is known even where the model survives; x_adv is then x). 0 for misclassified inputs.
-    shift: `[batch, 2]` pixels (dy down, dx right) of the same transformation.
-    margin: `[batch]` f_y - max_{j != y} f_j at that transformation (negative: misclassified).
-    """
-    x_adv: np.ndarray
-    distance: np.ndarray
-    success: np.ndarray
-    label_adv: np.ndarray
-    model_calls: np.ndarray
-    time_s: np.ndarray
-    p: float
-    method: str
-    angle: np.ndarray
-    shift: np.ndarray
-    margin: np.ndarray
-
-    @property
-    def misclassified(self) -> np.ndarray:
-        """Examples the model got wrong before any attack (distance 0)."""
-        return self.success & (self.distance == 0)
-
-    def as_attack_result(self) -> AttackResult:
-        """The plain `AttackResult` (the transformation parameters dropped)."""
-        return AttackResult(*self[:8])
 
 
 # ----------------------------------------------------------------------------- the transformation
@@ -149,9 +112,9 @@ def transform_images(x, angle, shift, *, padding: str = "zeros"):
     return jax.vmap(functools.partial(rotate_translate, padding=padding))(x, angle, shift)
 
 
-@functools.partial(jax.jit, static_argnames=("padding", "box"))
-def _transform_clip(x, angle, shift, *, padding, box):
-    return clip_to_box(transform_images(x, angle, shift, padding=padding), Box(*box))
+@functools.partial(jax.jit, static_argnames=("padding",))
+def _transform_clip(x, angle, shift, lo, hi, *, padding):
+    return Box(lo, hi).clip(transform_images(x, angle, shift, padding=padding))
 
 
 def _check_images(x):
@@ -191,15 +154,6 @@ def _check_range(max_angle, max_shift):
         raise ValueError("max_angle and max_shift are both 0: the range is empty")
 
 
-def margins(logits, labels):
-    """f_y - max_{j != y} f_j: logits `[..., K]`, labels broadcastable to `[...]` -> `[...]`."""
-    k = logits.shape[-1]
-    onehot = jax.nn.one_hot(labels, k, dtype=bool)
-    true = jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1)
-    other = jnp.max(jnp.where(onehot, -jnp.inf, logits), axis=-1)
-    return true - other
-
-
 def _select(mis, mag, marg, criterion):
     """Index of the chosen candidate along axis 0: mis, marg `[n_cand, B]`, mag `[n_cand, B]`."""
     if criterion == "margin":
@@ -215,18 +169,18 @@ def _select(mis, mag, marg, criterion):
 # ----------------------------------------------------------------------------- grid search
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "padding", "chunk", "criterion", "max_angle",
-                                             "max_shift", "box"))
-def _grid_batch(logits_fn, x, labels, params, valid, *, padding, chunk, criterion, max_angle, max_shift, box):
-    """x `[B, H, W, C]`, params `[n_chunks * chunk, 3]` (rows with valid False are padding) ->
-    chosen (angle [B], shift [B, 2], margin [B])."""
+                                             "max_shift"))
+def _grid_batch(logits_fn, x, labels, lo, hi, params, valid, *, padding, chunk, criterion, max_angle, max_shift):
+    """x, lo, hi `[B, H, W, C]`, params `[n_chunks * chunk, 3]` (rows with valid False are padding) ->
+    chosen (angle [B], shift [B, 2])."""
     b = x.shape[0]
 
     def one_chunk(p):                                            # p [chunk, 3]
-        xt = jax.vmap(lambda q: transform_images(x, jnp.full((b,), q[0]), jnp.broadcast_to(q[1:], (b, 2)),
-                                                 padding=padding))(p)
-        xt = clip_to_box(xt.reshape((chunk * b,) + x.shape[1:]), Box(*box))
-        logits = logits_fn(xt).reshape(chunk, b, -1)
-        return margins(logits, labels[None]), jnp.argmax(logits, -1)
+        xt = jax.vmap(lambda q: Box(lo, hi).clip(transform_images(x, jnp.full((b,), q[0]),
+                                                                  jnp.broadcast_to(q[1:], (b, 2)), padding=padding)))(p)
+        logits = logits_fn(xt.reshape((chunk * b,) + x.shape[1:]))
+        marg = margin(logits, jnp.tile(labels, chunk)).reshape(chunk, b)
+        return marg, jnp.argmax(logits, -1).reshape(chunk, b)
 
     marg, pred = jax.lax.map(one_chunk, params.reshape(-1, chunk, 3))
     marg = jnp.where(valid[:, None], marg.reshape(-1, b), jnp.inf)
@@ -234,14 +188,15 @@ def _grid_batch(logits_fn, x, labels, params, valid, *, padding, chunk, criterio
     mag = magnitude(params[:, 0], params[:, 1:], max_angle=max_angle, max_shift=max_shift)
     idx = _select(mis, jnp.broadcast_to(mag[:, None], marg.shape), marg, criterion)
     chosen = params[idx]
-    return chosen[:, 0], chosen[:, 1:], marg[idx, jnp.arange(b)]
+    return chosen[:, 0], chosen[:, 1:]
 
 
-def spatial_grid(logits_fn: Callable, x, labels, *, p=None, key=None, box: Box = Box(0.0, 1.0),
-                 max_angle: float = 30.0, max_shift: float = 3.0, num_angles: int = 31, num_shifts: int = 7,
-                 grid=None, padding: str = "zeros", criterion: str = "magnitude", batch_size: int = 100,
-                 chunk: int = 16) -> SpatialResult:
-    """Exhaustive grid search for the worst rotation + translation (Engstrom et al. 2017).
+def spatial_grid(logits_fn: Callable, x, labels, *, p=None, key=None, box=None, max_angle: float = 30.0,
+                 max_shift: float = 3.0, num_angles: int = 31, num_shifts: int = 7, grid=None,
+                 padding: str = "zeros", criterion: str = "magnitude", batch_size: int = 100, chunk: int = 16,
+                 min_margin: float | None = None) -> AttackResult:
+    """Exhaustive grid search for the worst rotation + translation (Engstrom et al. 2017), a minimal attack
+    in the magnitude m (module docstring).
 
     Evaluates the model on every transformation of `transformation_grid(...)` (or the given `grid`
     `[n, 3]` of (angle, dy, dx) inside the range) for every example, batched: `chunk` transformations of
@@ -253,8 +208,10 @@ def spatial_grid(logits_fn: Callable, x, labels, *, p=None, key=None, box: Box =
     "margin": the transformation of lowest margin f_y - max_j f_j (the "worst" one in the loss sense).
 
     x: `[batch, H, W, C]` in the box; labels `[batch]` int. `p` must be None (there is no pixel norm);
-    `key` is unused (the search is deterministic), accepted for the common attack call shape.
-    Returns a `SpatialResult` (module docstring); model_calls = grid size per example.
+    `key` is unused (the search is deterministic), accepted for the common attack call shape. box: Box,
+    (lo, hi) or None ([0, 1]), lo, hi a scalar, one image's shape or `[batch, H, W, C]`; transformed
+    images are clipped to it. min_margin: see `finalize`.
+    Returns an AttackResult (module docstring: p None, info angle/shift/margin); model_calls = grid size.
     """
     if p is not None:
         raise ValueError(f"spatial attacks have no l_p norm; pass p=None, got p={p}")
@@ -265,6 +222,7 @@ def spatial_grid(logits_fn: Callable, x, labels, *, p=None, key=None, box: Box =
     _check_range(max_angle, max_shift)
     x, labels, _ = check_inputs(logits_fn, x, labels, box)
     _check_images(x)
+    box = as_box(box, x)
     if grid is None:
         grid = transformation_grid(max_angle=max_angle, max_shift=max_shift, num_angles=num_angles,
                                    num_shifts=num_shifts)
@@ -277,64 +235,38 @@ def spatial_grid(logits_fn: Callable, x, labels, *, p=None, key=None, box: Box =
             (max_shift == 0 and np.any(grid[:, 1:] != 0)):
         raise ValueError("grid has transformations outside the range (max_angle, max_shift)")
     n_t = len(grid)
-    chunk = max(1, min(chunk, n_t))
+    chunk = max(1, min(validate.positive_int(chunk, "chunk"), n_t))
     pad = (-n_t) % chunk
     params = np.concatenate([grid, np.zeros((pad, 3), np.float32)])
     valid = np.arange(len(params)) < n_t
-    box_t = (float(np.asarray(box.lo)), float(np.asarray(box.hi))) if np.ndim(box.lo) == 0 and np.ndim(box.hi) == 0 \
-        else None
-    if box_t is None:
-        raise ValueError("spatial attacks take a scalar box (lo, hi)")
     run = functools.partial(_grid_batch, logits_fn, params=jnp.asarray(params), valid=jnp.asarray(valid),
                             padding=padding, chunk=chunk, criterion=criterion, max_angle=float(max_angle),
-                            max_shift=float(max_shift), box=box_t)
+                            max_shift=float(max_shift))
     t0 = time.perf_counter()
-    angle, shift, _ = _batched(run, x, labels, batch_size)
+    angle, shift = map_batches(run, (x, labels, box.lo, box.hi), batch_size=batch_size)
     return _finish(logits_fn, x, labels, angle, shift, padding=padding, box=box, max_angle=max_angle,
-                   max_shift=max_shift, model_calls=n_t, t0=t0, method="spatial_grid")
-
-
-def _batched(run, x, labels, batch_size):
-    """Runs `run(xb, yb) -> tuple of [B, ...]` over padded batches; returns numpy concatenations."""
-    n = x.shape[0]
-    bs = max(1, min(batch_size, n))
-    outs = []
-    for i in range(0, n, bs):
-        xb, yb = x[i:i + bs], labels[i:i + bs]
-        m = xb.shape[0]
-        if m < bs:
-            xb = jnp.concatenate([xb, jnp.broadcast_to(xb[:1], (bs - m,) + xb.shape[1:])])
-            yb = jnp.concatenate([yb, jnp.broadcast_to(yb[:1], (bs - m,))])
-        outs.append([np.asarray(o)[:m] for o in run(xb, yb)])
-    return tuple(np.concatenate(parts) for parts in zip(*outs))
+                   max_shift=max_shift, model_calls=n_t, t0=t0, method="spatial_grid",
+                   batch_size=batch_size, min_margin=min_margin)
 
 
 def _finish(logits_fn, x, labels, angle, shift, *, padding, box, max_angle, max_shift, model_calls, t0,
-            method) -> SpatialResult:
-    """Applies the chosen transformations, clips to the box, re-verifies with the model."""
-    n = x.shape[0]
+            method, batch_size, min_margin) -> AttackResult:
+    """Applies the chosen transformations, clips to the box, re-verifies with the model (`finalize`)."""
     angle = jnp.asarray(angle, jnp.float32)
     shift = jnp.asarray(shift, jnp.float32)
-    x_t = np.asarray(_transform_clip(x, angle, shift, padding=padding, box=(float(box.lo), float(box.hi))))
-    logits_t = np.asarray(logits_fn(jnp.asarray(x_t)))
-    logits_c = np.asarray(logits_fn(x))
-    labels_np = np.asarray(labels)
-    pred_t, pred_c = logits_t.argmax(-1), logits_c.argmax(-1)
-    wrong_clean = pred_c != labels_np
-    found = (pred_t != labels_np) & ~wrong_clean
+    x_t = map_batches(lambda xb, ab, sb, lob, hib: _transform_clip(xb, ab, sb, lob, hib, padding=padding),
+                      (x, angle, shift, box.lo, box.hi), batch_size=batch_size)
+    marg = map_batches(lambda zb, yb: margin(logits_fn(zb), yb), (x_t, labels), batch_size=batch_size)
     mag = np.asarray(magnitude(angle, shift, max_angle=max_angle, max_shift=max_shift), np.float64)
-    keep = found.reshape((n,) + (1,) * (x.ndim - 1))
-    x_adv = np.where(keep, x_t, np.asarray(x))
-    angle_np = np.where(wrong_clean, 0.0, np.asarray(angle)).astype(np.float32)
-    shift_np = np.where(wrong_clean[:, None], 0.0, np.asarray(shift)).astype(np.float32)
-    marg = np.where(wrong_clean, np.asarray(margins(jnp.asarray(logits_c), labels)),
-                    np.asarray(margins(jnp.asarray(logits_t), labels)))
-    elapsed = time.perf_counter() - t0
-    return SpatialResult(
-        x_adv=x_adv, distance=np.where(found, mag, np.where(wrong_clean, 0.0, np.inf)),
-        success=found | wrong_clean, label_adv=np.where(found, pred_t, pred_c).astype(np.int32),
-        model_calls=np.full((n,), model_calls, np.int64), time_s=np.full((n,), elapsed / max(n, 1)),
-        p=np.nan, method=method, angle=angle_np, shift=shift_np, margin=marg.astype(np.float32))
+    res = finalize(logits_fn, x, labels, x_t, p=None, box=box, model_calls=model_calls, method=method,
+                   batch_size=batch_size, min_margin=min_margin, distance=mag, push_outward=False)
+    clean = res.misclassified
+    clean_marg = map_batches(lambda zb, yb: margin(logits_fn(zb), yb), (x, labels), batch_size=batch_size)
+    info = dict(angle=np.where(clean, 0.0, np.asarray(angle)).astype(np.float32),
+                shift=np.where(clean[:, None], 0.0, np.asarray(shift)).astype(np.float32),
+                margin=np.where(clean, clean_marg, marg).astype(np.float32))
+    n = x.shape[0]
+    return res._replace(time_s=np.full((n,), (time.perf_counter() - t0) / max(n, 1)), info=info)
 
 
 # ----------------------------------------------------------------------------- first-order search
@@ -353,21 +285,19 @@ def _better(new_mis, new_mag, new_marg, best: _Best):
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "padding", "num_steps", "restarts", "line_search",
-                                             "loss", "max_angle", "max_shift", "box"))
-def _first_order_batch(logits_fn, x, labels, key, step_size, *, padding, num_steps, restarts, line_search, loss,
-                       max_angle, max_shift, box):
+                                             "loss", "max_angle", "max_shift"))
+def _first_order_batch(logits_fn, x, labels, lo, hi, key, *, step_size, padding, num_steps, restarts, line_search,
+                       loss, max_angle, max_shift):
     b = x.shape[0]
     scale = jnp.asarray([max_angle, max_shift, max_shift], jnp.float32)
     active = (scale > 0).astype(jnp.float32)
+    loss_fn = losses.get(loss)
 
     def evaluate(u):
         q = u * scale
-        xt = clip_to_box(transform_images(x, q[:, 0], q[:, 1:], padding=padding), Box(*box))
-        logits = logits_fn(xt)
-        marg = margins(logits, labels)
-        mis = jnp.argmax(logits, -1) != labels
-        obj = marg if loss == "margin" else -(jax.nn.log_softmax(logits)[jnp.arange(b), labels])
-        return jnp.sum(obj), (marg, mis)               # obj is minimized; per-example u_i only moves term i
+        logits = logits_fn(Box(lo, hi).clip(transform_images(x, q[:, 0], q[:, 1:], padding=padding)))
+        obj = loss_fn(logits=logits, labels=labels)         # maximized; u_i only moves term i
+        return jnp.sum(obj), (margin(logits, labels), jnp.argmax(logits, -1) != labels)
 
     grad_fn = jax.grad(evaluate, has_aux=True)
 
@@ -384,7 +314,7 @@ def _first_order_batch(logits_fn, x, labels, key, step_size, *, padding, num_ste
             u, best = carry
             g, (marg, mis) = grad_fn(u)
             best = consider(best, u, marg, mis)
-            u = jnp.clip(u - step_size * jnp.sign(g) * active, -1.0, 1.0)
+            u = jnp.clip(u + step_size * jnp.sign(g) * active, -1.0, 1.0)
             return u, best
 
         u, best = jax.lax.fori_loop(0, num_steps, step, (u0, best))
@@ -396,64 +326,51 @@ def _first_order_batch(logits_fn, x, labels, key, step_size, *, padding, num_ste
 
     if line_search > 0:  # shrink the best misclassifying u towards 0: smallest s*u that still fools
         s = jnp.arange(1, line_search + 1, dtype=jnp.float32) / line_search
-
-        def at_scale(si):
-            _, (marg, mis) = evaluate(best.u * si)
-            return marg, mis
-
-        marg_s, mis_s = jax.lax.map(at_scale, s)                 # [L, B]
+        mis_s = jax.lax.map(lambda si: evaluate(best.u * si)[1][1], s)                 # [L, B]
         first = jnp.argmax(mis_s, axis=0)
         use = best.mis & jnp.any(mis_s, axis=0)
-        u = jnp.where(use[:, None], best.u * s[first][:, None], best.u)
-        marg = jnp.where(use, marg_s[first, jnp.arange(b)], best.margin)
-        best = best._replace(u=u, margin=marg)
+        best = best._replace(u=jnp.where(use[:, None], best.u * s[first][:, None], best.u))
     q = best.u * scale
-    return q[:, 0], q[:, 1:], best.margin
+    return q[:, 0], q[:, 1:]
 
 
-def spatial_first_order(logits_fn: Callable, x, labels, *, p=None, key, box: Box = Box(0.0, 1.0),
-                        max_angle: float = 30.0, max_shift: float = 3.0, num_steps: int = 20, restarts: int = 2,
-                        step_size: float = 0.15, loss: str = "margin", line_search: int = 16,
-                        padding: str = "zeros", batch_size: int = 100) -> SpatialResult:
-    """First-order search for the worst rotation + translation: sign-gradient PGD on the normalized
-    parameters u = (angle / max_angle, dy / max_shift, dx / max_shift) in [-1, 1]^3 (Engstrom et al.'s
-    first-order attack, in the l_inf geometry of the magnitude m), with random starts from `key`.
+def spatial_first_order(logits_fn: Callable, x, labels, *, p=None, key, box=None, max_angle: float = 30.0,
+                        max_shift: float = 3.0, num_steps: int = 20, restarts: int = 2, step_size: float = 0.15,
+                        loss="margin", line_search: int = 16, padding: str = "zeros", batch_size: int = 100,
+                        min_margin: float | None = None) -> AttackResult:
+    """First-order search for the worst rotation + translation, a minimal attack in the magnitude m:
+    sign-gradient ascent on the normalized parameters u = (angle / max_angle, dy / max_shift, dx / max_shift)
+    in [-1, 1]^3 (Engstrom et al.'s first-order attack, in the l_inf geometry of m), with random starts.
 
     Each of `restarts` runs starts uniformly in [-1, 1]^3 and takes `num_steps` steps
-    u <- clip(u - step_size * sign(grad loss), -1, 1), loss "margin" (f_y - max_j f_j, minimized) or "ce"
-    (cross-entropy, maximized). Every iterate is a candidate; the best is chosen as in the grid attack
-    ("magnitude" rule). A found transformation u* is then shrunk: the smallest s in {1/L, ..., 1}
-    (L = `line_search`) with s u* still misclassified, so `distance` approximates the smallest fooling
-    range scale along that direction.
+    u <- clip(u + step_size * sign(grad loss), -1, 1), loss a `robustjax.losses` name ("margin":
+    max_{j != y} f_j - f_y, or "cross_entropy"), maximized. Every iterate is a candidate; the best is chosen
+    as in the grid attack ("magnitude" rule). A found transformation u* is then shrunk: the smallest s in
+    {1/L, ..., 1} (L = `line_search`) with s u* still misclassified, so `distance` approximates the smallest
+    fooling range scale along that direction.
 
-    x: `[batch, H, W, C]` in the box; labels `[batch]`; `p` must be None. model_calls per example:
-    restarts * (2 num_steps + 1) + line_search (forward and backward passes).
+    x: `[batch, H, W, C]` in the box; labels `[batch]`; `p` must be None; key: the random starts (batch b
+    uses fold_in(key, b)); box as in `spatial_grid`. model_calls per example: restarts * (2 num_steps + 1)
+    + line_search (forward and backward passes). Returns an AttackResult as `spatial_grid`'s.
     """
     if p is not None:
         raise ValueError(f"spatial attacks have no l_p norm; pass p=None, got p={p}")
     _check_padding(padding)
     _check_range(max_angle, max_shift)
-    if loss not in ("margin", "ce"):
-        raise ValueError(f"loss must be 'margin' or 'ce', got {loss!r}")
-    if num_steps < 0 or restarts < 1 or line_search < 0 or not step_size > 0:
-        raise ValueError(f"need num_steps >= 0, restarts >= 1, line_search >= 0, step_size > 0; got "
-                         f"{num_steps}, {restarts}, {line_search}, {step_size}")
-    if key is None:
-        raise ValueError("spatial_first_order needs a jax.random key for its random starts")
-    if np.ndim(box.lo) != 0 or np.ndim(box.hi) != 0:
-        raise ValueError("spatial attacks take a scalar box (lo, hi)")
+    losses.get(loss)
+    num_steps = validate.positive_int(num_steps, "num_steps", allow_zero=True)
+    restarts = validate.positive_int(restarts, "restarts")
+    line_search = validate.positive_int(line_search, "line_search", allow_zero=True)
+    step_size = validate.positive_float(step_size, "step_size")
+    key = validate.key(key)
     x, labels, _ = check_inputs(logits_fn, x, labels, box)
     _check_images(x)
-    box_t = (float(box.lo), float(box.hi))
-    n = x.shape[0]
-    bs = max(1, min(batch_size, n))
-    keys = iter(jax.random.split(key, -(-n // bs)))
-    run = lambda xb, yb: _first_order_batch(  # noqa: E731
-        logits_fn, xb, yb, next(keys), jnp.float32(step_size), padding=padding, num_steps=num_steps,
-        restarts=restarts, line_search=line_search, loss=loss, max_angle=float(max_angle),
-        max_shift=float(max_shift), box=box_t)
+    box = as_box(box, x)
+    run = functools.partial(_first_order_batch, logits_fn, step_size=step_size, padding=padding,
+                            num_steps=num_steps, restarts=restarts, line_search=line_search, loss=loss,
+                            max_angle=float(max_angle), max_shift=float(max_shift))
     t0 = time.perf_counter()
-    angle, shift, _ = _batched(run, x, labels, batch_size)
+    angle, shift = map_batches(run, (x, labels, box.lo, box.hi), batch_size=batch_size, key=key)
     return _finish(logits_fn, x, labels, angle, shift, padding=padding, box=box, max_angle=max_angle,
                    max_shift=max_shift, model_calls=restarts * (2 * num_steps + 1) + line_search, t0=t0,
-                   method="spatial_first_order")
+                   method="spatial_first_order", batch_size=batch_size, min_margin=min_margin)

@@ -1,10 +1,12 @@
-"""Shared pieces of the gradient attacks: lp-ball projections, steepest-ascent steps per norm,
-random starts, the margin loss and a line search toward the decision boundary.
+"""The pieces gradient attacks are composed of: l_p-ball projections, steepest-ascent steps per norm,
+random starts in a ball, and a line search toward the decision boundary.
 
 Every function works on a batch `[batch, ...]` with one radius per example `eps: [batch]` and is
-jittable. Projections are plain `(delta, eps) -> delta` functions (as optax.projections); the steps
-are optax `GradientTransformation`s over the batched gradient, so an attack's update is composed,
-e.g. `optax.chain(mask_box(box), normalize(2), scale_per_example(alpha * eps))`.
+jittable. Boxes are `geometry.Box`es whose lo, hi broadcast against the batch (a scalar, one example's
+shape or `[batch, ...]`: `geometry.as_box(box, x)` makes them so). Projections are plain
+`(delta, eps) -> delta` functions (as optax.projections); the steps are optax `GradientTransformation`s
+over the batched gradient, so an attack's update is composed, e.g.
+`optax.chain(mask_box(box), normalize(2), scale_per_example(alpha * eps))`.
 """
 from __future__ import annotations
 
@@ -15,33 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from robustjax.attacks.result import Box
+from robustjax import losses
+from robustjax.geometry import Box, check_norm, lp_norm, per_example
 
-_TINY = 1e-12
+TINY = 1e-12
 
 
 def _flat(a):
     return a.reshape(a.shape[0], -1)
-
-
-def _bcast(v, like):
-    """[batch] -> [batch, 1, ..., 1] to broadcast against `like` `[batch, ...]`."""
-    return jnp.reshape(v, (-1,) + (1,) * (like.ndim - 1))
-
-
-def dual(p: float) -> float:
-    """The dual exponent q with 1/p + 1/q = 1 (1 <-> inf, 2 <-> 2)."""
-    return {1.0: np.inf, 2.0: 2.0, np.inf: 1.0}[float(p)]
-
-
-def norm(delta, p) -> jax.Array:
-    """||delta_i||_p per example: `[batch, ...]` -> `[batch]` (p in 1, 2, inf)."""
-    d = _flat(delta)
-    if p == np.inf:
-        return jnp.max(jnp.abs(d), axis=-1)
-    if p == 1:
-        return jnp.sum(jnp.abs(d), axis=-1)
-    return jnp.sqrt(jnp.sum(d * d, axis=-1))
 
 
 # ------------------------------------------------------------------------------- projections
@@ -65,33 +48,31 @@ def _project_l1_single(v, eps):
     return jnp.where(inside, v, jnp.where(eps > 0, w, jnp.zeros_like(v)))
 
 
+def _radii(eps, delta):
+    return jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1])
+
+
 def project_l1_ball(delta, eps):
     """delta `[batch, ...]` projected onto the l1 balls of radii eps `[batch]` (Duchi et al. 2008)."""
-    eps = jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1])
-    return jax.vmap(_project_l1_single)(_flat(delta), eps).reshape(delta.shape)
+    return jax.vmap(_project_l1_single)(_flat(delta), _radii(eps, delta)).reshape(delta.shape)
 
 
 def project_l2_ball(delta, eps):
     """delta `[batch, ...]` scaled onto the l2 balls of radii eps `[batch]` where it lies outside."""
-    eps = jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1])
-    n = norm(delta, 2)
-    factor = jnp.where(n > eps, eps / jnp.maximum(n, _TINY), 1.0)
-    return delta * _bcast(factor, delta)
+    eps = _radii(eps, delta)
+    n = lp_norm(delta, 2)
+    return delta * per_example(jnp.where(n > eps, eps / jnp.maximum(n, TINY), 1.0), delta)
 
 
 def project_linf_ball(delta, eps):
     """delta `[batch, ...]` clipped to [-eps, eps] per example."""
-    e = _bcast(jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1]), delta)
+    e = per_example(_radii(eps, delta), delta)
     return jnp.clip(delta, -e, e)
 
 
 def project_ball(p) -> Callable:
     """The (delta, eps) -> delta projection onto the lp ball, p in 1, 2, inf."""
-    return {1.0: project_l1_ball, 2.0: project_l2_ball, np.inf: project_linf_ball}[float(p)]
-
-
-def clip_box(x, box: Box):
-    return jnp.clip(x, jnp.asarray(box.lo, x.dtype), jnp.asarray(box.hi, x.dtype))
+    return {1.0: project_l1_ball, 2.0: project_l2_ball, np.inf: project_linf_ball}[check_norm(p)]
 
 
 def project(p, box: Box) -> Callable:
@@ -104,22 +85,22 @@ def project(p, box: Box) -> Callable:
     proj = project_ball(p)
 
     def project_fn(x_adv, x, eps):
-        return clip_box(x + proj(x_adv - x, eps), box)
+        return box.clip(x + proj(x_adv - x, eps))
     return project_fn
 
 
 # ------------------------------------------------------------------------ steepest-ascent steps
 
-def _steepest(g, p, sparsity):
+def steepest(g, p, sparsity: float = 0.0):
     """Per example, the direction s with ||s||_p = 1 maximizing <g, s> (l_inf: sign g; l2: g/||g||);
     for l1 the top (1 - sparsity) fraction of coordinates by |g|, with sign g, scaled to l1 norm 1
     (the exact l1 steepest direction is a single coordinate; a few speed up progress, as in SLIDE,
-    Tramer & Boneh 2019)."""
+    Tramer & Boneh 2019). g `[batch, ...]` -> same shape; zero gradients give zero steps, never NaN."""
+    p = check_norm(p)
     if p == np.inf:
         return jnp.sign(g)
     if p == 2:
-        n = norm(g, 2)
-        return g / _bcast(jnp.maximum(n, _TINY), g)
+        return g / per_example(jnp.maximum(lp_norm(g, 2), TINY), g)
     flat = jnp.abs(_flat(g))
     k = max(1, int(round((1.0 - sparsity) * flat.shape[1])))
     kth = jax.lax.top_k(flat, k)[0][:, -1:]
@@ -131,12 +112,12 @@ def _steepest(g, p, sparsity):
 
 def normalize(p, *, sparsity: float = 0.99) -> optax.GradientTransformation:
     """optax transformation: the gradient `[batch, ...]` -> per-example unit steepest-ascent
-    direction in the lp norm (see `_steepest`). Zero gradients give zero steps, never NaN."""
-    p = float(p)
+    direction in the lp norm (`steepest`)."""
+    p = check_norm(p)
 
     def update_fn(updates, state, params=None):
         del params
-        return _steepest(updates, p, sparsity), state
+        return steepest(updates, p, sparsity), state
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
@@ -156,7 +137,7 @@ def scale_per_example(step) -> optax.GradientTransformation:
     """optax transformation: multiplies example i's update by step[i] (`[batch]`, e.g. alpha*eps)."""
     def update_fn(updates, state, params=None):
         del params
-        return updates * _bcast(jnp.asarray(step, updates.dtype), updates), state
+        return updates * per_example(jnp.asarray(step, updates.dtype), updates), state
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
@@ -165,56 +146,27 @@ def scale_per_example(step) -> optax.GradientTransformation:
 def uniform_in_ball(p) -> Callable:
     """init_fn(key, x, eps) -> x + delta, delta uniform in the lp ball of radius eps (per example;
     l2 and l1: a uniform direction on the sphere times radius u^(1/d)); not yet clipped to a box."""
-    p = float(p)
+    p = check_norm(p)
 
     def init_fn(key, x, eps):
         d = int(np.prod(x.shape[1:]))
         kd, kr = jax.random.split(key)
-        e = _bcast(jnp.asarray(eps, x.dtype) * jnp.ones(x.shape[:1], x.dtype), x)
+        e = per_example(jnp.asarray(eps, x.dtype) * jnp.ones(x.shape[:1], x.dtype), x)
         if p == np.inf:
             return x + e * jax.random.uniform(kd, x.shape, x.dtype, -1.0, 1.0)
         r = jax.random.uniform(kr, x.shape[:1], x.dtype) ** (1.0 / d)
-        if p == 2:
-            g = jax.random.normal(kd, x.shape, x.dtype)
-        else:
-            g = jax.random.laplace(kd, x.shape, x.dtype)
-        g = g / _bcast(jnp.maximum(norm(g, p), _TINY), g)
-        return x + e * _bcast(r, x) * g
+        g = (jax.random.normal if p == 2 else jax.random.laplace)(kd, x.shape, x.dtype)
+        g = g / per_example(jnp.maximum(lp_norm(g, p), TINY), g)
+        return x + e * per_example(r, x) * g
     return init_fn
 
 
-# ------------------------------------------------------------------------------------ losses
-
-def margin(logits, labels):
-    """max_{j != y} f_j - f_y per example, `[batch, K]` -> `[batch]`: positive iff misclassified
-    (ties aside). The loss the attacks maximize (Carlini & Wagner 2017, the f_6 objective)."""
-    k = logits.shape[-1]
-    true = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
-    other = jnp.max(jnp.where(jax.nn.one_hot(labels, k, dtype=bool), -jnp.inf, logits), axis=-1)
-    return other - true
-
-
-def cross_entropy(logits, labels):
-    """Softmax cross-entropy per example, `[batch, K]` -> `[batch]`."""
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
-
-
-LOSSES = {"margin": margin, "ce": cross_entropy}
-
-
-def get_loss(name):
-    if callable(name):
-        return name
-    if name not in LOSSES:
-        raise ValueError(f"unknown attack loss {name!r}; known: {sorted(LOSSES)}")
-    return LOSSES[name]
-
+# ------------------------------------------------------------------------------- line search
 
 def is_adversarial(logits, labels):
+    """argmax f != label per example, `[batch, K]` -> `[batch]` bool."""
     return jnp.argmax(logits, -1) != labels
 
-
-# ------------------------------------------------------------------------------- line search
 
 class LineSearch(NamedTuple):
     x_adv: jax.Array
@@ -222,13 +174,16 @@ class LineSearch(NamedTuple):
     calls: jax.Array
 
 
+LINE_SEARCH_MARGIN = 1e-5
+
+
 def line_search(logits_fn, x, labels, x_adv, found, steps: int) -> LineSearch:
     """Bisection on t in [0, 1] along x + t (x_adv - x) for the smallest adversarial t, per example.
 
     `found` `[batch]` marks rows where x_adv is adversarial (t = 1 works); other rows are returned
-    unchanged. Never increases a distance, keeps every point adversarial (by a margin of 1e-5
-    relative to the logits) and in the box (convex combination of two box points); `steps` forward
-    passes. Jittable.
+    unchanged. Never increases a distance, keeps every point adversarial by a margin of
+    LINE_SEARCH_MARGIN max(1, max|f|) (off the boundary, where `finalize`'s re-check could round the
+    other way) and in the box (a convex combination of two box points); `steps` forward passes. Jittable.
     """
     delta = x_adv - x
     lo = jnp.zeros(x.shape[:1], x.dtype)
@@ -237,31 +192,10 @@ def line_search(logits_fn, x, labels, x_adv, found, steps: int) -> LineSearch:
     def body(_, carry):
         lo, hi = carry
         t = 0.5 * (lo + hi)
-        logits = logits_fn(x + _bcast(t, x) * delta)
-        # a small margin keeps the result off the boundary, where another evaluation order
-        # (the re-check in `finalize`) could round the other way
-        adv = margin(logits, labels) > 1e-5 * jnp.maximum(1.0, jnp.max(jnp.abs(logits), -1))
+        logits = logits_fn(x + per_example(t, x) * delta)
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(logits), -1))
+        adv = losses.margin(logits=logits, labels=labels) > LINE_SEARCH_MARGIN * scale
         return jnp.where(adv, lo, t), jnp.where(adv, t, hi)
     lo, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
-    out = jnp.where(_bcast(found, x), x + _bcast(hi, x) * delta, x_adv)
+    out = jnp.where(per_example(found, x), x + per_example(hi, x) * delta, x_adv)
     return LineSearch(out, found, jnp.full(x.shape[:1], steps, jnp.int32))
-
-
-# ----------------------------------------------------------------------------------- batching
-
-def in_batches(fn: Callable, rows: tuple, key, batch_size: int | None):
-    """Runs fn(*rows_b, key_b) -> tuple of `[b, ...]` arrays over batches of at most batch_size rows
-    (`rows`: arrays with the same leading size n; the last batch is padded by repeating its last row,
-    so one compiled program serves all batches; key_b = fold_in(key, b)) and concatenates the
-    outputs as numpy arrays."""
-    n = rows[0].shape[0]
-    bs = n if not batch_size or batch_size >= n else int(batch_size)
-    outs = []
-    for b, i in enumerate(range(0, n, bs)):
-        part = [r[i:i + bs] for r in rows]
-        m = part[0].shape[0]
-        if m < bs:
-            part = [jnp.concatenate([r, jnp.repeat(r[-1:], bs - m, axis=0)]) for r in part]
-        out = fn(*part, jax.random.fold_in(key, b))
-        outs.append([np.asarray(o)[:m] for o in out])
-    return tuple(np.concatenate(parts) for parts in zip(*outs))
