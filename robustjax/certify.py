@@ -25,7 +25,8 @@ Closed-form bounds L_cj(R), dispatched by structure type (`BOUNDS` table):
       - exact-at-x plus deviation (all classes, O(m (r + K)) per class and evaluation):
         ||U (v o s0)|| + ||U (v o (mid - s0))|| + || |U| (|v| o rad) ||, s0 = sigma'(z); the first term is
         computed exactly once, the other two through the top-r eigenpairs of U^T U (resp. |U|^T |U|):
-        e^T M e <= sum_{i<=r} lam_i (q_i^T e)^2 + lam_{r+1} (||e||^2 - sum_{i<=r} (q_i^T e)^2).
+        e^T M e <= sum_{i<=r} (lam_i - lam_{r+1}) (q_i^T e)^2 + (lam_{r+1} + delta) ||e||^2, delta covering
+        the inexactness of the computed eigenpairs (measured once per structure).
       - spectral: ||U||_2 ||v o max_{I_l}|sigma'| ||_2.
       - global componentwise: || |U| |v| ||_2 sup|sigma'| (constant, precomputed per class pair).
   * `GaussianKernelWeights` (f_j = sum_r alpha_rj exp(-gamma ||x - x_r||^2)): the smaller of
@@ -37,10 +38,29 @@ Closed-form bounds L_cj(R), dispatched by structure type (`BOUNDS` table):
 
 `global_lipschitz_radius` is the baseline with R-independent (global) constants.
 
-Guarantee: radius[i] > 0 implies argmax f(x_i + delta) = labels[i] for every ||delta||_2 <= radius[i]
-(in exact arithmetic; float rounding is covered by shrinking the radius by 256 machine epsilons).
-Points the model already misclassifies get radius 0 and `misclassified=True`. No input box is used:
-the certificate holds on all of R^d, hence also inside [0, 1]^d.
+Guarantee, in every dtype (float32 with x64 off as users run it, or float64): radius[i] > 0 implies that
+the network *evaluated in exact arithmetic on the weights as stored in the working dtype* (the result type
+of x and the weights, canonicalized: float32 when x64 is off) classifies every point of the closed l2 ball
+of that radius around x[i] (the x passed, also when it had more precision than the working dtype) as
+labels[i]; i.e. radius <= the exact-arithmetic minimal l2 distance to another class. Floating point is
+accounted for rigorously, not by a relative fudge:
+  * every margin f_c - f_j carries an a-priori forward error bound in the working dtype (gamma_n |a|.|b|
+    terms for each dot product of length n, gamma_n = n u / (1 - n u), u the unit roundoff; the input
+    error of each elementwise activation pushed through a Lipschitz constant; `ACT_ULPS` units of u for
+    jnp's exp / logistic / tanh / softplus evaluations, which are not correctly rounded), and the
+    certificate uses margin - error;
+  * every bound L_cj(R) is an upper bound in the same sense: intervals are rounded outward, the rounding
+    of the cancelling sums (the center term, the gradient at x, the eigen-projections) is added as
+    absolute terms, and sums of non-negative terms are inflated by their relative error bound;
+  * the quotient margin / L is rounded downward before it is compared with R.
+A point whose margin to some class is within its error bound gets radius 0 and `uncertain=True` (its
+prediction is not certain in exact arithmetic); it never gets a positive radius. The error model assumes
+IEEE arithmetic in the working dtype for dot products (all dots use `Precision.HIGHEST`, so no TF32 or
+bfloat16 passes on GPUs) and at most `ACT_ULPS` units of u of error in each elementwise function
+(tests/test_certify.py measures jnp's on CPU); float64 eigen/singular value routines are trusted to
+backward-stable accuracy (covered by factors 1 + 1e-6 and 1e-10 ||M||). Points the model already
+misclassifies get radius 0 and `misclassified=True`. No input box is used: the certificate holds on all
+of R^d, hence also inside [0, 1]^d.
 """
 from __future__ import annotations
 
@@ -51,12 +71,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax import validate
+from robustjax.batching import map_batches
+from robustjax.geometry import class_margins
 from robustjax.models.activations import Activation
 from robustjax.models.kernel import GaussianKernelWeights
 from robustjax.models.mlp import OneHiddenLayerWeights
 
 __all__ = ["LinearWeights", "CertificateResult", "certified_radius", "global_lipschitz_radius",
-           "cross_lipschitz_bound", "BOUNDS", "OneHiddenLayerWeights", "GaussianKernelWeights"]
+           "cross_lipschitz_bound", "BOUNDS", "OneHiddenLayerWeights", "GaussianKernelWeights", "ACT_ULPS"]
+
+ACT_ULPS = 32
+"""Error budget, in units of the unit roundoff u, for one evaluation of an elementwise function: exp
+(relative to the value), sigma (relative to |sigma(t)| + sup|sigma'| |t|) and sigma' (relative to
+sup|sigma'|). jnp's float32 functions on CPU stay below 8.5 u (tanh', measured); tests/test_certify.py
+asserts ACT_ULPS / 2."""
 
 
 class LinearWeights(NamedTuple):
@@ -72,17 +101,99 @@ class LinearWeights(NamedTuple):
 class CertificateResult(NamedTuple):
     """One row per example.
 
-    radius: `[batch]` certified l2 radius (0 where misclassified or where no positive radius is proven).
-    misclassified: `[batch]` bool, argmax f(x) != label (radius 0 there).
-    predicted: `[batch]` int, argmax f(x) (the class the certificate protects).
-    closest_class: `[batch]` int, the class j attaining min_j Delta_j / L_cj(radius).
+    radius: `[batch]` certified l2 radius in the working dtype (0 where misclassified, uncertain or where
+      no positive radius is proven).
+    misclassified: `[batch]` bool, the computed argmax f(x) != label (radius 0 there).
+    predicted: `[batch]` int32, the computed argmax f(x) (the class the certificate protects).
+    closest_class: `[batch]` int32, the class j attaining min_j Delta_j / L_cj(radius).
     bound: name of the bound used.
+    uncertain: `[batch]` bool, some margin f_c(x) - f_j(x) is within its rounding-error bound: the exact
+      prediction is not certain, radius 0.
     """
     radius: np.ndarray
     misclassified: np.ndarray
     predicted: np.ndarray
     closest_class: np.ndarray
     bound: str
+    uncertain: np.ndarray | None = None
+
+
+# ----------------------------------------------------------------------------- rigorous rounding
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _dot(a, b):
+    return jnp.matmul(a, b, precision=_HIGHEST)
+
+
+def _u(dtype) -> float:
+    """Unit roundoff of dtype (2^-24 for float32)."""
+    return float(jnp.finfo(dtype).eps) / 2
+
+
+def _gamma(n: int, dtype) -> float:
+    """gamma_n = n u / (1 - n u): |fl(a . b) - a . b| <= gamma_n |a| . |b| for dot products of length n."""
+    nu = n * _u(dtype)
+    if nu >= 0.01:
+        raise ValueError(f"a sum of {n} terms is beyond what a rigorous {jnp.dtype(dtype).name} error bound "
+                         "covers; use float64 (jax.enable_x64)")
+    return nu / (1 - nu)
+
+
+def _err(n: int, s):
+    """>= gamma_n * (exact value of a non-negative sum of n terms whose computed value s), including the
+    rounding of this product and of adding it to up to three other such terms: the exact sum is at most
+    s (1 + gamma_n), and (1 + 8u) covers four more roundings."""
+    g = _gamma(n, s.dtype)
+    return s * (g * (1 + g) * (1 + 8 * _u(s.dtype)))
+
+
+def _up(a):
+    """a rounded outward upward: >= a + 6u|a| + tiny (covers up to five roundings of relative size u in
+    the computation of a); inf and nan stay."""
+    u8 = 8 * _u(a.dtype)                                # a power of two: |a| * u8 is exact
+    return jnp.where(jnp.isfinite(a), a + jnp.abs(a) * u8 + jnp.finfo(a.dtype).tiny, a)
+
+
+def _down(a):
+    """a rounded outward downward: <= a - 6u|a| - tiny; inf and nan stay."""
+    u8 = 8 * _u(a.dtype)
+    return jnp.where(jnp.isfinite(a), a - jnp.abs(a) * u8 - jnp.finfo(a.dtype).tiny, a)
+
+
+def _inflate(n: int, a):
+    """a times 1 + gamma_{n+1}: bounds the exact value of a non-negative quantity computed with at most n
+    roundings along any path (sums, products, squares, square roots of non-negative terms), including
+    the rounding of this product."""
+    return a * (1 + _gamma(n + 1, a.dtype))
+
+
+def _cast_up(a, dtype) -> np.ndarray:
+    """float64 a cast to dtype, rounded upward (exact directed rounding)."""
+    a = np.asarray(a, np.float64)
+    b = a.astype(dtype)
+    return np.where(b.astype(np.float64) < a, np.nextafter(b, np.asarray(np.inf, dtype)), b)
+
+
+def _cast_down(a, dtype) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    b = a.astype(dtype)
+    return np.where(b.astype(np.float64) > a, np.nextafter(b, np.asarray(-np.inf, dtype)), b)
+
+
+def _margin_lo(logits, c, err):
+    """Rigorous lower bounds on f_c - f_j `[B, K]` (+inf at j = c) from computed logits and an error bound
+    err `[B, K]` on each computed logit difference (the subtraction's own rounding is added here)."""
+    m = class_margins(logits, c)
+    u = _u(logits.dtype)
+    lo = _down(m - _up(err + 2 * u * jnp.abs(jnp.where(jnp.isinf(m), 0.0, m))))
+    return jnp.where(jnp.isinf(m), jnp.inf, lo)
+
+
+def _pick(t, c):
+    """Row c of a `[B, K]` table per example, `[B, 1]`."""
+    return jnp.take_along_axis(t, c[:, None], 1)
 
 
 # ----------------------------------------------------------------------------- activations: range of sigma'
@@ -113,217 +224,373 @@ def _check_activation(act: Activation):
 
 
 def _sup_grad(act: Activation) -> float:
-    return float(act.max_abs_grad(jnp.asarray(-jnp.inf), jnp.asarray(jnp.inf)))
+    with jax.ensure_compile_time_eval():
+        return float(act.max_abs_grad(jnp.asarray(-jnp.inf), jnp.asarray(jnp.inf)))
+
+
+def _sigma_prime_enclosure(act: Activation, lo, hi):
+    """Rigorous (smin, smax, max|sigma'|) over [lo, hi] from endpoints already rounded outward by at
+    least 2u relative (which covers the rounding of alpha * t inside softplus'): the computed values,
+    widened by the function budget ACT_ULPS u sup|sigma'|, clipped to the range of sigma'."""
+    sup = _sup_grad(act)
+    eg = ACT_ULPS * _u(lo.dtype) * sup
+    smin, smax = _grad_range(act)(lo, hi)
+    smin, smax = smin - eg, jnp.minimum(smax + eg, sup)
+    if act.strictly_increasing:
+        smin = jnp.maximum(smin, 0.0)
+    smin = jnp.maximum(smin, -sup)
+    return smin, smax, jnp.minimum(act.max_abs_grad(lo, hi) + eg, sup)
 
 
 # ----------------------------------------------------------------------------- per-structure problems
 
 class _Problem(NamedTuple):
-    """What the driver needs for one batch: margins `[B, K]` (inf at the predicted class), the bound
-    L(R) `[B] -> [B, K]` used for the certificate, and a cheap sound bound for the initial bracket (or
-    None, then the bracket starts at 0)."""
+    """What the driver needs for one batch: rigorous lower bounds on the margins `[B, K]` (inf at the
+    predicted class), the rigorous bound L(R) `[B] -> [B, K]` used for the certificate, and a cheap sound
+    bound for the initial bracket (or None, then the bracket starts at r_floor)."""
     margins: jax.Array
     full: Callable
     cheap: Callable | None
     r_floor: jax.Array   # a radius known to be certified (0 or a global bound), [B]
 
 
-def _margins(logits, c):
-    fc = jnp.take_along_axis(logits, c[:, None], 1)
-    m = fc - logits
-    return jnp.where(jax.nn.one_hot(c, logits.shape[1], dtype=bool), jnp.inf, m)
+def _num_classes(structure) -> int:
+    if isinstance(structure, GaussianKernelWeights):
+        return int(np.shape(structure.alpha)[1])
+    return int(np.shape(structure.W)[1])
 
+
+def _num_features(structure) -> int:
+    if isinstance(structure, GaussianKernelWeights):
+        return int(np.prod(np.shape(structure.centers)[1:]))
+    if isinstance(structure, LinearWeights):
+        return int(np.shape(structure.W)[0])
+    return int(np.shape(structure.U)[0])
+
+
+def _as_working(a, dtype, name) -> np.ndarray:
+    """Weights as stored in the working dtype (what the certificate is about), as exact float64."""
+    w = np.asarray(jnp.asarray(a, dtype)).astype(np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"structure.{name} contains NaN or inf")
+    return w
+
+
+def _g64(n) -> float:
+    return _gamma(n, np.float64)
+
+
+# --- linear
 
 def _linear_prepare(s: LinearWeights, dtype):
-    W = jnp.asarray(s.W, dtype)
-    return {"W": W, "b": jnp.asarray(s.b, dtype)}
+    W, b = _as_working(s.W, dtype, "W"), _as_working(s.b, dtype, "b")
+    d = W.shape[0]
+    L = np.linalg.norm(W[:, :, None] - W[:, None, :], axis=0) * (1 + 2 * _g64(2 * d + 8))
+    return {"W": jnp.asarray(W, dtype), "b": jnp.asarray(b, dtype), "absW": jnp.asarray(np.abs(W), dtype),
+            "absb": jnp.asarray(np.abs(b), dtype), "L": jnp.asarray(_cast_up(L, dtype))}
+
+
+def _linear_margins(arrays, x, *, opts):
+    del opts
+    W, b = arrays["W"], arrays["b"]
+    logits = _dot(x, W) + b
+    c = jnp.argmax(logits, -1)
+    S = _dot(jnp.abs(x), arrays["absW"]) + arrays["absb"]        # |x| . |w_k| + |b_k| >= 0
+    err = _err(W.shape[0] + 1, _pick(S, c) + S)
+    return logits, c, _margin_lo(logits, c, err), {}
 
 
 def _linear_problem(arrays, x, *, opts):
-    del opts
-    W, b = arrays["W"], arrays["b"]
-    logits = x @ W + b
-    c = jnp.argmax(logits, -1)
-    V = W[:, c].T[:, :, None] - W[None]                          # [B, d, K]
-    L = jnp.sqrt(jnp.sum(V * V, 1))                              # [B, K]
-    full = lambda R: L  # noqa: E731
-    return logits, _Problem(_margins(logits, c), full, None, jnp.zeros(x.shape[:1], x.dtype))
+    logits, c, margins, _ = _linear_margins(arrays, x, opts=opts)
+    L = arrays["L"][c]                                           # [B, K]
+    return logits, _Problem(margins, lambda R: L, None, jnp.zeros(x.shape[:1], x.dtype))
 
 
-def _top_eig(M, r):
-    """Top-r eigenpairs of a symmetric PSD matrix (float64) and the (r+1)-th eigenvalue (0 if none)."""
+def _linear_global(s: LinearWeights, dtype):
+    return np.asarray(_linear_prepare(s, dtype)["L"], np.float64)
+
+
+# --- one hidden layer
+
+def _psd_cover(M, absnorm2, r):
+    """For a symmetric PSD M (float64, computed from a product of two matrices whose absolute values have
+    spectral norm^2 absnorm2): (coef [r] >= 0, Q [m, r], rest) with M <= Q diag(coef) Q^T + rest I as
+    matrices, Q the top-r eigenvectors; rest = lam_{r+1} plus the measured defect of the computed
+    eigenpairs plus the rounding of M itself."""
     lam, Q = np.linalg.eigh(M)
     lam, Q = np.maximum(lam[::-1], 0.0), Q[:, ::-1]
-    r = min(r, len(lam))
-    rest = lam[r] if r < len(lam) else 0.0
-    return lam[:r], Q[:, :r], rest
+    m = len(lam)
+    r = min(r, m)
+    rho = lam[r] if r < m else 0.0
+    Qr, coef = Q[:, :r], lam[:r] - rho
+    E = M - (Qr * coef) @ Qr.T - rho * np.eye(m)
+    defect = max(float(np.linalg.eigvalsh(E)[-1]), 0.0)
+    rest = rho + defect + 1e-10 * (lam[0] + absnorm2) + 2 * _g64(2 * m) * absnorm2
+    return coef, Qr, rest
 
 
 def _ohl_prepare(s: OneHiddenLayerWeights, dtype, *, rank_u: int = 32, rank_abs: int = 4):
-    """Everything that depends only on the weights: column norms, spectral norms, the global pair bound,
-    and the top eigenpairs of U^T U and |U|^T |U| (each bound multiplied by 1 + 1e-6 against rounding)."""
-    U = np.asarray(s.U, np.float64)
-    W = np.asarray(s.W, np.float64)
-    m, K = W.shape
-    spec = np.linalg.norm(U, 2) * (1 + 1e-6)
+    """Everything that depends only on the weights (float64, then rounded upward where an upper bound
+    is needed): column norms, spectral norms, the global pair bound, and the PSD covers of U^T U and
+    |U|^T |U|."""
+    U, W = _as_working(s.U, dtype, "U"), _as_working(s.W, dtype, "W")
+    d, m = U.shape
+    K = W.shape[1]
+    slack = 1 + 1e-6                                             # float64 SVD / norm accuracy, d, m < 1e8
+    absU = np.abs(U)
+    spec = np.linalg.norm(U, 2) * slack
+    absspec = np.linalg.norm(absU, 2) * slack
     sup = _sup_grad(s.act)
     diff = W[:, :, None] - W[:, None, :]                                            # [m, Kc, Kj]
     absdiff = np.abs(diff).reshape(m, K * K)
-    # global componentwise bound per pair (c, j): || |U| |W_c - W_j| ||_2 sup|sigma'|, [K, K]
-    glob = np.linalg.norm(np.abs(U) @ absdiff, axis=0).reshape(K, K) * sup
-    lam_u, Q_u, rest_u = _top_eig(U.T @ U, rank_u)
-    lam_a, Q_a, rest_a = _top_eig(np.abs(U).T @ np.abs(U), rank_abs)
+    glob = np.linalg.norm(absU @ absdiff, axis=0).reshape(K, K) * sup * slack
+    coef_u, Q_u, rest_u = _psd_cover(U.T @ U, absspec ** 2, rank_u)
+    coef_a, Q_a, rest_a = _psd_cover(absU.T @ absU, absspec ** 2, rank_abs)
     # q_i^T (a o v_j) = a^T (q_i o W_c) - a^T (q_i o W_j): one [m, r K] table; for |v_j| a [m, r K K] table
     QW_u = (Q_u[:, :, None] * W[:, None, :]).reshape(m, -1)
     QW_a = (Q_a[:, :, None] * absdiff[:, None, :]).reshape(m, -1)
+    up = functools.partial(_cast_up, dtype=dtype)
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
-    return {"U": f(U), "absU": f(np.abs(U)), "W": f(W), "unorm": f(np.linalg.norm(U, axis=0)),
-            "spec": f(spec), "glob": f(glob * (1 + 1e-6)), "W2": f((diff ** 2).reshape(m, K * K)),
-            "lam_u": f(lam_u), "rest_u": f(rest_u), "QW_u": f(QW_u),
-            "lam_a": f(lam_a), "rest_a": f(rest_a), "QW_a": f(QW_a)}
+    qn = lambda Q: up(np.linalg.norm(Q, axis=0) * slack)  # noqa: E731
+    return {"U": f(U), "absU": f(absU), "W": f(W), "absW": f(np.abs(W)), "Wsq": up(W * W),
+            "unorm": up(np.linalg.norm(U, axis=0) * slack), "spec": up(spec), "absspec": up(absspec),
+            "glob": up(glob), "W2": up((diff ** 2).reshape(m, K * K) * slack),
+            "coef_u": up(coef_u), "rest_u": up(rest_u), "QW_u": f(QW_u), "qn_u": qn(Q_u),
+            "coef_a": up(coef_a), "rest_a": up(rest_a), "QW_a": f(QW_a), "qn_a": qn(Q_a)}
 
 
-def _quad_bound(lam, rest, proj, sq):
-    """sqrt(e^T M e) <= sqrt(sum_i lam_i (q_i^T e)^2 + lam_{r+1} (||e||^2 - sum_i (q_i^T e)^2)) for the
-    eigen-decomposition of M; proj `[B, r, K]` = q_i^T e_j, sq `[B, K]` = ||e_j||^2."""
-    # = sum_i (lam_i - lam_{r+1}) (q_i^T e)^2 + lam_{r+1} ||e||^2: a sum of non-negative terms (no
-    # cancellation in floating point); 1e-4 covers the relative rounding of the float32 sums
-    top = jnp.einsum("r,brk->bk", lam - rest, proj * proj)
-    return jnp.sqrt(top + rest * sq) * (1 + 1e-4)
+def _ohl_margins(arrays, x, *, opts):
+    """Logits, prediction, rigorous margin lower bounds and (z, ez): z = fl(x U) with |z - x U| <= ez."""
+    act = opts["act"]
+    U, W = arrays["U"], arrays["W"]
+    d, m = U.shape
+    u = _u(x.dtype)
+    sup = _sup_grad(act)
+    z = _dot(x, U)                                               # [B, m]
+    nx = jnp.sqrt(jnp.sum(x * x, -1))
+    ez = _err(d + 2, nx[:, None] * arrays["unorm"])              # |x| . |u_l| <= ||x|| ||u_l||
+    h = act.fn(z)
+    # |sigma(z_exact) - fl(sigma(fl z))| <= sup|sigma'| ez + ACT_ULPS u (|h| + sup |z|)
+    eh = _up(sup * ez + ACT_ULPS * u * (jnp.abs(h) + sup * jnp.abs(z)))
+    logits = _dot(h, W)
+    c = jnp.argmax(logits, -1)
+    S = _dot(jnp.abs(h), arrays["absW"])
+    E = _inflate(m + 2, _dot(eh, arrays["absW"]))
+    err = _err(m, _pick(S, c) + S) + _pick(E, c) + E
+    return logits, c, _margin_lo(logits, c, err), {"z": z, "ez": ez}
 
 
 def _ohl_problem(arrays, x, *, opts):
     act, k = opts["act"], opts["num_tight_classes"]
     U, absU, W, unorm, spec, glob, W2 = (arrays[n] for n in ("U", "absU", "W", "unorm", "spec", "glob", "W2"))
-    B, K = x.shape[0], W.shape[1]
-    grange = _grad_range(act)
-    z = x @ U                                                    # [B, m]
-    logits = act.fn(z) @ W
-    c = jnp.argmax(logits, -1)
-    margins = _margins(logits, c)
+    B, (d, m), K = x.shape[0], U.shape, W.shape[1]
+    u = _u(x.dtype)
+    infl = functools.partial(_inflate, m + d + 16)
+    logits, c, margins, aux = _ohl_margins(arrays, x, opts=opts)
+    z, ez = aux["z"], aux["ez"]
     g_glob = glob[c]                                             # [B, K]
 
     def pick_c(t):                                               # [B, ..., Kc, Kj] table rows of class c
         return jnp.take_along_axis(t, c.reshape((B,) + (1,) * (t.ndim - 1)), t.ndim - 2).squeeze(t.ndim - 2)
 
-    def vnorm2(a):                                               # ||v_j o a||^2, v_j = W_c - W_j: [B, m] -> [B, K]
-        return pick_c(((a * a) @ W2).reshape(B, K, K))
+    def vnorm2(a):                                               # >= ||v_j o a||^2, v_j = W_c - W_j: [B, m] -> [B, K]
+        return pick_c(_dot(a * a, W2).reshape(B, K, K))
 
-    def interval(R):
-        return z - R[:, None] * unorm, z + R[:, None] * unorm
+    def enclosure(R):
+        # the exact <u_l, y> over B(x, R) lies in [z - ez - R ||u_l||, z + ez + R ||u_l||], rounded outward
+        w = _up(ez + R[:, None] * unorm)
+        return _sigma_prime_enclosure(act, _down(z - w), _up(z + w))
+
+    def mid_rad(smin, smax):
+        mid = (smin + smax) / 2
+        return mid, _up(jnp.maximum(smax - mid, mid - smin))
 
     def cheap(R):
-        lo, hi = interval(R)
-        return jnp.minimum(spec * jnp.sqrt(vnorm2(act.max_abs_grad(lo, hi))), g_glob)
+        _, _, amax = enclosure(R)
+        return infl(jnp.minimum(spec * jnp.sqrt(vnorm2(amax)), g_glob))
 
-    # exact gradient differences at x: grad(f_c - f_j)(x) = U (v_j o sigma'(z)), all classes at once
+    # gradient differences at x for the vector s0 = fl(sigma'(z)) (any vector works: s = s0 + (mid - s0)
+    # + (s - mid) is an identity); the computed product's error is added with Cauchy-Schwarz:
+    # |U| (|s0| o |W_k|) has norm <= || |U| ||_2 ||s0 o W_k||
     s0 = act.grad(z)
-    G = jnp.einsum("bmk,dm->bkd", s0[:, :, None] * W[None], U)   # [B, K, d] gradients of the logits
+    G = jnp.einsum("bmk,dm->bkd", s0[:, :, None] * W[None], U, precision=_HIGHEST)   # [B, K, d]
     n0 = jnp.sqrt(jnp.sum((jnp.take_along_axis(G, c[:, None, None], 1) - G) ** 2, -1))   # [B, K]
+    T0 = arrays["absspec"] * jnp.sqrt(_dot(s0 * s0, arrays["Wsq"]))
+    n0 = infl(n0 + _err(m + 2, _pick(T0, c) + T0))
+
+    def quad(coef, rest, proj, perr, sq):
+        """sqrt(sum_i coef_i (|proj_i| + perr_i)^2 + rest sq) >= sqrt(e^T M e): a sum of non-negative terms."""
+        top = jnp.einsum("r,brk->bk", coef, (jnp.abs(proj) + perr) ** 2, precision=_HIGHEST)
+        return infl(jnp.sqrt(top + rest * sq))
 
     def dev_bound(a):                                            # >= ||U (v_j o a)||_2, a fixed [B, m]
-        Y = (a @ arrays["QW_u"]).reshape(B, -1, K)               # [B, r, K]: q_i^T (a o W_k)
+        Y = _dot(a, arrays["QW_u"]).reshape(B, -1, K)            # [B, r, K]: q_i^T (a o W_k)
         proj = jnp.take_along_axis(Y, c[:, None, None], 2) - Y
-        return _quad_bound(arrays["lam_u"], arrays["rest_u"], proj, vnorm2(a))
+        TA = jnp.sqrt(_dot(a * a, arrays["Wsq"]))                # ||a o W_k||_2 >= sum_l |a_l q_li W_lk| / ||q_i||
+        perr = _err(m + 4, arrays["qn_u"][None, :, None] * (_pick(TA, c) + TA)[:, None, :])
+        return quad(arrays["coef_u"], arrays["rest_u"], proj, perr, vnorm2(a))
 
     def box_bound(a):                                            # >= || |U| (|v_j| o a) ||_2, a >= 0 [B, m]
-        r = arrays["lam_a"].shape[0]
-        proj = pick_c((a @ arrays["QW_a"]).reshape(B, r, K, K))
-        return _quad_bound(arrays["lam_a"], arrays["rest_a"], proj, vnorm2(a))
+        r = arrays["coef_a"].shape[0]
+        proj = pick_c(_dot(a, arrays["QW_a"]).reshape(B, r, K, K))
+        sq = vnorm2(a)
+        perr = _err(m + 4, arrays["qn_a"][None, :, None] * jnp.sqrt(sq)[:, None, :])
+        return quad(arrays["coef_a"], arrays["rest_a"], proj, perr, sq)
 
     def fast(R):
-        # U (v o s) = U (v o s0) + U (v o (mid - s0)) + U (v o t), |t| <= rad componentwise
-        lo, hi = interval(R)
-        smin, smax = grange(lo, hi)
-        mid, rad = (smax + smin) / 2, (smax - smin) / 2
-        return jnp.minimum(n0 + dev_bound(mid - s0) + box_bound(rad), cheap(R))
+        # U (v o s) = U (v o s0) + U (v o a) + U (v o t), a = fl(mid - s0), |t| <= rad + |mid - s0 - a|
+        smin, smax, _ = enclosure(R)
+        mid, rad = mid_rad(smin, smax)
+        a = mid - s0
+        t = _up(rad + 2 * u * jnp.abs(a))
+        return jnp.minimum(infl(n0 + dev_bound(a) + box_bound(t)), cheap(R))
 
     # the k classes with the smallest linearized radius also get the interval bound
     k = min(k, K - 1)
-    r_glob = jnp.min(_ratio(margins, g_glob), -1)
+    r_glob = jnp.maximum(jnp.min(_ratio(margins, g_glob), -1), 0.0)
     if k <= 0:
-        return logits, _Problem(margins, fast, cheap, jnp.maximum(r_glob, 0.0))
+        return logits, _Problem(margins, fast, cheap, r_glob)
     _, idx = jax.lax.top_k(-_ratio(margins, n0), k)              # [B, k]
     VkT = W.T[c][:, None, :] - W.T[idx]                          # [B, k, m]: W_c - W_j, j in idx
     onehot_k = jax.nn.one_hot(idx, K, dtype=x.dtype)             # [B, k, K]
     selected = jnp.sum(onehot_k, 1) > 0                          # [B, K]
+    g_center = _gamma(m + 6, x.dtype) * (1 + 8 * u)
 
     def full(R):
-        lo, hi = interval(R)
-        smin, smax = grange(lo, hi)
-        mid, rad = (smax + smin) / 2, (smax - smin) / 2
-        # one [B k, m] x [m, d] product each (rows: examples x selected classes)
-        center = (mid[:, None, :] * VkT).reshape(B * k, -1) @ U.T
-        spread = (rad[:, None, :] * jnp.abs(VkT)).reshape(B * k, -1) @ absU.T
-        tight = jnp.sqrt(jnp.sum((jnp.abs(center) + spread) ** 2, -1)).reshape(B, k)
+        smin, smax, _ = enclosure(R)
+        mid, rad = mid_rad(smin, smax)
+        # the center product's rounding (and that of v = W_c - W_j) is absorbed into the spread term
+        rad = _up(rad + g_center * jnp.abs(mid))
+        center = _dot((mid[:, None, :] * VkT).reshape(B * k, -1), U.T)
+        spread = _dot((rad[:, None, :] * jnp.abs(VkT)).reshape(B * k, -1), absU.T)
+        tight = infl(jnp.sqrt(jnp.sum((jnp.abs(center) + spread) ** 2, -1))).reshape(B, k)
         tight_full = jnp.where(selected, jnp.einsum("bk,bkK->bK", tight, onehot_k), jnp.inf)
         return jnp.minimum(fast(R), tight_full)
 
-    return logits, _Problem(margins, full, cheap, jnp.maximum(r_glob, 0.0))
+    return logits, _Problem(margins, full, cheap, r_glob)
 
+
+def _ohl_global(s: OneHiddenLayerWeights, dtype):
+    U, W = _as_working(s.U, dtype, "U"), _as_working(s.W, dtype, "W")
+    sup = _sup_grad(s.act)
+    diff = W[:, :, None] - W[:, None, :]                                        # [m, K, K]
+    comp = np.linalg.norm(np.abs(U) @ np.abs(diff).reshape(W.shape[0], -1), axis=0)
+    spec = np.linalg.norm(U, 2) * np.linalg.norm(diff, axis=0).reshape(-1)
+    return (np.minimum(comp, spec) * sup * (1 + 1e-6)).reshape(W.shape[1], W.shape[1])
+
+
+# --- Gaussian kernel machine
 
 def _kernel_prepare(s: GaussianKernelWeights, dtype):
-    A = np.asarray(s.alpha, np.float64)                          # [Rc, K]
-    absdiff = np.abs(A[:, :, None] - A[:, None, :])              # [Rc, Kc, Kj]
-    C = jnp.asarray(s.centers, dtype)
-    return {"centers": C.reshape(C.shape[0], -1), "alpha": jnp.asarray(A, dtype),
-            "absdiff": jnp.asarray(absdiff.reshape(A.shape[0], -1), dtype), "gamma": jnp.asarray(s.gamma, dtype)}
+    C = _as_working(s.centers, dtype, "centers")
+    C = C.reshape(C.shape[0], -1)
+    A = _as_working(s.alpha, dtype, "alpha")                     # [Rc, K]
+    gamma = float(np.asarray(jnp.asarray(s.gamma, dtype)))
+    if not (np.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"structure.gamma must be a positive number, got {s.gamma!r}")
+    absdiff = np.abs(A[:, :, None] - A[:, None, :]).reshape(A.shape[0], -1) * (1 + 1e-12)
+    up = functools.partial(_cast_up, dtype=dtype)
+    return {"centers": jnp.asarray(C, dtype), "alpha": jnp.asarray(A, dtype), "absA": jnp.asarray(np.abs(A), dtype),
+            "Asq": up(A * A), "absdiff": up(absdiff), "gamma": jnp.asarray(gamma, dtype),
+            "cc": jnp.asarray(np.sum(C * C, 1), dtype), "cn": up(np.linalg.norm(C, axis=1) * (1 + 1e-12)),
+            "cspec": up(np.linalg.norm(np.abs(C), 2) * (1 + 1e-6))}
 
 
-def _kernel_dist(x, C):
-    sq = jnp.sum(x * x, -1)[:, None] + jnp.sum(C * C, -1)[None] - 2 * x @ C.T
-    return jnp.maximum(sq, 0.0)
+def _kernel_margins(arrays, x, *, opts):
+    """Logits, prediction, margin lower bounds and the enclosures sq in [sq_lo, sq_hi] of the squared
+    distances to the centers and k in [k - ek, k + ek] of the kernel values."""
+    del opts
+    C, A, g = arrays["centers"], arrays["alpha"], arrays["gamma"]
+    Rc, d = C.shape
+    K = A.shape[1]
+    u = _u(x.dtype)
+    B = x.shape[0]
+    xx = jnp.sum(x * x, -1)
+    nx = jnp.sqrt(xx)
+    sq = xx[:, None] + arrays["cc"][None] - 2 * _dot(x, C.T)     # [B, Rc], cancels near a center
+    esq = _err(d + 4, (nx[:, None] + arrays["cn"][None]) ** 2)   # |x|^2 + |c|^2 + 2 |x| . |c| <= (|x| + |c|)^2
+    sq_lo, sq_hi = jnp.maximum(_down(sq - esq), 0.0), _up(sq + esq)
+    fe = ACT_ULPS * u                                            # exp is monotone: outward arguments, widened values
+    k_lo = jnp.exp(_down(-g * sq_hi)) * (1 - fe)
+    k_hi = jnp.exp(_up(-g * sq_lo)) * (1 + fe) + jnp.finfo(x.dtype).tiny
+    k = (k_lo + k_hi) / 2
+    ek = _up(jnp.maximum(k_hi - k, k - k_lo))
+    logits = _dot(k, A)
+    c = jnp.argmax(logits, -1)
+    S = _dot(k, arrays["absA"])
+
+    def pairs(h):                                                # sum_r |alpha_rc - alpha_rj| h_r: [B, Rc] -> [B, K]
+        return jnp.take_along_axis(_dot(h, arrays["absdiff"]).reshape(B, K, K), c[:, None, None], 1)[:, 0]
+
+    err = _err(Rc, _pick(S, c) + S) + _inflate(Rc + 2, pairs(ek))
+    aux = {"sq_lo": sq_lo, "sq_hi": sq_hi, "k": k, "ek": ek, "nx": nx, "S": S, "pairs": pairs, "c": c}
+    return logits, c, _margin_lo(logits, c, err), aux
 
 
 def _kernel_problem(arrays, x, *, opts):
-    del opts
-    C, A, absdiff, gamma = arrays["centers"], arrays["alpha"], arrays["absdiff"], arrays["gamma"]
-    K = A.shape[1]
-    sq = _kernel_dist(x, C)                                      # [B, Rc]
-    logits = jnp.exp(-gamma * sq) @ A
-    c = jnp.argmax(logits, -1)
-    dist = jnp.sqrt(sq)
-    s_peak = 1 / jnp.sqrt(2 * gamma)
+    C, A, g = arrays["centers"], arrays["alpha"], arrays["gamma"]
+    (Rc, d), K, B = C.shape, A.shape[1], x.shape[0]
+    u = _u(x.dtype)
+    fe = ACT_ULPS * u
+    infl = functools.partial(_inflate, Rc + d + 16)
+    logits, c, margins, aux = _kernel_margins(arrays, x, opts=opts)
+    k, ek, pairs, S = aux["k"], aux["ek"], aux["pairs"], aux["S"]
+    dist_lo = jnp.maximum(_down(jnp.sqrt(aux["sq_lo"])), 0.0)
+    dist_hi = _up(jnp.sqrt(aux["sq_hi"]))
+    s_peak = 1 / jnp.sqrt(2 * g)
 
-    B = x.shape[0]
-
-    def pairs(h):                                                # sum_r |alpha_rc - alpha_rj| h_r: [B, Rc] -> [B, K]
-        return jnp.take_along_axis((h @ absdiff).reshape(B, K, K), c[:, None, None], 1)[:, 0]
-
-    # exact gradients at x: grad f_k(x) = -2 gamma (x (k A)_k - C^T (k o A_k)), then differences to class c
-    kx = jnp.exp(-gamma * sq)
-    H = jnp.einsum("brk,rd->bkd", kx[:, :, None] * A[None], C)              # [B, K, d]
-    grads = -2 * gamma * (x[:, None, :] * (kx @ A)[:, :, None] - H)
+    # exact gradients at x: grad f_k(x) = -2 gamma (x (k A)_k - C^T (k o A_k)), then differences to class c;
+    # errors: the kernel values' enclosure (times ||x - x_r||) and the two products (Cauchy-Schwarz)
+    H = jnp.einsum("brk,rd->bkd", k[:, :, None] * A[None], C, precision=_HIGHEST)     # [B, K, d]
+    grads = -2 * g * (x[:, None, :] * _dot(k, A)[:, :, None] - H)
     n0 = jnp.sqrt(jnp.sum((jnp.take_along_axis(grads, c[:, None, None], 1) - grads) ** 2, -1))
+    Tk = arrays["cspec"] * jnp.sqrt(_dot(k * k, arrays["Asq"]))
+    e0 = _inflate(Rc + 2, pairs(ek * dist_hi)) + _err(Rc + 3, aux["nx"][:, None] * (_pick(S, c) + S)) \
+        + _err(Rc + 3, _pick(Tk, c) + Tk)
+    n0 = infl(n0 + 2 * g * e0)
 
-    def psi(t):                                                  # ||Jacobian of (y - x_r) e^{-gamma ||y - x_r||^2}||_2
-        return jnp.exp(-t) * jnp.maximum(1.0, jnp.abs(1 - 2 * t))   # at gamma ||y - x_r||^2 = t
+    def psi_up(t):                                               # >= ||Jacobian of (y - x_r) e^{-gamma ||y - x_r||^2}||_2
+        return _up(jnp.exp(-t) * jnp.maximum(1.0, jnp.abs(1 - 2 * t))) * (1 + fe)   # at gamma ||y - x_r||^2 = t
 
     def full(R):
-        lo, hi = jnp.maximum(dist - R[:, None], 0.0), dist + R[:, None]
+        lo = jnp.maximum(_down(dist_lo - R[:, None]), 0.0)
+        hi = _up(dist_hi + R[:, None])
         # paper-style: |(y - x_r) k_r(y)| <= max of s e^{-gamma s^2} over the distance range
         s = jnp.clip(s_peak, lo, hi)
-        paper = 2 * gamma * pairs(s * jnp.exp(-gamma * s * s))
+        h = _up(s * jnp.exp(_up(-g * s * s)) * (1 + fe))
+        paper = infl(2 * g * pairs(h))
         # exact at x plus mean-value deviation: psi is decreasing, increasing on [1, 1.5], decreasing
-        t_lo, t_hi = gamma * lo * lo, gamma * hi * hi
-        rho = jnp.maximum(psi(t_lo), psi(jnp.clip(1.5, t_lo, t_hi)))
-        deviation = n0 + 2 * gamma * R[:, None] * pairs(rho)
-        return jnp.minimum(paper, deviation * (1 + 1e-5))
-    return logits, _Problem(_margins(logits, c), full, None, jnp.zeros(x.shape[:1], x.dtype))
+        t_lo, t_hi = jnp.maximum(_down(g * lo * lo), 0.0), _up(g * hi * hi)
+        rho = jnp.maximum(psi_up(t_lo), psi_up(jnp.clip(1.5, t_lo, t_hi)))
+        deviation = infl(n0 + 2 * g * R[:, None] * pairs(rho))
+        return jnp.minimum(paper, deviation)
+    return logits, _Problem(margins, full, None, jnp.zeros(x.shape[:1], x.dtype))
+
+
+def _kernel_global(s: GaussianKernelWeights, dtype):
+    A = _as_working(s.alpha, dtype, "alpha")
+    g = float(np.asarray(jnp.asarray(s.gamma, dtype)))
+    sp = 1 / np.sqrt(2 * g)
+    hmax = sp * np.exp(-g * sp * sp)
+    return 2 * g * hmax * np.sum(np.abs(A[:, :, None] - A[:, None, :]), 0) * (1 + 1e-6)
 
 
 class _Handler(NamedTuple):
     prepare: Callable      # (structure, dtype) -> dict of arrays independent of x and R
+    margins: Callable      # (arrays, x [B, d], *, opts) -> (logits, c, margin lower bounds [B, K], aux)
     problem: Callable      # (arrays, x [B, d], *, opts) -> (logits, _Problem)
+    global_bound: Callable  # (structure, dtype) -> [K, K] float64 R-independent bounds on L_cj
     static: Callable       # structure -> dict of hashable options (e.g. the activation)
     name: str
 
 
 BOUNDS: dict[type, _Handler] = {
-    LinearWeights: _Handler(_linear_prepare, _linear_problem, lambda s: {}, "linear/exact"),
-    OneHiddenLayerWeights: _Handler(_ohl_prepare, _ohl_problem, lambda s: {"act": s.act},
-                                    "one_hidden_layer/local(interval+spectral+global)"),
-    GaussianKernelWeights: _Handler(_kernel_prepare, _kernel_problem, lambda s: {}, "gaussian_kernel/local"),
+    LinearWeights: _Handler(_linear_prepare, _linear_margins, _linear_problem, _linear_global,
+                            lambda s: {}, "linear/exact"),
+    OneHiddenLayerWeights: _Handler(_ohl_prepare, _ohl_margins, _ohl_problem, _ohl_global,
+                                    lambda s: {"act": s.act}, "one_hidden_layer/local(interval+spectral+global)"),
+    GaussianKernelWeights: _Handler(_kernel_prepare, _kernel_margins, _kernel_problem, _kernel_global,
+                                    lambda s: {}, "gaussian_kernel/local"),
 }
 
 
@@ -344,8 +611,8 @@ def _handler(structure) -> _Handler:
 # ----------------------------------------------------------------------------- the search over R
 
 class SearchState(NamedTuple):
-    """Bracket [lo, hi] of the crossing of g(R) with R: psi(lo) = g(lo) - lo >= 0 (lo certified),
-    psi(hi) < 0 unless hi is itself certified; `side` remembers which end moved last (Illinois)."""
+    """Bracket [lo, hi] of the crossing of g(R) with R: g(lo) >= lo (lo certified), g(hi) < hi unless
+    hi is itself certified; psi = g - R at both ends; `side` remembers which end moved last (Illinois)."""
     lo: jax.Array
     hi: jax.Array
     psi_lo: jax.Array
@@ -354,9 +621,10 @@ class SearchState(NamedTuple):
 
 
 def _ratio(margins, L):
-    """margins / L with 0/0 -> 0 and m/0 -> inf (m > 0)."""
+    """margins / L rounded downward, with 0/0 -> 0 and m/0 -> inf (m > 0)."""
     safe = jnp.where(L > 0, L, 1.0)
-    return jnp.where(L > 0, margins / safe, jnp.where(margins > 0, jnp.inf, 0.0))
+    q = jnp.where(jnp.isinf(margins), jnp.inf, _down(margins / safe))
+    return jnp.where(L > 0, q, jnp.where(margins > 0, jnp.inf, 0.0))
 
 
 def _g(problem: _Problem, bound: Callable, R):
@@ -364,7 +632,7 @@ def _g(problem: _Problem, bound: Callable, R):
 
 
 def _bisect_cheap(problem: _Problem, r_hi, steps: int):
-    """Plain bisection with the cheap bound: returns a certified lower end >= problem.r_floor."""
+    """Plain bisection with the cheap bound: returns a certified lower end >= min(problem.r_floor, r_hi)."""
     def body(_, lohi):
         lo, hi = lohi
         mid = (lo + hi) / 2
@@ -381,55 +649,31 @@ def search_init(problem: _Problem, *, cheap_steps: int) -> SearchState:
     zero = jnp.zeros((B,), problem.margins.dtype)
     hi = jnp.maximum(_g(problem, problem.full, zero), 0.0)
     lo = _bisect_cheap(problem, hi, cheap_steps) if problem.cheap is not None else jnp.minimum(problem.r_floor, hi)
-    psi_lo = _g(problem, problem.full, lo) - lo
-    psi_hi = _g(problem, problem.full, hi) - hi
+    g_lo, g_hi = _g(problem, problem.full, lo), _g(problem, problem.full, hi)
     # hi itself certified (e.g. linear models: g constant): collapse the bracket there
-    done = psi_hi >= 0
+    done = g_hi >= hi
     lo = jnp.where(done, hi, lo)
-    psi_lo = jnp.where(done, psi_hi, psi_lo)
-    return SearchState(lo, hi, psi_lo, psi_hi, jnp.zeros((B,), jnp.int32))
+    psi_lo = jnp.where(done, g_hi - hi, g_lo - lo)
+    return SearchState(lo, hi, psi_lo, g_hi - hi, jnp.zeros((B,), jnp.int32))
 
 
 def search_step(problem: _Problem, state: SearchState) -> SearchState:
     """One safeguarded false-position (Illinois) step on psi(R) = g(R) - R; the new point is kept away
-    from the ends by 5 % of the bracket so the bracket always shrinks."""
+    from the ends by 5 % of the bracket so the bracket always shrinks. A point moves the lower end only
+    if g(R) >= R holds as computed (g rounded downward)."""
     lo, hi, plo, phi, side = state
     w = hi - lo
     denom = jnp.where(plo - phi > 0, plo - phi, 1.0)
     t = jnp.clip(plo / denom, 0.05, 0.95)
     R = jnp.where(w > 0, lo + t * w, lo)
-    psi = _g(problem, problem.full, R) - R
-    ok = psi >= 0
+    gR = _g(problem, problem.full, R)
+    ok = gR >= R
+    psi = gR - R
     # Illinois: halve the stale end's psi when the same end moves twice
     new_plo = jnp.where(ok, psi, jnp.where(side == -1, plo / 2, plo))
     new_phi = jnp.where(ok, jnp.where(side == 1, phi / 2, phi), psi)
     return SearchState(jnp.where(ok, R, lo), jnp.where(ok, hi, R), new_plo, new_phi,
                        jnp.where(ok, 1, -1).astype(jnp.int32))
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(kind: type, static_key: tuple, steps: int, cheap_steps: int, num_tight_classes: int,
-              static_vals: tuple):
-    handler = BOUNDS[kind]
-    opts = {k: (v.act if isinstance(v, _ActKey) else v) for k, v in zip(static_key, static_vals)}
-    opts["num_tight_classes"] = num_tight_classes
-
-    def run(arrays, x):
-        logits, problem = handler.problem(arrays, x, opts=opts)
-        state = search_init(problem, cheap_steps=cheap_steps)
-        state = jax.lax.fori_loop(0, steps, lambda _, s: search_step(problem, s), state)
-        R = state.lo
-        closest = jnp.argmin(_ratio(problem.margins, problem.full(R)), -1)
-        return logits, R, closest
-    return jax.jit(run)
-
-
-def _static(structure):
-    s = BOUNDS[type(structure)].static(structure)
-    # activations are keyed by name so that equal activations share one compilation
-    keys = tuple(sorted(s))
-    vals = tuple(_ActKey(v) if isinstance(v, Activation) else v for v in (s[k] for k in keys))
-    return keys, vals
 
 
 class _ActKey:
@@ -444,33 +688,103 @@ class _ActKey:
         return isinstance(other, _ActKey) and other.act.name == self.act.name
 
 
-def _flatten_inputs(x, labels):
-    x = jnp.asarray(x)
-    if x.ndim < 2:
-        raise ValueError(f"x must be batched, [batch, ...]; got shape {x.shape}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"x must be floating point, got dtype {x.dtype}")
-    labels = np.asarray(labels)
-    if labels.shape != (x.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers of shape ({x.shape[0]},), got {labels.dtype} {labels.shape}")
-    if not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError("x contains NaN or inf")
-    return x.reshape(x.shape[0], -1), labels
+def _static(structure):
+    s = BOUNDS[type(structure)].static(structure)
+    # activations are keyed by name so that equal activations share one compilation
+    keys = tuple(sorted(s))
+    vals = tuple(_ActKey(v) if isinstance(v, Activation) else v for v in (s[k] for k in keys))
+    return keys, vals
 
 
-def _dtype_of(structure, x):
-    return jnp.result_type(x.dtype, *[a.dtype for a in structure if hasattr(a, "dtype")])
+def _opts(static_key, static_vals, **extra):
+    opts = {k: (v.act if isinstance(v, _ActKey) else v) for k, v in zip(static_key, static_vals)}
+    opts.update(extra)
+    return opts
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(kind: type, static_key: tuple, steps: int, cheap_steps: int, num_tight_classes: int,
+              static_vals: tuple):
+    handler = BOUNDS[kind]
+    opts = _opts(static_key, static_vals, num_tight_classes=num_tight_classes)
+
+    def run(arrays, x, labels):
+        logits, problem = handler.problem(arrays, x, opts=opts)
+        state = search_init(problem, cheap_steps=cheap_steps)
+        state = jax.lax.fori_loop(0, steps, lambda _, s: search_step(problem, s), state)
+        closest = jnp.argmin(_ratio(problem.margins, problem.full(state.lo)), -1)
+        return _outputs(logits, problem.margins, labels, state.lo, closest)
+    return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_global(kind: type, static_key: tuple, static_vals: tuple):
+    handler = BOUNDS[kind]
+    opts = _opts(static_key, static_vals)
+
+    def run(arrays, G, x, labels):
+        logits, c, margins, _ = handler.margins(arrays, x, opts=opts)
+        ratio = _ratio(margins, G[c])
+        return _outputs(logits, margins, labels, jnp.maximum(jnp.min(ratio, -1), 0.0), jnp.argmin(ratio, -1))
+    return jax.jit(run)
+
+
+def _outputs(logits, margins, labels, R, closest):
+    """(radius, misclassified, predicted, closest, uncertain) `[B]` each; radius 0 unless the computed
+    prediction is the label and every margin lower bound is positive."""
+    pred = jnp.argmax(logits, -1).astype(jnp.int32)
+    uncertain = jnp.min(margins, -1) <= 0
+    wrong = pred != labels
+    radius = jnp.where(wrong | uncertain, 0.0, jnp.maximum(R, 0.0)).astype(logits.dtype)
+    return radius, wrong, pred, closest.astype(jnp.int32), uncertain
+
+
+def _working_dtype(structure, x):
+    dts = [np.dtype(a.dtype) for a in structure if hasattr(a, "dtype")]
+    return jax.dtypes.canonicalize_dtype(np.result_type(np.dtype(x.dtype), *dts))
+
+
+def _inputs(structure, x, labels, name="certified_radius"):
+    """Validated (x as passed, flattened [n, d]; x in the working dtype; labels int32 [n]; dtype)."""
+    x = validate.batch(x, "x")
+    n, d = x.shape[0], _num_features(structure)
+    if int(np.prod(x.shape[1:])) != d:
+        raise ValueError(f"x must have {d} features per example (the structure's input dimension), i.e. shape "
+                         f"[batch, {d}] or any [batch, ...] with {d} entries per row; got {tuple(x.shape)}")
+    labels = validate.labels(labels, n, _num_classes(structure))
+    x = np.asarray(x).reshape(n, d) if not isinstance(x, jax.Array) else x.reshape(n, d)
+    dtype = _working_dtype(structure, x)
+    return x, x.astype(dtype), labels, dtype
+
+
+def _cast_loss(x, xw) -> np.ndarray | None:
+    """||x - x_w||_2 per row (float64, rounded up) where x had more precision than the working dtype."""
+    if np.dtype(x.dtype).itemsize <= np.dtype(xw.dtype).itemsize:
+        return None
+    x64 = np.asarray(x, np.float64)
+    dx = np.linalg.norm(x64 - np.asarray(xw, np.float64), axis=1)
+    return dx * (1 + 1e-12) + np.finfo(np.float64).tiny
+
+
+def _finish(out, x, xw, dtype, name) -> CertificateResult:
+    radius, wrong, pred, closest, uncertain = out
+    dx = _cast_loss(x, xw)
+    if dx is not None:            # the ball of radius R - ||x - x_w|| around x lies in the one around x_w
+        radius = np.where(radius > 0, _cast_down(np.maximum(radius.astype(np.float64) - dx, 0.0), dtype), radius)
+    return CertificateResult(radius=np.asarray(radius, dtype), misclassified=np.asarray(wrong, bool),
+                             predicted=np.asarray(pred, np.int32), closest_class=np.asarray(closest, np.int32),
+                             bound=name, uncertain=np.asarray(uncertain, bool))
 
 
 def certified_radius(structure, x, labels, *, p: float = 2, steps: int = 8, cheap_steps: int = 24,
                      num_tight_classes: int = 2, batch_size: int = 1000) -> CertificateResult:
-    """Certified l2 radius of Theorem 2.1 per example.
+    """Certified l2 radius of Theorem 2.1 per example, rigorous in the working dtype (module docstring).
 
     Args:
       structure: a `LinearWeights`, `OneHiddenLayerWeights` (smooth activation) or
         `GaussianKernelWeights` (e.g. `model.weights(variables)`); a plain logits_fn is rejected.
-      x: `[batch, ...]` inputs (flattened to `[batch, d]`).
-      labels: `[batch]` int true labels.
+      x: `[batch, ...]` finite inputs with d entries per example (flattened to `[batch, d]`); batch 0 is valid.
+      labels: `[batch]` int true labels in [0, K).
       p: the norm; only 2 is supported.
       steps: search steps after the bracket (each costs one evaluation of the bound).
       cheap_steps: bisection steps with the cheap (O(m) per class) bound that set the certified lower end.
@@ -480,7 +794,10 @@ def certified_radius(structure, x, labels, *, p: float = 2, steps: int = 8, chea
       batch_size: examples per compiled call (the last batch is padded; one compilation).
 
     Returns:
-      CertificateResult with radius `[batch]` (0 and misclassified=True where argmax f(x) != label).
+      CertificateResult with radius `[batch]` in the working dtype: 0 and misclassified=True where the
+      computed argmax f(x) != label, 0 and uncertain=True where a margin is within its rounding error;
+      otherwise radius <= the exact-arithmetic minimal l2 distance from x to a point of another class of
+      the network with the weights as stored in the working dtype (float32 with x64 off).
 
     References: Hein & Andriushchenko, "Formal guarantees on the robustness of a classifier against
     adversarial manipulation", NIPS 2017, Theorem 2.1 (methods.md 1(a), 1(b)).
@@ -488,94 +805,47 @@ def certified_radius(structure, x, labels, *, p: float = 2, steps: int = 8, chea
     if float(p) != 2.0:
         raise ValueError(f"certified_radius implements the l2 case (p=2) of Theorem 2.1; got p={p}")
     handler = _handler(structure)
-    x, labels = _flatten_inputs(x, labels)
-    dtype = _dtype_of(structure, x)
-    x = x.astype(dtype)
+    steps = validate.positive_int(steps, "steps", allow_zero=True)
+    cheap_steps = validate.positive_int(cheap_steps, "cheap_steps", allow_zero=True)
+    num_tight_classes = validate.positive_int(num_tight_classes, "num_tight_classes", allow_zero=True)
+    batch_size = validate.positive_int(batch_size, "batch_size")
+    x, xw, labels, dtype = _inputs(structure, x, labels)
     arrays = handler.prepare(structure, dtype)
     keys, vals = _static(structure)
-    fn = _compiled(type(structure), keys, int(steps), int(cheap_steps), int(num_tight_classes), vals)
-    n = x.shape[0]
-    bs = min(batch_size, n)
-    radius, pred, closest = [], [], []
-    for i in range(0, n, bs):
-        xb = x[i:i + bs]
-        nb = xb.shape[0]
-        if nb < bs:
-            xb = jnp.concatenate([xb, jnp.broadcast_to(xb[:1], (bs - nb,) + xb.shape[1:])])
-        logits, R, cl = fn(arrays, xb)
-        radius.append(np.asarray(R[:nb]))
-        pred.append(np.asarray(jnp.argmax(logits[:nb], -1)))
-        closest.append(np.asarray(cl[:nb]))
-    return _result(np.concatenate(radius), np.concatenate(pred), np.concatenate(closest), labels, dtype,
-                   handler.name)
-
-
-def _result(radius, pred, closest, labels, dtype, name) -> CertificateResult:
-    guard = 1 - 256 * float(jnp.finfo(dtype).eps)
-    wrong = pred != labels
-    radius = np.where(wrong, 0.0, np.maximum(radius, 0.0) * guard)
-    return CertificateResult(radius=radius, misclassified=wrong, predicted=pred.astype(np.int32),
-                             closest_class=closest.astype(np.int32), bound=name)
+    fn = _compiled(type(structure), keys, steps, cheap_steps, num_tight_classes, vals)
+    out = map_batches(lambda xb, yb: fn(arrays, xb, yb), [xw, labels], batch_size=batch_size)
+    return _finish(out, x, xw, dtype, handler.name)
 
 
 def cross_lipschitz_bound(structure, x, radius, *, num_tight_classes: int | None = None) -> jax.Array:
-    """The bound L_cj(R) used by `certified_radius`: `[batch, K]` upper bounds on
+    """The bound L_cj(R) used by `certified_radius`: `[batch, K]` rigorous upper bounds on
     max_{y in B_2(x_i, R_i)} ||grad f_c(y) - grad f_j(y)||_2, c = argmax f(x_i) (inf at j = c).
     x `[batch, ...]`, radius `[batch]`. By default every class gets the tightest bound."""
     handler = _handler(structure)
-    x, _ = _flatten_inputs(x, np.zeros((jnp.shape(x)[0],), np.int32))
-    dtype = _dtype_of(structure, x)
-    x = x.astype(dtype)
-    opts = BOUNDS[type(structure)].static(structure)
+    _, x, _, dtype = _inputs(structure, x, np.zeros((np.shape(x)[0],), np.int32))
+    opts = handler.static(structure)
     K = _num_classes(structure)
     opts["num_tight_classes"] = K - 1 if num_tight_classes is None else num_tight_classes
-    _, problem = handler.problem(handler.prepare(structure, dtype), x, opts=opts)
+    _, problem = handler.problem(handler.prepare(structure, dtype), jnp.asarray(x), opts=opts)
     L = problem.full(jnp.asarray(radius, dtype))
     return jnp.where(jnp.isinf(problem.margins), jnp.inf, L)
 
 
-def _num_classes(structure) -> int:
-    if isinstance(structure, GaussianKernelWeights):
-        return structure.alpha.shape[1]
-    return structure.W.shape[1]
-
-
 # ----------------------------------------------------------------------------- global baseline
-
-def _global_constants(structure):
-    """[K, K] global bounds on ||grad f_c - grad f_j|| over all of R^d (R-independent)."""
-    if isinstance(structure, LinearWeights):
-        W = np.asarray(structure.W, np.float64)
-        return np.linalg.norm(W[:, :, None] - W[:, None, :], axis=0)
-    if isinstance(structure, OneHiddenLayerWeights):
-        U, W = np.asarray(structure.U, np.float64), np.asarray(structure.W, np.float64)
-        sup = _sup_grad(structure.act)
-        diff = W[:, :, None] - W[:, None, :]                                        # [m, K, K]
-        comp = np.linalg.norm(np.abs(U) @ np.abs(diff).reshape(W.shape[0], -1), axis=0)
-        spec = np.linalg.norm(U, 2) * np.linalg.norm(diff, axis=0).reshape(-1)
-        return (np.minimum(comp, spec) * sup * (1 + 1e-6)).reshape(W.shape[1], W.shape[1])
-    A = np.asarray(structure.alpha, np.float64)
-    g = float(structure.gamma)
-    s = 1 / np.sqrt(2 * g)
-    hmax = s * np.exp(-g * s * s)
-    return 2 * g * hmax * np.sum(np.abs(A[:, :, None] - A[:, None, :]), 0) * (1 + 1e-6)
-
 
 def global_lipschitz_radius(structure, x, labels, *, p: float = 2, batch_size: int = 1000) -> CertificateResult:
     """Baseline: radius min_j Delta_j / L_cj with global constants (sup |sigma'| instead of its local
     maximum; for one hidden layer the smaller of || |U| |v| ||_2 and ||U||_2 ||v||_2 times sup|sigma'|;
-    for kernels h at its peak). Same call shape and result as `certified_radius`."""
+    for kernels h at its peak). Same call shape, result and rigour as `certified_radius` (margins with
+    their error bounds, constants rounded upward, quotients downward)."""
     if float(p) != 2.0:
         raise ValueError(f"global_lipschitz_radius implements p=2; got p={p}")
-    _handler(structure)
-    x, labels = _flatten_inputs(x, labels)
-    dtype = _dtype_of(structure, x)
-    x = x.astype(dtype)
-    G = jnp.asarray(_global_constants(structure), dtype)
-    logits_fn = jax.jit(structure.logits)
-    logits = jnp.concatenate([logits_fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
-    c = jnp.argmax(logits, -1)
-    ratio = _ratio(_margins(logits, c), G[c])
-    radius = np.asarray(jnp.min(ratio, -1))
-    return _result(radius, np.asarray(c), np.asarray(jnp.argmin(ratio, -1)), labels, dtype,
-                   type(structure).__name__ + "/global")
+    handler = _handler(structure)
+    batch_size = validate.positive_int(batch_size, "batch_size")
+    x, xw, labels, dtype = _inputs(structure, x, labels, "global_lipschitz_radius")
+    arrays = handler.prepare(structure, dtype)
+    G = jnp.asarray(_cast_up(handler.global_bound(structure, dtype), dtype))
+    keys, vals = _static(structure)
+    fn = _compiled_global(type(structure), keys, vals)
+    out = map_batches(lambda xb, yb: fn(arrays, G, xb, yb), [xw, labels], batch_size=batch_size)
+    return _finish(out, x, xw, dtype, type(structure).__name__ + "/global")
