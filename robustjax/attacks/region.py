@@ -153,7 +153,7 @@ def search_step(pb: Problem, s: SearchState, key, n: int) -> tuple[SearchState, 
                 continue
             z, act, faces = sol
             cand, dz = verified(pb.oracle, pb.x, pb.c, z, pb.lo, pb.hi, pb.p)
-            calls += 88
+            calls += pb.oracle.ray_calls
             if dz < best_d:
                 best, best_d, seed_idx = cand, dz, act
                 step = 1e-4 * np.linalg.norm(z - pb.x) + 1e-7

@@ -72,6 +72,7 @@ class RegionOracle(NamedTuple):
     logits: Callable      # Z [B, d] -> logits [B, K]
     ray: Callable         # (x, z, c, lo, hi) -> (point [d], found): first adversarial point on x -> z
     round: Callable       # one round of sampled regions: (Y, logits, switches, w, lower bounds)
+    ray_calls: int        # model calls of one ray (grid points + bisection steps)
 
 
 @functools.lru_cache(maxsize=8)
@@ -135,7 +136,8 @@ def make_oracle(logits_fn, preacts_fn, example_shape: tuple, dtype, n_grid: int 
         lb = jax.vmap(jax.vmap(bound))(w, -g_x)
         return Y, out, sw, w, jnp.where(jnp.arange(out.shape[1])[None] == c, jnp.inf, lb)
 
-    return RegionOracle(jax.jit(jax.vmap(one_probe)), lin, rows, jax.jit(batched_logits), ray, round_fn)
+    return RegionOracle(jax.jit(jax.vmap(one_probe)), lin, rows, jax.jit(batched_logits), ray, round_fn,
+                        n_grid + n_bisect)
 
 
 def pad_rows_index(idx) -> np.ndarray:

@@ -146,7 +146,7 @@ def targeted_starts(oracle: RegionOracle, x, c, lo, hi, p, *, exclude, top, step
     found = {}
     for j in range(len(targets)):
         point, dist = verified(oracle, x, c, z[j], lo, hi, p)
-        calls += 88
+        calls += oracle.ray_calls
         if point is None:
             continue
         label = int(np.argmax(np.asarray(oracle.logits(jnp.asarray(point[None])))[0]))

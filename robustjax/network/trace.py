@@ -66,8 +66,12 @@ def _example_const(c, ref: _Ref, eqn):
         if c.shape[0] != 1:
             _fail(eqn, "a constant with a batch axis of size > 1")
         c = c[0]
-    if np.broadcast_shapes(c.shape, ref.shape[1:]) != ref.shape[1:]:
-        _fail(eqn, f"a constant of shape {c.shape} would broadcast the example shape {ref.shape[1:]}")
+    try:
+        fits = np.broadcast_shapes(c.shape, ref.shape[1:]) == ref.shape[1:]
+    except ValueError:
+        fits = False
+    if not fits:
+        _fail(eqn, f"a constant of shape {c.shape} does not broadcast to the example shape {ref.shape[1:]}")
     return c
 
 
