@@ -1,11 +1,112 @@
-"""The main job: `robustjax --quick` writes the whole report (every section, its figures, raw JSON)."""
+"""The main job: `robustjax --quick` writes the whole report (every section, its figures, raw JSON), and
+its numbers hold the invariants that must hold at any scale: certified radius <= attack distance,
+robust accuracy non-increasing in eps and below the clean accuracy, probabilities and rates in [0, 1],
+confidences at least 1/K, adversarial noise at least as confident as the noise it starts from, the
+layer widths the architectures define, zero training error where the theory guarantees it."""
 import json
-import sys
+import math
+import re
 
 import pytest
 
-from robustjax import cli
+from robustjax import cli, report
 from robustjax.experiments import reproduce
+
+TOL = 1e-6
+# M = max_k n_k of the width table, derived by hand from the architectures (as in tests/test_zoo.py)
+WIDEST = {**{v: 224 * 224 * 64 for v in ("vgg11", "vgg13", "vgg16c", "vgg16", "vgg19")},
+          "inception_v3": 147 * 147 * 64, "inception_v4": 147 * 147 * 64, "squeezenet": 111 * 111 * 96,
+          "enet": 256 * 256 * 16, "googlenet": 112 * 112 * 64, "resnet50": 112 * 112 * 64,
+          "xception": 147 * 147 * 128, "densenet121": 112 * 112 * 64}
+
+
+def _prob(v, what):
+    assert isinstance(v, float | int) and 0.0 <= v <= 1.0, (what, v)
+
+
+def _check_landscape(r):
+    w = r["widths"]
+    for row in w["rows"]:
+        assert row["M"] == WIDEST[row["model"]] == math.prod(row["shape"]), row
+        assert row["exceeds_N"] == (row["M"] > w["N"]) and row["k"] >= 1, row
+    assert {row["model"] for row in w["rows"] if row["exceeds_N"]} >= {"vgg11", "vgg16", "inception_v3"}
+    rows = r["skip"]["rows"]
+    assert rows
+    for row in rows:
+        _prob(row["train_accuracy"], row["model"])
+        _prob(row["test_accuracy"], row["model"])
+        if row["variant"] == "skip_rand":                # M >= N skip units: the least-squares fit interpolates
+            assert row["M"] >= row["n_train"] and row["zero_train_error"] and row["train_accuracy"] == 1.0, row
+    neuron, wide = r["badnews"]["neuron"], r["badnews"]["wide"]
+    assert neuron["minima"] >= 2 and len(neuron["minima_losses"]) >= 2      # more than one local minimum ...
+    assert min(neuron["minima_losses"]) == pytest.approx(neuron["global_min"])
+    assert all(v >= neuron["global_min"] - TOL for v in neuron["restart_final_losses"])  # ... none below the global
+    assert max(wide["final_losses"]) < 1e-2 * neuron["global_min"], wide   # the wide net fits from every start
+
+
+def _check_guarantees(r):
+    assert r["rows"]
+    for row in r["rows"]:
+        _prob(row["test_error"], row["method"])
+        _prob(row["attack_success"], row["method"])
+        assert row["certified_median"] >= 0 and row["global_median"] >= 0, row
+        # per point certified radius / attack distance <= 1 (Theorem 2.1 is a lower bound), so its median too
+        assert 0.0 <= row["tightness_median"] <= 1.0 + TOL, row
+        if math.isfinite(row["attack_median"]) and row["tightness_median"] > 0:
+            assert row["attack_median"] > 0, row
+
+
+def _check_attacks(r):
+    _prob(r["test_accuracy"], "test_accuracy")
+    assert r["test_accuracy"] > 0.8, r["test_accuracy"]          # 2 epochs on 20000 images: about 0.95
+    for row in r["rows"]:
+        _prob(row["success"], row["attack"])
+        assert row["median"] >= 0 and row["mean"] > 0 and row["ms_per_example"] > 0, row
+    for row in r["region_ratios"]:
+        assert row["points"] > 0 and row["median ratio"] > 0, row
+        _prob(row["region better on"], row["region l2 over"])
+
+
+def _check_spatial(r):
+    acc = r["clean_accuracy_attacked"]
+    _prob(acc, "clean accuracy")
+    for threat, t in r["threats"].items():
+        for method in ("grid", "first_order"):
+            s = t[method]
+            _prob(s["fooled_fraction"], (threat, method))
+            curve = sorted((float(k), v) for k, v in s["robust_accuracy"].items())
+            values = [v for _, v in curve]
+            assert all(0.0 <= v <= 1.0 for v in values), (threat, method, curve)
+            assert all(a >= b for a, b in zip(values, values[1:])), ("robust accuracy rises with eps", threat, curve)
+            if curve[0][0] >= 0:
+                assert values[0] <= acc + TOL, (threat, method, curve, acc)
+            assert s["fooled_fraction"] >= 1.0 - acc - TOL, (threat, method)   # misclassified count as fooled
+        assert t["first_order_fooled_where_grid_not"] >= 0 and t["grid_fooled_where_first_order_not"] >= 0
+
+
+def _check_ood(r):
+    k = 1.0 / 10
+    for method, m in r["methods"].items():
+        _prob(m["test_error"], method)
+        assert k - TOL <= m["mmc_test"] <= 1.0, (method, m["mmc_test"])
+        for name, s in m["sets"].items():
+            assert k - TOL <= s["mmc"] <= 1.0, (method, name, s)
+            _prob(s["auroc"], (method, name))
+            _prob(s["fpr95"], (method, name))
+        # adversarial noise keeps the most confident iterate, the low-pass start included
+        assert m["sets"]["adversarial"]["mmc"] >= m["sets"]["lowpass"]["mmc"] - TOL, method
+        a = m["alpha"]
+        _prob(a["reached_fraction"], method)
+        assert a["median_alpha"] >= 1.0 or a["reached_fraction"] < 0.5, a
+        assert all(k - TOL <= c <= 1.0 for c in a["mean_conf"] + a["mean_conf_projected"]), a
+        if a["curve_alphas"][0] == 1.0:                   # 1 * noise is in the box already: clipping changes nothing
+            assert a["mean_conf"][0] == pytest.approx(a["mean_conf_projected"][0], rel=1e-5), a
+    if {"plain", "acet"} <= set(r["methods"]):           # the paper's claim, by a wide margin at any scale
+        assert r["methods"]["acet"]["sets"]["uniform"]["mmc"] < r["methods"]["plain"]["sets"]["uniform"]["mmc"]
+
+
+CHECKS = {"landscape": _check_landscape, "guarantees": _check_guarantees, "attacks": _check_attacks,
+          "spatial": _check_spatial, "ood": _check_ood}
 
 
 def test_quick_report_has_every_section(tmp_path, capsys):
@@ -18,7 +119,7 @@ def test_quick_report_has_every_section(tmp_path, capsys):
         assert reproduce.TALK[key][:40] in md, key          # the talk's claim beside ours
     for part in reproduce.PARTS:
         assert (out / part / "results.json").is_file(), part
-        json.loads((out / part / "results.json").read_text())
+        CHECKS[part](report.read_json(out / part / "results.json"))
     for fig in ("attacks/adversarial_examples_p1_p2_pinf.png", "attacks/robust_accuracy_l2.png",
                 "guarantees/cross_lipschitz_guarantees.png", "landscape/badnews.png", "ood/ood_alpha.png",
                 "spatial/spatial_examples.png"):
@@ -29,7 +130,36 @@ def test_quick_report_has_every_section(tmp_path, capsys):
     names = {(r["attack"], r["p"]) for r in attacks["rows"]}
     assert {("region", 2), ("cw", 2), ("deepfool", 2), ("region", 1), ("region", "inf")} <= names
     timings = json.loads((out / "timings.json").read_text())
-    assert set(reproduce.PARTS) <= set(timings)
+    assert set(reproduce.PARTS) <= set(timings) and all(v > 0 for v in timings.values())
+    # the markdown shows the JSON's numbers: the attacks table's test accuracy, the widths it computed
+    assert re.search(rf"test accuracy {attacks['test_accuracy']:.4f}", md)
+    assert sum(part in md for part in ("| 3,211,264 |", "| 802,816 |", "| 1,382,976 |")) == 3
+
+
+def test_quick_report_invariants_catch_violations():
+    """The checks above fail on a certificate above the attack, a rising robust-accuracy curve, a
+    probability above 1 and adversarial noise less confident than its start."""
+    row = {"test_error": 0.1, "attack_success": 1.0, "certified_median": 0.5, "global_median": 0.1,
+           "tightness_median": 0.7, "attack_median": 1.0, "method": "cross_lipschitz"}
+    _check_guarantees({"rows": [row]})
+    with pytest.raises(AssertionError):
+        _check_guarantees({"rows": [{**row, "tightness_median": 1.2}]})
+    curve = {"grid": {"fooled_fraction": 0.5, "robust_accuracy": {"0": 0.9, "10": 0.5, "30": 0.2}},
+             "first_order": {"fooled_fraction": 0.5, "robust_accuracy": {"0": 0.9, "10": 0.4, "30": 0.4}}}
+    spatial = {"clean_accuracy_attacked": 0.9, "threats": {"rotation": {**curve, "first_order_fooled_where_grid_not": 0,
+                                                                        "grid_fooled_where_first_order_not": 1}}}
+    _check_spatial(spatial)
+    curve["first_order"]["robust_accuracy"]["30"] = 0.45
+    with pytest.raises(AssertionError, match="robust accuracy rises"):
+        _check_spatial(spatial)
+    sets = {n: {"mmc": 0.3, "auroc": 0.9, "fpr95": 0.2} for n in ("uniform", "lowpass", "adversarial")}
+    m = {"test_error": 0.05, "mmc_test": 0.95, "sets": sets,
+         "alpha": {"reached_fraction": 1.0, "median_alpha": 3.0, "mean_conf": [0.5], "mean_conf_projected": [0.4]}}
+    _check_ood({"methods": {"plain": m}})
+    for broken in ({**sets, "adversarial": {"mmc": 0.2, "auroc": 0.9, "fpr95": 0.2}},
+                   {**sets, "uniform": {"mmc": 0.3, "auroc": 1.5, "fpr95": 0.2}}):
+        with pytest.raises(AssertionError):
+            _check_ood({"methods": {"plain": {**m, "sets": broken}}})
 
 
 def test_full_scale_refuses_without_gpu(capsys):
