@@ -154,7 +154,8 @@ def test_quick_report_invariants_catch_violations():
         _check_spatial(spatial)
     sets = {n: {"mmc": 0.3, "auroc": 0.9, "fpr95": 0.2} for n in ("uniform", "lowpass", "adversarial")}
     m = {"test_error": 0.05, "mmc_test": 0.95, "sets": sets,
-         "alpha": {"reached_fraction": 1.0, "median_alpha": 3.0, "mean_conf": [0.5], "mean_conf_projected": [0.4]}}
+         "alpha": {"reached_fraction": 1.0, "median_alpha": 3.0, "curve_alphas": [1.0, 10.0], "mean_conf": [0.5, 0.9],
+                   "mean_conf_projected": [0.5, 0.6]}}
     _check_ood({"methods": {"plain": m}})
     for broken in ({**sets, "adversarial": {"mmc": 0.2, "auroc": 0.9, "fpr95": 0.2}},
                    {**sets, "uniform": {"mmc": 0.3, "auroc": 1.5, "fpr95": 0.2}}):
