@@ -175,6 +175,26 @@ def search(pb: Problem, z0, d0, key, n_regions: int) -> tuple[SearchState, np.nd
     return s, traj
 
 
+def attack_example(pb: Problem, z0, d0, key, *, n_regions: int, restarts: int, restart_regions: int):
+    """The region attack on one example from its verified start z0 (distance d0): the main search, then the
+    restarts from targeted starts of other classes. Returns (best point `[d]`, its distance, trajectory
+    `[n_regions + 1]`, model calls, solver calls, mean region rows per solve)."""
+    start_class = int(np.argmax(np.asarray(pb.oracle.logits(jnp.asarray(z0[None])))[0])) if restarts else pb.c
+    s, tr = search(pb, z0, d0, key, n_regions)
+    traj = np.concatenate([[d0], tr])
+    best, best_d, used, calls = s.best, s.best_d, [s], 0
+    if restarts and np.isfinite(best_d):
+        starts, calls = targeted_starts(pb.oracle, pb.x, pb.c, pb.lo, pb.hi, pb.p, exclude=start_class, top=restarts)
+        for k, (z, dz) in enumerate(starts):
+            r, _ = search(pb, z, dz, jax.random.fold_in(key, 1_000_000 + k), restart_regions)
+            used.append(r)
+            if r.best_d < best_d:
+                best, best_d = r.best, r.best_d
+        traj[-1] = min(traj[-1], best_d)
+    n_qp = sum(u.n_qp for u in used)
+    return best, best_d, traj, calls + sum(u.calls for u in used), n_qp, sum(u.n_rows for u in used) / max(n_qp, 1)
+
+
 def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, *, p, key_data, typed_key, options):
     """The region attack on rows of examples in this process: (x_adv `[n, d]`, model calls, trajectory,
     start distance, solver calls, mean rows per solve, seconds), as numpy. index `[n]`: the examples'
@@ -184,48 +204,27 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, *, p, key_
     o = options
     t0 = time.perf_counter()
     n = x.shape[0]
-    shape = x.shape[1:]
-    oracle = make_oracle(logits_fn, o["preacts_fn"], tuple(shape), jnp.dtype(jnp.float32))
+    oracle = make_oracle(logits_fn, o["preacts_fn"], tuple(x.shape[1:]), jnp.dtype(jnp.float32))
     with jax.default_matmul_precision("highest"):   # exact region algebra also where f32 matmuls default to TF32
-        clean = np.asarray(jnp.argmax(oracle.logits(jnp.asarray(x.reshape(n, -1))), -1)) if n else np.zeros(0)
+        clean = np.asarray(jnp.argmax(oracle.logits(jnp.asarray(x.reshape(n, -1))), -1))
         k_start, k_sample = jax.random.split(key)
         best, best_d = start_points(oracle, logits_fn, x, labels, p=p, key=k_start, lo=lo, hi=hi,
                                     x_start=x_start.reshape(x.shape) if x_start.shape[1] else None,
                                     candidates=(train,) if train.shape[1] else ())
         start_d = best_d.copy()
         xf = np.asarray(x, np.float64).reshape(n, -1)
-        traj = np.full((n, o["n_regions"] + 1), np.inf)
+        traj = np.zeros((n, o["n_regions"] + 1))
         calls, n_qp, rows, times = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
         t_start = (time.perf_counter() - t0) / max(n, 1)
-        for i in range(n):
+        for i in np.flatnonzero(clean == labels):      # misclassified inputs keep x, distance 0
             ti = time.perf_counter()
-            c = int(labels[i])
-            if clean[i] != c:
-                traj[i], times[i] = 0.0, t_start
-                continue
-            pb = Problem(oracle, xf[i], c, lo[i], hi[i], p, o["batch_regions"], o["gamma"], o["max_targets"],
-                         o["max_rounds"], o["lp_solver"])
-            key_i = jax.random.fold_in(k_sample, int(index[i]))
-            start_class = int(np.argmax(np.asarray(oracle.logits(jnp.asarray(best[i][None])))[0])) \
-                if o["restarts"] else c
-            s, tr = search(pb, best[i], best_d[i], key_i, o["n_regions"])
-            traj[i, 0], traj[i, 1:] = best_d[i], tr
-            best[i], best_d[i] = s.best, s.best_d
-            used = [s]
-            if o["restarts"] and np.isfinite(best_d[i]):
-                starts_t, n_calls = targeted_starts(oracle, xf[i], c, lo[i], hi[i], p, exclude=start_class,
-                                                    top=o["restarts"])
-                calls[i] += n_calls
-                for k, (z0, d0) in enumerate(starts_t):
-                    r, _ = search(pb, z0, d0, jax.random.fold_in(key_i, 1_000_000 + k), o["restart_regions"])
-                    used.append(r)
-                    if r.best_d < best_d[i]:
-                        best[i], best_d[i] = r.best, r.best_d
-                traj[i, -1] = min(traj[i, -1], best_d[i])
-            calls[i] += sum(u.calls for u in used)
-            n_qp[i] = sum(u.n_qp for u in used)
-            rows[i] = sum(u.n_rows for u in used) / max(n_qp[i], 1)
-            times[i] = time.perf_counter() - ti + t_start
+            pb = Problem(oracle, xf[i], int(labels[i]), lo[i], hi[i], p, o["batch_regions"], o["gamma"],
+                         o["max_targets"], o["max_rounds"], o["lp_solver"])
+            best[i], best_d[i], traj[i], calls[i], n_qp[i], rows[i] = attack_example(
+                pb, best[i], best_d[i], jax.random.fold_in(k_sample, int(index[i])), n_regions=o["n_regions"],
+                restarts=o["restarts"], restart_regions=o["restart_regions"])
+            times[i] = time.perf_counter() - ti
+        times += t_start
     return best, calls, traj, start_d, n_qp, rows, times
 
 
