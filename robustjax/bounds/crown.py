@@ -1,0 +1,344 @@
+"""CROWN and alpha-CROWN over a `robustjax.network.Graph`: backward linear bound propagation.
+
+Zhang, Weng, Chen, Hsieh, Daniel, "Efficient neural network robustness certification with general activation
+functions", NeurIPS 2018 (CROWN); Xu, Zhang, Wang, Wang, Jana, Lin, Hsieh, "Fast and complete: enabling
+complete neural network verification with rapid and massively parallel incomplete verifiers", ICLR 2021
+(alpha-CROWN: the relaxation slopes optimized by projected gradient ascent).
+
+A lower bound of `C f(x')` over an input set is built by pulling `Lambda = C` back through the graph, one handler
+per layer kind: affine layers by their exact transpose (a VJP), activations by the sound lines of
+`relaxations` on their pre-activation interval, max-pools by the selection of the window's input with the
+largest lower bound (exact where it dominates the window, else bounded above by the window's largest upper
+bound). At the input, `Lambda x + c` is minimized over the set (`input_sets`). Intermediate pre-activation
+bounds come from the same backward pass with Lambda = I, intersected with IBP, so CROWN is never looser than
+IBP node by node. Everything runs in the dtype of the inputs (float64 from `robustjax.bounds`' public functions);
+each result is padded by a bound on its own rounding error.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from robustjax.bounds import ibp, input_sets, relaxations, rounding
+from robustjax.bounds.ibp import Interval
+from robustjax.network.evaluate import JAX, NUMPY, evaluate_numpy, interpret, pool_windows
+from robustjax.network.graph import AFFINE_KINDS, Activation, Graph, MaxPool, ReLU
+
+NONLINEAR = (ReLU, Activation, MaxPool)
+
+
+class InputSet(NamedTuple):
+    """One l_p ball in a box per example: center, lo, hi `[B, d]` (flat), eps `[B]`, p in 1, 2, inf."""
+    center: jax.Array
+    eps: jax.Array
+    lo: jax.Array
+    hi: jax.Array
+    p: float
+
+    def example(self, i_arrays):
+        c, e, l, h = i_arrays
+        return input_sets.BallInBox(c, e, l, h, self.p)
+
+    def interval(self) -> tuple:
+        return jnp.maximum(self.center - self.eps[:, None], self.lo), jnp.minimum(self.center + self.eps[:, None], self.hi)
+
+
+def _act_bounds(layer) -> relaxations.ActivationBounds:
+    if isinstance(layer, ReLU):
+        return relaxations.relu()
+    if layer.kind not in ("sigmoid", "tanh", "softplus"):
+        raise ValueError(f"bound propagation does not support activation {layer.kind!r} "
+                         "(supported: relu, sigmoid, tanh, softplus)")
+    return relaxations.get(layer.kind)
+
+
+def _relax(layer, pre: Interval, slopes=None) -> relaxations.Relaxation:
+    act = _act_bounds(layer)
+    name = "relu" if isinstance(layer, ReLU) else layer.kind
+    lo_s = up_s = None
+    if slopes is not None:
+        lo_s, up_s = slopes
+    return relaxations.relax(act, pre.lo, pre.hi, lower_slope=lo_s, upper_slope=up_s, name=name)
+
+
+class _Pool(NamedTuple):
+    index: jax.Array       # [B, n_out] flat input index of the selected window entry
+    dominant: jax.Array    # [B, n_out] bool
+    top: jax.Array         # [B, n_out] the window's largest upper bound
+
+
+def _pool_relax(layer: MaxPool, pre: Interval) -> _Pool:
+    in_shape = pre.lo.shape[1:]
+    flat, valid, _ = pool_windows(in_shape, layer.window, layer.strides, layer.padding)
+    B = pre.lo.shape[0]
+    lo = jnp.where(valid, pre.lo.reshape(B, -1)[:, flat], -jnp.inf)
+    hi = jnp.where(valid, pre.hi.reshape(B, -1)[:, flat], -jnp.inf)
+    j = jnp.argmax(lo, -1)
+    lo_star = jnp.max(lo, -1)
+    others = jnp.where(jax.nn.one_hot(j, lo.shape[-1], dtype=bool), -jnp.inf, hi)
+    dominant = lo_star >= jnp.max(others, -1)
+    index = jnp.asarray(flat)[jnp.arange(flat.shape[0])[None, :], j]
+    return _Pool(index, dominant, jnp.max(hi, -1))
+
+
+def _affine_pull(layer, L, in_shapes, dtype):
+    """Lambda `[B, m, *out]` through an affine layer: (per-input Lambdas, offset contribution `[B, m]`)."""
+    B, m = L.shape[:2]
+    f = JAX[type(layer)]
+    zeros = [jnp.zeros((B * m,) + tuple(s), dtype) for s in in_shapes]
+    out, vjp = jax.vjp(lambda *xs: f(layer, *xs), *zeros)
+    cts = vjp(L.reshape((B * m,) + L.shape[2:]).astype(out.dtype))
+    off = f(layer, *[z[:1] for z in zeros])[0]
+    const = jnp.sum(L * off, axis=tuple(range(2, L.ndim)))
+    mag = jnp.sum(jnp.abs(L) * jnp.abs(off), axis=tuple(range(2, L.ndim)))
+    return [c.reshape((B, m) + tuple(s)) for c, s in zip(cts, in_shapes)], const, mag
+
+
+def backward(graph: Graph, start: int, L, shapes, relax: dict, record: dict | None = None,
+             errors: dict | None = None):
+    """Pulls Lambda `[B, m, *shape(start)]` from node `start` back to the input.
+
+    relax maps each nonlinear node id below start to its `Relaxation` (ReLU, Activation) or `_Pool`. Returns
+    (Lambda_in `[B, m, *input_shape]`, const `[B, m]`, mag `[B, m]`): for every input x' of the set on which the
+    relaxations are valid, Lambda . value(start) >= Lambda_in . x' + const; mag bounds the summed magnitudes
+    (for the rounding pad). record: optional dict; the Lambda reaching each ReLU node is stored under its id.
+    errors: optional {node id: e_k} local rounding errors (`rounding.node_errors`): -|Lambda_k| . e_k is added,
+    so the bound holds for the network evaluated in that dtype."""
+    B, m = L.shape[:2]
+    dtype = L.dtype
+    acc = {start: L}
+    const = jnp.zeros((B, m), dtype)
+    mag = jnp.zeros((B, m), dtype)
+    for k in range(start, 0, -1):
+        Lk = acc.pop(k, None)
+        if Lk is None:
+            continue
+        node = graph.nodes[k - 1]
+        layer = node.layer
+        if errors and k in errors:
+            axes = tuple(range(2, Lk.ndim))
+            rerr = jnp.sum(jnp.abs(Lk) * errors[k][:, None], axes)
+            const, mag = const - rerr, mag + rerr
+        if isinstance(layer, AFFINE_KINDS):
+            cts, c, g = _affine_pull(layer, Lk, [shapes[i] for i in node.inputs], dtype)
+            const, mag = const + c, mag + g
+            for i, ct in zip(node.inputs, cts):
+                acc[i] = acc[i] + ct if i in acc else ct
+            continue
+        z = node.inputs[0]
+        if record is not None and isinstance(layer, ReLU):
+            record[k] = Lk
+        if isinstance(layer, MaxPool):
+            pool: _Pool = relax[k]
+            Lf = Lk.reshape(B, m, -1)
+            Lp, Ln = jnp.maximum(Lf, 0), jnp.minimum(Lf, 0)
+            coef = Lp + jnp.where(pool.dominant[:, None], Ln, 0.0)
+            top = jnp.where(pool.dominant, 0.0, pool.top)[:, None]
+            const = const + jnp.sum(jnp.where(pool.dominant[:, None], 0.0, Ln * top), -1)
+            mag = mag + jnp.sum(jnp.abs(Ln * top), -1)
+            d_in = int(np.prod(shapes[z]))
+            Lz = jax.vmap(lambda c, i: jnp.zeros((m, d_in), dtype).at[:, i].add(c))(coef, pool.index)
+            Lz = Lz.reshape((B, m) + tuple(shapes[z]))
+        else:
+            r: relaxations.Relaxation = relax[k]
+            Lp, Ln = jnp.maximum(Lk, 0), jnp.minimum(Lk, 0)
+            Lz = Lp * r.lower_slope[:, None] + Ln * r.upper_slope[:, None]
+            terms = Lp * r.lower_bias[:, None] + Ln * r.upper_bias[:, None]
+            axes = tuple(range(2, Lk.ndim))
+            const = const + jnp.sum(terms, axes)
+            mag = mag + jnp.sum(jnp.abs(terms), axes)
+        acc[z] = acc[z] + Lz if z in acc else Lz
+    if 0 not in acc:
+        acc[0] = jnp.zeros((B, m) + tuple(shapes[0]), dtype)
+    return acc[0], const, mag
+
+
+def _n_ops(shapes) -> int:
+    return int(sum(np.prod(s) for s in shapes))
+
+
+def concretize(s: InputSet, Lin, const, mag, n_ops: int):
+    """min over each example's set of Lambda_in x + const, minus the rounding pad: `[B, m]`."""
+    B, m = Lin.shape[:2]
+    A = Lin.reshape(B, m, -1)
+    low = jax.vmap(lambda c, e, l, h, a, k: input_sets.linear_lower(input_sets.BallInBox(c, e, l, h, s.p), a, k))(
+        s.center, s.eps, s.lo, s.hi, A, const)
+    xmax = jnp.maximum(jnp.abs(s.lo), jnp.abs(s.hi))
+    total = mag + jnp.einsum("bmd,bd->bm", jnp.abs(A), xmax) + jnp.abs(const)
+    u = jnp.finfo(A.dtype).eps
+    return low - 2 * (n_ops + 2) * u * (total + 1.0)
+
+
+def node_shapes(graph: Graph, example_shape) -> list:
+    """The example shape of every node (index 0 = the input)."""
+    vals = jax.eval_shape(lambda x: interpret(graph, JAX, x), jax.ShapeDtypeStruct((1,) + tuple(example_shape),
+                                                                                        jnp.float32))
+    return [tuple(v.shape[1:]) for v in vals]
+
+
+def _needs_bounds(graph: Graph) -> set:
+    return {n.inputs[0] for n in graph.nodes if isinstance(n.layer, NONLINEAR)}
+
+
+def _identity_rows(shape, rows, B, dtype):
+    n = int(np.prod(shape))
+    E = jax.nn.one_hot(rows, n, dtype=dtype).reshape((len(rows),) + tuple(shape))
+    return jnp.broadcast_to(E, (B,) + E.shape)
+
+
+def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "crown", chunk: int = 1024,
+                        slopes: dict | None = None, arith=None):
+    """(bounds of every node `[Interval]`, relaxations of every nonlinear node, local rounding errors) over the
+    input set.
+
+    method 'ibp': interval bounds only; 'crown': the pre-activation nodes' bounds by backward passes with
+    Lambda = I (in chunks of `chunk` rows), intersected with IBP. arith: the dtype of the arithmetic the bounds
+    hold for (the network evaluated in it; None: exact arithmetic)."""
+    lo, hi = s.interval()
+    B = lo.shape[0]
+    dtype = lo.dtype
+    bounds = [Interval(lo.reshape((B,) + tuple(shapes[0])), hi.reshape((B,) + tuple(shapes[0])))]
+    relax = {}
+    errors = {}
+    need = _needs_bounds(graph) if method != "ibp" else set()
+    n_ops = _n_ops(shapes)
+    for k, node in enumerate(graph.nodes, 1):
+        handler = ibp.IBP.get(type(node.layer))
+        if handler is None:
+            raise ValueError(f"bound propagation does not support layer {type(node.layer).__name__}")
+        b = handler(node.layer, *[bounds[i] for i in node.inputs])
+        if arith is not None:
+            e = rounding.local_error(node.layer, [bounds[i] for i in node.inputs], arith)
+            if e is not None:
+                errors[k] = e
+                b = Interval(b.lo - e, b.hi + e)
+        if k in need and k > 0:
+            n = int(np.prod(shapes[k]))
+            rows_lo, rows_hi = [], []
+            step = max(1, chunk // max(B, 1))
+            for r0 in range(0, n, step):
+                rows = np.arange(r0, min(n, r0 + step))
+                E = _identity_rows(shapes[k], rows, B, dtype)
+                Lin, c, g = backward(graph, k, jnp.concatenate([E, -E], 1), shapes, relax, errors=errors)
+                low = concretize(s, Lin, c, g, n_ops)
+                rows_lo.append(low[:, :len(rows)])
+                rows_hi.append(-low[:, len(rows):])
+            clo = jnp.concatenate(rows_lo, 1).reshape(b.lo.shape)
+            chi = jnp.concatenate(rows_hi, 1).reshape(b.hi.shape)
+            b = Interval(jnp.maximum(b.lo, clo), jnp.minimum(b.hi, chi))
+        bounds.append(b)
+        if isinstance(node.layer, MaxPool):
+            relax[k] = _pool_relax(node.layer, bounds[node.inputs[0]])
+        elif isinstance(node.layer, (ReLU, Activation)):
+            relax[k] = _relax(node.layer, bounds[node.inputs[0]], None if slopes is None else slopes.get(k))
+    return bounds, relax, errors
+
+
+def relaxations_for(graph: Graph, bounds, slopes: dict | None = None) -> dict:
+    """The relaxation of every nonlinear node from the bounds of its input."""
+    relax = {}
+    for k, node in enumerate(graph.nodes, 1):
+        if isinstance(node.layer, MaxPool):
+            relax[k] = _pool_relax(node.layer, bounds[node.inputs[0]])
+        elif isinstance(node.layer, (ReLU, Activation)):
+            relax[k] = _relax(node.layer, bounds[node.inputs[0]], None if slopes is None else slopes.get(k))
+    return relax
+
+
+def refine(graph: Graph, bounds, splits: dict):
+    """Bounds on a subdomain of ReLU splits: splits maps a ReLU input node id to `[B, *shape]` in {-1, 0, 1}
+    (1: the unit is active, z >= 0; -1: inactive, z <= 0). The split units' intervals are clamped and IBP
+    from them tightens every later node (intersected with the given bounds). A unit whose clamped interval
+    is empty makes its subdomain infeasible: returned as `[B]` bool."""
+    out = [bounds[0]]
+    infeasible = jnp.zeros(bounds[0].lo.shape[:1], bool)
+    for k, node in enumerate(graph.nodes, 1):
+        b = ibp.IBP[type(node.layer)](node.layer, *[out[i] for i in node.inputs])
+        b = Interval(jnp.maximum(b.lo, bounds[k].lo), jnp.minimum(b.hi, bounds[k].hi))
+        if k in splits:
+            sp = splits[k]
+            b = Interval(jnp.where(sp > 0, jnp.maximum(b.lo, 0.0), b.lo), jnp.where(sp < 0, jnp.minimum(b.hi, 0.0), b.hi))
+            infeasible |= jnp.any((b.lo > b.hi).reshape(b.lo.shape[0], -1), -1)
+        out.append(b)
+    return out, infeasible
+
+
+def spec_lower(graph: Graph, s: InputSet, C, shapes, bounds, relax, errors=None):
+    """Lower bounds of C f(x') over the set, `[B, m]`, for C `[B, m, K]`, given intermediate bounds."""
+    Lin, c, g = backward(graph, len(graph.nodes), C.astype(s.center.dtype), shapes, relax, errors=errors)
+    low = concretize(s, Lin, c, g, _n_ops(shapes))
+    out = bounds[-1]
+    ibp_low = (jnp.einsum("bmk,bk->bm", jnp.maximum(C, 0), out.lo) + jnp.einsum("bmk,bk->bm", jnp.minimum(C, 0), out.hi))
+    return jnp.maximum(low, ibp_low)
+
+
+def ibp_spec_lower(bounds, C):
+    out = bounds[-1]
+    return jnp.einsum("bmk,bk->bm", jnp.maximum(C, 0), out.lo) + jnp.einsum("bmk,bk->bm", jnp.minimum(C, 0), out.hi)
+
+
+def _slope_box(graph, bounds, relax):
+    """The initial slopes (CROWN's) and the box each is projected onto, per optimizable node."""
+    init, box = {}, {}
+    for k, node in enumerate(graph.nodes, 1):
+        if not isinstance(node.layer, (ReLU, Activation)):
+            continue
+        r = relax[k]
+        pre = bounds[node.inputs[0]]
+        if isinstance(node.layer, ReLU):
+            init[k] = (r.lower_slope,)
+            box[k] = ((jnp.zeros_like(pre.lo), jnp.ones_like(pre.lo)),)
+        else:
+            lo, hi = _act_bounds(node.layer).slope_range(pre.lo, pre.hi)
+            init[k] = (r.lower_slope, r.upper_slope)
+            box[k] = ((lo, hi), (lo, hi))
+    return init, box
+
+
+def alpha_spec_lower(graph: Graph, s: InputSet, C, shapes, bounds, relax, *, steps: int = 20, lr: float = 0.1,
+                     errors=None):
+    """alpha-CROWN: the slopes of every activation optimized by projected Adam to raise the sum of the spec's
+    lower bounds (intermediate bounds fixed). Every iterate is a valid bound; the best per row is returned,
+    starting from CROWN's, so never looser than CROWN."""
+    init, box = _slope_box(graph, bounds, relax)
+    best = spec_lower(graph, s, C, shapes, bounds, relax, errors)
+    if not init or steps <= 0:
+        return best
+
+    def relax_with(params):
+        out = dict(relax)
+        for k, node in enumerate(graph.nodes, 1):
+            if k not in params:
+                continue
+            pre = bounds[node.inputs[0]]
+            if isinstance(node.layer, ReLU):
+                out[k] = _relax(node.layer, pre, (params[k][0], None))
+            else:
+                out[k] = _relax(node.layer, pre, params[k])
+        return out
+
+    def lower(params):
+        return spec_lower(graph, s, C, shapes, bounds, relax_with(params), errors)
+
+    def loss(params):
+        v = lower(params)
+        return -jnp.sum(jnp.where(jnp.isfinite(v), v, 0.0)), v
+
+    opt = optax.adam(lr)
+
+    def project(p):
+        return {k: tuple(jnp.clip(a, lo, hi) for a, (lo, hi) in zip(p[k], box[k])) for k in p}
+
+    def body(_, carry):
+        params, state, best = carry
+        (_, v), g = jax.value_and_grad(loss, has_aux=True)(params)
+        g = jax.tree.map(lambda a: jnp.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), g)
+        upd, state = opt.update(g, state, params)
+        return project(optax.apply_updates(params, upd)), state, jnp.maximum(best, v)
+
+    params, _, best = jax.lax.fori_loop(0, steps, body, (init, opt.init(init), best))
+    return jnp.maximum(best, lower(params))

@@ -1,0 +1,197 @@
+"""Bound propagation tried hard: sampled and attacked outputs inside the bounds (float64 re-check) on random
+nets of depth 1-6 with ReLU and smooth activations, CROWN never looser than IBP, alpha-CROWN never looser than
+CROWN, certified radii below the exact MILP distance, and radius 0 where float32 rounding could flip the class."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustjax import bounds, verify
+from robustjax.network import Activation, Dense, Flatten, ReLU, as_graph, evaluate_numpy, trace
+
+P_EPS = {np.inf: 0.04, 2.0: 0.3, 1.0: 0.8}
+
+
+def _net(rng, d, widths, K, act):
+    layers, n = [Flatten()], d
+    for w in widths:
+        layers += [Dense(rng.normal(size=(n, w)) / np.sqrt(n), 0.3 * rng.normal(size=w)),
+                   ReLU() if act == "relu" else Activation(act)]
+        n = w
+    layers.append(Dense(rng.normal(size=(n, K)) / np.sqrt(n), 0.3 * rng.normal(size=K)))
+    return as_graph(layers, (d,))
+
+
+def _ball_points(rng, x, eps, p, n):
+    z = rng.normal(size=(n,) + x.shape) if p != 1 else rng.laplace(size=(n,) + x.shape)
+    z /= np.linalg.norm(z.reshape(n, -1), ord=p, axis=1).reshape((n,) + (1,) * x.ndim)
+    r = rng.uniform(0, 1, (n,) + (1,) * x.ndim) ** (1 / 3)
+    pts = np.clip(x + eps * r * z, 0, 1)
+    corners = np.clip(x + eps * np.sign(rng.normal(size=(n // 4,) + x.shape)), 0, 1) if p == np.inf else pts[:0]
+    return np.concatenate([pts, corners])
+
+
+def _into_set(pts, x, eps, p):
+    """Points moved into the set exactly, in float64: scaled into the ball, then clipped to [0, 1] (which
+    keeps them in the ball since x is in [0, 1])."""
+    d = (pts - x).reshape(len(pts), -1)
+    n = np.linalg.norm(d, ord=p, axis=1)
+    d = d * np.minimum(1.0, eps / np.maximum(n, 1e-300))[:, None] * (1 - 1e-12)
+    return np.clip(x + d.reshape(pts.shape), 0.0, 1.0)
+
+
+def _attack_extremes(graph, x, eps, p, steps=20):
+    """Points of the ball (in [0, 1]) maximizing and minimizing each logit: projected steepest-ascent steps,
+    all 2K objectives at once (jitted)."""
+    from robustjax.network import evaluate
+    K = int(evaluate(graph, jnp.asarray(x[None], jnp.float32)).shape[-1])
+    signs = jnp.concatenate([jnp.eye(K), -jnp.eye(K)])
+    x0 = jnp.asarray(x, jnp.float32)
+
+    @jax.jit
+    def run(z):
+        def body(_, z):
+            g = jax.grad(lambda v: jnp.sum(evaluate(graph, v) * signs))(z)
+            if p == np.inf:
+                z = jnp.clip(z + 0.25 * eps * jnp.sign(g), x0 - eps, x0 + eps)
+            else:
+                z = z + 0.25 * eps * g / (jnp.linalg.norm(g.reshape(len(g), -1), axis=1).reshape(-1, *([1] * x0.ndim)) + 1e-12)
+                dz = (z - x0).reshape(len(z), -1)
+                nrm = jnp.linalg.norm(dz, ord=p, axis=1) if p != 1 else jnp.sum(jnp.abs(dz), 1)
+                z = x0 + (z - x0) * jnp.minimum(1.0, eps / (nrm + 1e-12)).reshape(-1, *([1] * x0.ndim))
+            return jnp.clip(z, 0.0, 1.0)
+        return jax.lax.fori_loop(0, steps, body, z)
+    return np.asarray(run(jnp.broadcast_to(x0, (2 * K,) + x0.shape)), np.float64)
+
+
+CASES = [("relu", 1, np.inf, bounds.METHODS), ("relu", 6, 2.0, ("ibp", "crown")), ("relu", 3, 1.0, ("crown",)),
+         ("sigmoid", 3, np.inf, ("ibp", "crown", "alpha-crown")), ("tanh", 2, 2.0, ("crown",)),
+         ("softplus", 2, 1.0, ("ibp", "crown"))]
+
+
+@pytest.mark.parametrize("act, depth, p, methods", CASES)
+def test_sampled_and_attacked_outputs_lie_inside_the_bounds(act, depth, p, methods):
+    rng = np.random.default_rng(depth + 10 * ["relu", "sigmoid", "tanh", "softplus"].index(act))
+    g = _net(rng, 8, (12,) * depth, 4, act)
+    x = rng.uniform(0.1, 0.9, (3, 8)).astype(np.float32)
+    eps = P_EPS[p]
+    res = {m: bounds.output_bounds(g, x, eps=eps, p=p, method=m, alpha_steps=5) for m in methods}
+    for i in range(len(x)):
+        pts = np.concatenate([_ball_points(rng, x[i].astype(np.float64), eps, p, 400),
+                              _attack_extremes(g, x[i].astype(np.float64), eps, p)])
+        pts = _into_set(pts, x[i].astype(np.float64), eps, p)
+        y = evaluate_numpy(g, pts)
+        for m, b in res.items():
+            assert np.all(y >= b.lo[i]) and np.all(y <= b.hi[i]), (act, depth, p, m)
+    pairs = [("ibp", "crown-ibp"), ("ibp", "crown"), ("crown", "alpha-crown")]
+    for loose, tight in [(a, b) for a, b in pairs if a in res and b in res]:
+        assert np.all(res[tight].lo >= res[loose].lo - 1e-12) and np.all(res[tight].hi <= res[loose].hi + 1e-12)
+
+
+def test_margin_bounds_crown_dominates_ibp_and_alpha_dominates_crown():
+    rng = np.random.default_rng(5)
+    g = _net(rng, 10, (20, 20), 5, "relu")
+    x = rng.uniform(0.2, 0.8, (6, 10)).astype(np.float32)
+    y = bounds.predict_float64(g, x)
+    m = {meth: bounds.margin_bounds(g, x, y, eps=0.03, method=meth, alpha_steps=30) for meth in bounds.METHODS}
+    off = ~np.eye(5, dtype=bool)[y]
+    assert np.all(m["crown"][off] >= m["ibp"][off] - 1e-12)
+    assert np.all(m["alpha-crown"][off] >= m["crown"][off] - 1e-12)
+    assert np.any(m["alpha-crown"][off] > m["crown"][off] + 1e-6), "alpha-CROWN should improve somewhere"
+
+
+@pytest.mark.parametrize("p", [np.inf, 1.0])
+def test_certified_radius_never_exceeds_the_exact_milp_distance(p):
+    rng = np.random.default_rng(11 if p == np.inf else 12)
+    g = _net(rng, 6, (10, 10), 3, "relu")
+    layers = list(g.layers)
+    x = rng.uniform(0.2, 0.8, (6, 6)).astype(np.float32)
+    y = bounds.predict_float64(g, x)
+    for method in ("ibp", "crown", "alpha-crown"):
+        cert = bounds.certified_radius(g, x, y, p=p, method=method, steps=14, alpha_steps=10)
+        for i in range(len(x)):
+            exact = verify.min_adversarial_milp(layers, x[i].astype(np.float64), int(y[i]), p=p, time_limit=30)
+            assert exact.upper_bound < np.inf
+            # radius <= true minimum <= the distance of the MILP's (feasible, re-verified) adversarial point
+            assert cert.radius[i] <= exact.upper_bound, (method, i, cert.radius[i], exact)
+        if method == "crown":
+            crown_r = cert.radius
+        if method == "alpha-crown":
+            assert np.all(cert.radius >= crown_r * (1 - 2 ** -12) - 1e-9)
+
+
+def _point_at_margin(g, xa, xb, c, target):
+    """The point of the segment [xa, xb] (float64 bisection) where f_c - max_{j != c} f_j = target."""
+    def margin(t):
+        out = evaluate_numpy(g, (xa + t * (xb - xa))[None])[0]
+        return out[c] - np.max(np.delete(out, c))
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if margin(mid) > target else (lo, mid)
+    return xa + lo * (xb - xa), margin(lo)
+
+
+def test_radius_zero_and_flag_where_float32_rounding_could_flip_the_class():
+    rng = np.random.default_rng(3)
+    g = _net(rng, 8, (64,), 3, "relu")
+    pool = rng.uniform(0.1, 0.9, (400, 8))
+    pred = bounds.predict_float64(g, pool)
+    xa = pool[0]
+    xb = pool[np.flatnonzero(pred != pred[0])[0]]
+    targets = [1e-1, 1e-2, 1e-4, 1e-6, 1e-8, 1e-10]
+    pts = np.stack([_point_at_margin(g, xa, xb, int(pred[0]), t)[0] for t in targets])
+    y = np.full(len(targets), pred[0])
+    r32 = bounds.certified_radius(g, pts, y, p=2, method="crown")
+    r64 = bounds.certified_radius(g, pts, y, p=2, method="crown", dtype=None)
+    assert np.all(r32.radius <= r64.radius)
+    assert r32.radius[0] > 0 and r64.radius[-2] > 0          # exact arithmetic still certifies 1e-8
+    assert np.all(r32.radius[-2:] == 0) and np.all(r32.uncertain[-2:])   # below float32's resolution
+    assert not np.any(r32.uncertain[:2])
+
+
+def test_traced_cnn_with_pooling_and_residual_add_is_bounded_soundly():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.relu(nn.Conv(4, (3, 3))(x))
+            h = h + nn.relu(nn.Conv(4, (3, 3))(h))
+            h = nn.max_pool(h, (2, 2), (2, 2))
+            return nn.Dense(3)(h.reshape(h.shape[0], -1))
+    model = Net()
+    v = model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)))
+    f = lambda x: model.apply(v, x)  # noqa: E731
+    g = trace(f, (6, 6, 1))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.8, (2, 6, 6, 1)).astype(np.float32)
+    for p, eps in ((np.inf, 0.05), (2.0, 0.2)):
+        for m in ("ibp", "crown", "alpha-crown"):
+            b = bounds.output_bounds(f, x, eps=eps, p=p, method=m, alpha_steps=5)
+            for i in range(2):
+                pts = _ball_points(rng, x[i].astype(np.float64), eps, p, 300)
+                pts = _into_set(pts, x[i].astype(np.float64), eps, p)
+                out = evaluate_numpy(g, pts)
+                assert np.all(out >= b.lo[i]) and np.all(out <= b.hi[i]), (p, m)
+
+
+def test_bad_input_is_named():
+    rng = np.random.default_rng(0)
+    g = _net(rng, 4, (5,), 3, "relu")
+    x = rng.uniform(0.2, 0.8, (2, 4))
+    with pytest.raises(ValueError, match="method must be one of"):
+        bounds.margin_bounds(g, x, [0, 1], eps=0.1, method="deeppoly")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        bounds.margin_bounds(g, x, [0, 7], eps=0.1)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        bounds.margin_bounds(g, x, [0, 1], eps=0.1, box=(1.0, 0.0))
+    with pytest.raises(ValueError, match="x contains NaN"):
+        bounds.margin_bounds(g, np.full((2, 4), np.nan), [0, 1], eps=0.1)
+    with pytest.raises(ValueError, match="eps must be"):
+        bounds.margin_bounds(g, x, [0, 1], eps=-1.0)
+    gelu = as_graph([Dense(np.ones((4, 3)), np.zeros(3)), Activation("gelu"), Dense(np.ones((3, 2)), np.zeros(2))], (4,))
+    with pytest.raises(ValueError, match="gelu"):
+        bounds.output_bounds(gelu, x, eps=0.1)
+    empty = bounds.certified_radius(g, x[:0], np.zeros(0, int))
+    assert empty.radius.shape == (0,)
