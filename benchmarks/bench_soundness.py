@@ -131,16 +131,27 @@ def _linear_boundary(w, x0):
     return x0 - (m[np.arange(len(c)), j] / np.sum(v * v, 1))[:, None] * v
 
 
-def _stacked_logits(family, models, rows):
-    """One float32 logits_fn for points of several models: row i uses models[rows[i]] (one compilation
-    of the attack for all of them)."""
-    st = {k: jnp.asarray(np.stack([mdl[k] for mdl in models])[rows], jnp.float32)
-          for k in models[0] if k != "gamma"}
+def _stacked_logits(family, models):
+    """One float32 logits_fn for points of several models (one compilation of the attack for all): the
+    last input coordinate is the model's index (no gradient flows into it, so attacks leave it alone)."""
+    st = {k: jnp.asarray(np.stack([mdl[k] for mdl in models]), jnp.float32) for k in models[0] if k != "gamma"}
+
+    def split(x):
+        return x[:, :-1], jnp.round(jax.lax.stop_gradient(x[:, -1])).astype(jnp.int32)
     if family == "kernel":
         g = models[0]["gamma"]
-        return lambda x: jnp.einsum("br,brk->bk", jnp.exp(-g * jnp.sum((x[:, None] - st["C"]) ** 2, -1)), st["A"])
-    s = structure(family, models[0], np.float32)
-    return lambda x: jnp.einsum("bm,bmk->bk", s.act.fn(jnp.einsum("bd,bdm->bm", x, st["U"])), st["W"])
+
+        def kernel(x):
+            x, i = split(x)
+            k = jnp.exp(-g * jnp.sum((x[:, None] - st["C"][i]) ** 2, -1))
+            return jnp.einsum("br,brk->bk", k, st["A"][i])
+        return kernel
+    act = structure(family, models[0], np.float32).act
+
+    def net(x):
+        x, i = split(x)
+        return jnp.einsum("bm,bmk->bk", act.fn(jnp.einsum("bd,bdm->bm", x, st["U"][i])), st["W"][i])
+    return net
 
 
 def boundary_points(family, models, x0):
@@ -151,13 +162,13 @@ def boundary_points(family, models, x0):
     from robustjax import attacks
     n = len(x0)
     rows = np.repeat(np.arange(len(models)), n)
-    xs = np.tile(x0, (len(models), 1))
+    xs = np.concatenate([np.tile(x0, (len(models), 1)), rows[:, None]], 1)
     c = np.concatenate([logits64(family, w, x0)[0].argmax(1) for w in models]).astype(np.int32)
-    res = attacks.deepfool(_stacked_logits(family, models, rows), xs.astype(np.float32), c, p=2, box=(-BIG, BIG))
+    res = attacks.deepfool(_stacked_logits(family, models), xs.astype(np.float32), c, p=2, box=(-BIG, BIG))
     out = []
     for i, w in enumerate(models):
         sl = slice(i * n, (i + 1) * n)
-        xa = np.asarray(res.x_adv[sl], np.float64)
+        xa = np.asarray(res.x_adv[sl, :-1], np.float64)
         _, not_c = verified_class(family, w, xa, c[sl])
         ok = np.asarray(res.success[sl]) & not_c
         out.append((_bisect_crossing(family, w, x0, np.where(ok[:, None], xa, x0), c[sl]), ok))
@@ -219,7 +230,7 @@ def _pad(a, n):
     return np.concatenate([a, np.repeat(a[:1], n - len(a), 0)]) if len(a) < n else a
 
 
-def run(n_nets=8, n_points=5, seed=0, families=FAMILIES, fractions=FRACTIONS, dtypes=DTYPES, certify=None):
+def run(n_nets=6, n_points=7, seed=0, families=FAMILIES, fractions=FRACTIONS, dtypes=DTYPES, certify=None):
     """Rows of violation counts per (family, dtype, tau), for certified_radius ("local") and
     global_lipschitz_radius ("global"). `certify` defaults to robustjax.certify."""
     if certify is None:

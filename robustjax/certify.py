@@ -282,7 +282,8 @@ def _g64(n) -> float:
 
 # --- linear
 
-def _linear_prepare(s: LinearWeights, dtype):
+def _linear_prepare(s: LinearWeights, dtype, *, bounds: bool = True):
+    del bounds
     W, b = _as_working(s.W, dtype, "W"), _as_working(s.b, dtype, "b")
     d = W.shape[0]
     L = np.linalg.norm(W[:, :, None] - W[:, None, :], axis=0) * (1 + 2 * _g64(2 * d + 8))
@@ -312,11 +313,11 @@ def _linear_global(s: LinearWeights, dtype):
 
 # --- one hidden layer
 
-def _psd_cover(M, absnorm2, r):
-    """For a symmetric PSD M (float64, computed from a product of two matrices whose absolute values have
-    spectral norm^2 absnorm2): (coef [r] >= 0, Q [m, r], rest) with M <= Q diag(coef) Q^T + rest I as
-    matrices, Q the top-r eigenvectors; rest = lam_{r+1} plus the measured defect of the computed
-    eigenpairs plus the rounding of M itself."""
+def _psd_cover(M, absnorm2, r, n):
+    """For a symmetric PSD M = A^T A (float64, computed with inner length n, || |A| ||_2^2 <= absnorm2):
+    (coef [r] >= 0, Q [m, r], rest) with M <= Q diag(coef) Q^T + rest I as matrices, Q the top-r
+    eigenvectors; rest = lam_{r+1} plus the measured defect of the computed eigenpairs plus the rounding
+    of M itself (1e-10 covers the float64 rounding of these checks for m < 1e5)."""
     lam, Q = np.linalg.eigh(M)
     lam, Q = np.maximum(lam[::-1], 0.0), Q[:, ::-1]
     m = len(lam)
@@ -324,36 +325,44 @@ def _psd_cover(M, absnorm2, r):
     rho = lam[r] if r < m else 0.0
     Qr, coef = Q[:, :r], lam[:r] - rho
     E = M - (Qr * coef) @ Qr.T - rho * np.eye(m)
-    defect = max(float(np.linalg.eigvalsh(E)[-1]), 0.0)
-    rest = rho + defect + 1e-10 * (lam[0] + absnorm2) + 2 * _g64(2 * m) * absnorm2
-    return coef, Qr, rest
+    # lam_max(E) in the computed eigenbasis: F = Q^T E Q (about diag(0, lam_i - rho) <= 0), Gershgorin on
+    # F, then back through sigma_min(Q)^2 >= 1 - ||Q^T Q - I||_F
+    F = Q.T @ E @ Q
+    gersh = float(np.max(np.diag(F) + np.sum(np.abs(F), 1) - np.abs(np.diag(F))))
+    orth = float(np.linalg.norm(Q.T @ Q - np.eye(m)))
+    defect = max(gersh, 0.0) / max(1 - orth, 0.5)
+    rest = rho + defect + 1e-10 * (lam[0] + absnorm2) + 2 * _g64(n) * absnorm2
+    return coef, Q[:, :r], rest
 
 
-def _ohl_prepare(s: OneHiddenLayerWeights, dtype, *, rank_u: int = 32, rank_abs: int = 4):
+def _ohl_prepare(s: OneHiddenLayerWeights, dtype, *, bounds: bool = True, rank_u: int = 32, rank_abs: int = 4):
     """Everything that depends only on the weights (float64, then rounded upward where an upper bound
     is needed): column norms, spectral norms, the global pair bound, and the PSD covers of U^T U and
-    |U|^T |U|."""
+    |U|^T |U| (only what the margins need when bounds=False)."""
     U, W = _as_working(s.U, dtype, "U"), _as_working(s.W, dtype, "W")
     d, m = U.shape
     K = W.shape[1]
     slack = 1 + 1e-6                                             # float64 SVD / norm accuracy, d, m < 1e8
     absU = np.abs(U)
+    up = functools.partial(_cast_up, dtype=dtype)
+    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    margins = {"U": f(U), "W": f(W), "absW": f(np.abs(W)), "unorm": up(np.linalg.norm(U, axis=0) * slack)}
+    if not bounds:
+        return margins
     spec = np.linalg.norm(U, 2) * slack
-    absspec = np.linalg.norm(absU, 2) * slack
+    # || |U| ||_2 <= sqrt(||U||_1 ||U||_inf) (only error terms use it)
+    absspec = np.sqrt(absU.sum(0).max() * absU.sum(1).max()) * slack
     sup = _sup_grad(s.act)
     diff = W[:, :, None] - W[:, None, :]                                            # [m, Kc, Kj]
     absdiff = np.abs(diff).reshape(m, K * K)
     glob = np.linalg.norm(absU @ absdiff, axis=0).reshape(K, K) * sup * slack
-    coef_u, Q_u, rest_u = _psd_cover(U.T @ U, absspec ** 2, rank_u)
-    coef_a, Q_a, rest_a = _psd_cover(absU.T @ absU, absspec ** 2, rank_abs)
+    coef_u, Q_u, rest_u = _psd_cover(U.T @ U, absspec ** 2, rank_u, d)
+    coef_a, Q_a, rest_a = _psd_cover(absU.T @ absU, absspec ** 2, rank_abs, d)
     # q_i^T (a o v_j) = a^T (q_i o W_c) - a^T (q_i o W_j): one [m, r K] table; for |v_j| a [m, r K K] table
     QW_u = (Q_u[:, :, None] * W[:, None, :]).reshape(m, -1)
     QW_a = (Q_a[:, :, None] * absdiff[:, None, :]).reshape(m, -1)
-    up = functools.partial(_cast_up, dtype=dtype)
-    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     qn = lambda Q: up(np.linalg.norm(Q, axis=0) * slack)  # noqa: E731
-    return {"U": f(U), "absU": f(absU), "W": f(W), "absW": f(np.abs(W)), "Wsq": up(W * W),
-            "unorm": up(np.linalg.norm(U, axis=0) * slack), "spec": up(spec), "absspec": up(absspec),
+    return {**margins, "absU": f(absU), "Wsq": up(W * W), "spec": up(spec), "absspec": up(absspec),
             "glob": up(glob), "W2": up((diff ** 2).reshape(m, K * K) * slack),
             "coef_u": up(coef_u), "rest_u": up(rest_u), "QW_u": f(QW_u), "qn_u": qn(Q_u),
             "coef_a": up(coef_a), "rest_a": up(rest_a), "QW_a": f(QW_a), "qn_a": qn(Q_a)}
@@ -481,7 +490,8 @@ def _ohl_global(s: OneHiddenLayerWeights, dtype):
 
 # --- Gaussian kernel machine
 
-def _kernel_prepare(s: GaussianKernelWeights, dtype):
+def _kernel_prepare(s: GaussianKernelWeights, dtype, *, bounds: bool = True):
+    del bounds
     C = _as_working(s.centers, dtype, "centers")
     C = C.reshape(C.shape[0], -1)
     A = _as_working(s.alpha, dtype, "alpha")                     # [Rc, K]
@@ -576,7 +586,7 @@ def _kernel_global(s: GaussianKernelWeights, dtype):
 
 
 class _Handler(NamedTuple):
-    prepare: Callable      # (structure, dtype) -> dict of arrays independent of x and R
+    prepare: Callable      # (structure, dtype, *, bounds) -> dict of arrays independent of x and R
     margins: Callable      # (arrays, x [B, d], *, opts) -> (logits, c, margin lower bounds [B, K], aux)
     problem: Callable      # (arrays, x [B, d], *, opts) -> (logits, _Problem)
     global_bound: Callable  # (structure, dtype) -> [K, K] float64 R-independent bounds on L_cj
@@ -843,7 +853,7 @@ def global_lipschitz_radius(structure, x, labels, *, p: float = 2, batch_size: i
     handler = _handler(structure)
     batch_size = validate.positive_int(batch_size, "batch_size")
     x, xw, labels, dtype = _inputs(structure, x, labels, "global_lipschitz_radius")
-    arrays = handler.prepare(structure, dtype)
+    arrays = handler.prepare(structure, dtype, bounds=False)
     G = jnp.asarray(_cast_up(handler.global_bound(structure, dtype), dtype))
     keys, vals = _static(structure)
     fn = _compiled_global(type(structure), keys, vals)
