@@ -102,9 +102,10 @@ def main():
         f, f64 = make_net(100 + i, act, slope, hidden, k)
         x = np.asarray(jax.random.uniform(jax.random.key(i), (n_points,) + SHAPE))
         y = np.asarray(jnp.argmax(f(jnp.asarray(x)), -1))
+        net = f"{act}{'' if act != 'softplus' else f'(alpha={slope:g})'} {'-'.join(map(str, hidden))} K={k}"
         for name, attack, p, opts in ATTACKS:
-            row = dict(net=f"{act}{'' if act != 'softplus' else f'(alpha={slope:g})'} {'-'.join(map(str, hidden))} K={k}",
-                       attack=name, p="none" if p is None else ("inf" if p == INF else int(p)), points=n_points)
+            norm = "none" if p is None else ("inf" if p == INF else int(p))
+            row = dict(net=net, attack=name, p=norm, points=n_points)
             for label, mm in (("default", None), ("zero", 0.0)):
                 res = attack(f, x, y, p=p, key=jax.random.key(7 + i), min_margin=mm, **opts)
                 row[label] = recheck(res, f, f64, x, y)

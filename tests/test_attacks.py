@@ -189,12 +189,7 @@ def test_every_attack_one_call_shape_and_the_invariants(name, tiny_images):
     again = attack(f, x, y, p=p, key=key, box=(box.lo, box.hi), **opts)
     np.testing.assert_array_equal(r.x_adv, again.x_adv)
     np.testing.assert_array_equal(r.distance, again.distance)
-    try:
-        empty = attack(f, x[:0], y[:0], p=p, key=key, **opts)
-    except ValueError:
-        if name == "region-l2":   # region.py is being split by another change; its empty batch is pending there
-            pytest.xfail("region: empty batch not yet supported")
-        raise
+    empty = attack(f, x[:0], y[:0], p=p, key=key, **opts)
     check_result(empty, f, x[:0], y[:0], p)
     assert empty.x_adv.shape == (0, 4, 4, 1)
 

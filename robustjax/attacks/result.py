@@ -21,7 +21,7 @@ import numpy as np
 
 from robustjax import validate
 from robustjax.batching import map_batches
-from robustjax.geometry import NORMS, Box, as_box, box_violation, check_norm, lp_norm, margin, per_example  # noqa: F401
+from robustjax.geometry import Box, as_box, box_violation, check_norm, lp_norm, margin, per_example  # noqa: F401
 
 MIN_MARGIN_ULPS = 16
 
