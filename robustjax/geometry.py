@@ -35,7 +35,7 @@ def dual(p) -> float:
 
 def lp_norm(delta, p) -> jax.Array:
     """||delta_i||_p per example: `[batch, ...]` -> `[batch]` (JAX, jittable)."""
-    d = jnp.reshape(delta, (delta.shape[0], -1))
+    d = jnp.reshape(delta, (delta.shape[0], int(np.prod(delta.shape[1:]))))
     p = check_norm(p)
     if p == np.inf:
         return jnp.max(jnp.abs(d), axis=-1, initial=0.0)
@@ -86,8 +86,9 @@ def as_box(box, x=None, *, name: str = "box") -> Box:
     """Validates a box and, given a batch x `[batch, ...]`, broadcasts it to x's shape.
 
     Accepts a `Box`, a pair `(lo, hi)` or None (the unit box [0, 1]). With x, lo and hi become numpy arrays
-    of x's shape and dtype; a scalar, one example's shape or `[batch, ...]` broadcast, anything else is a
-    ValueError naming the argument. Also ValueError for NaN bounds or lo > hi anywhere.
+    of x's shape and dtype, rounded inward (lo up, hi down) so that a point clipped to them in that dtype lies in
+    the box as given; a scalar, one example's shape or `[batch, ...]` broadcast, anything else is a ValueError
+    naming the argument. Also ValueError for NaN bounds or lo > hi anywhere.
     """
     if box is None:
         box = Box()
@@ -115,12 +116,23 @@ def as_box(box, x=None, *, name: str = "box") -> Box:
     def fit(v, which):
         try:
             if v.ndim <= len(shape):
-                return np.broadcast_to(v, shape).astype(dtype)
+                w = np.broadcast_to(v, shape)
+                r = w.astype(dtype)
+                inward = (r < w) if which == "lo" else (r > w)
+                toward = np.asarray(np.inf if which == "lo" else -np.inf, dtype)
+                return np.where(inward & np.isfinite(r), np.nextafter(r, toward), r).astype(dtype)
         except ValueError:
             pass
         raise ValueError(f"{name}.{which} has shape {v.shape}; expected a scalar, one example's shape "
                          f"{shape[1:]} or one box per example {shape}")
+    near_lo, near_hi = np.broadcast_to(lo, shape).astype(dtype), np.broadcast_to(hi, shape).astype(dtype)
+    bad = near_lo > near_hi
+    if np.any(bad):
+        raise ValueError(f"{name} must have lo <= hi; lo > hi at {int(np.sum(bad))} coordinates "
+                         f"(e.g. lo={float(near_lo[bad][0])}, hi={float(near_hi[bad][0])})")
     lo, hi = fit(lo, "lo"), fit(hi, "hi")
+    collapsed = lo > hi          # no number of the dtype lies in [lo, hi]: keep the nearest ones
+    lo, hi = np.where(collapsed, near_lo, lo), np.where(collapsed, near_hi, hi)
     bad = lo > hi
     if np.any(bad):
         raise ValueError(f"{name} must have lo <= hi; lo > hi at {int(np.sum(bad))} coordinates "
