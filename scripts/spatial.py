@@ -63,8 +63,8 @@ def plot_transformed(x, labels, res, indices, *, class_names=None, box=(0.0, 1.0
     fig, axes = plt.subplots(2, len(indices), figsize=(1.9 * len(indices), 4.3), squeeze=False)
     for col, i in enumerate(indices):
         for row, img, title in ((0, x[i], f"original: {name(labels[i])}"),
-                                (1, res.x_adv[i], f"{res.angle[i]:+.0f}°, ({res.shift[i][0]:+.0f},"
-                                                  f"{res.shift[i][1]:+.0f}) px\npredicted: {name(res.label_adv[i])}")):
+                                (1, res.x_adv[i], f"{res.info['angle'][i]:+.0f}°, ({res.info['shift'][i][0]:+.0f},"
+                                                  f"{res.info['shift'][i][1]:+.0f}) px\npredicted: {name(res.label_adv[i])}")):
             a = np.asarray(img)
             ax = axes[row, col]
             ax.imshow(a[..., 0] if a.shape[-1] == 1 else a, cmap="gray" if a.shape[-1] == 1 else None,
