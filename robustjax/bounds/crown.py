@@ -26,7 +26,8 @@ import optax
 from robustjax.bounds import ibp, input_sets, relaxations, rounding
 from robustjax.bounds.ibp import Interval
 from robustjax.network.evaluate import JAX, NUMPY, evaluate_numpy, interpret, pool_windows
-from robustjax.network.graph import AFFINE_KINDS, Activation, Graph, MaxPool, ReLU
+from robustjax.network.graph import (AFFINE_KINDS, Activation, Add, Affine, Concatenate, Conv, Dense, Flatten, Graph,
+                                     MaxPool, ReLU, Reshape, Transpose)
 
 NONLINEAR = (ReLU, Activation, MaxPool)
 
@@ -85,17 +86,48 @@ def _pool_relax(layer: MaxPool, pre: Interval) -> _Pool:
     return _Pool(index, dominant, jnp.max(hi, -1))
 
 
-def _affine_pull(layer, L, in_shapes, dtype):
-    """Lambda `[B, m, *out]` through an affine layer: (per-input Lambdas, offset contribution `[B, m]`)."""
+def _sum_tail(a):
+    return jnp.sum(a, axis=tuple(range(2, a.ndim)))
+
+
+def _offset_terms(L, off):
+    off = jnp.asarray(off, L.dtype)
+    return _sum_tail(L * off), _sum_tail(jnp.abs(L) * jnp.abs(off))
+
+
+def _vjp_pull(layer, L, in_shapes, dtype):
     B, m = L.shape[:2]
     f = JAX[type(layer)]
     zeros = [jnp.zeros((B * m,) + tuple(s), dtype) for s in in_shapes]
-    out, vjp = jax.vjp(lambda *xs: f(layer, *xs), *zeros)
-    cts = vjp(L.reshape((B * m,) + L.shape[2:]).astype(out.dtype))
-    off = f(layer, *[z[:1] for z in zeros])[0]
-    const = jnp.sum(L * off, axis=tuple(range(2, L.ndim)))
-    mag = jnp.sum(jnp.abs(L) * jnp.abs(off), axis=tuple(range(2, L.ndim)))
-    return [c.reshape((B, m) + tuple(s)) for c, s in zip(cts, in_shapes)], const, mag
+    _, vjp = jax.vjp(lambda *xs: f(layer, *xs), *zeros)
+    cts = vjp(L.reshape((B * m,) + L.shape[2:]))
+    return [c.reshape((B, m) + tuple(s)) for c, s in zip(cts, in_shapes)]
+
+
+def _affine_pull(layer, L, in_shapes, dtype):
+    """Lambda `[B, m, *out]` through an affine layer: (per-input Lambdas, offset contribution `[B, m]`, its
+    magnitude `[B, m]`). Direct transposes for dense, affine and structural layers; a VJP for convolutions."""
+    B, m = L.shape[:2]
+    zero = jnp.zeros((B, m), dtype)
+    if isinstance(layer, Dense):
+        W = jnp.asarray(layer.W, dtype)
+        return [L @ W.T], *_offset_terms(L, layer.b)
+    if isinstance(layer, Affine):
+        return [L * jnp.asarray(layer.scale, dtype)], *_offset_terms(L, layer.shift)
+    if isinstance(layer, (Reshape, Flatten)):
+        return [L.reshape((B, m) + tuple(in_shapes[0]))], zero, zero
+    if isinstance(layer, Transpose):
+        inv = np.argsort(layer.perm)
+        return [jnp.transpose(L, (0, 1) + tuple(int(a) + 2 for a in inv))], zero, zero
+    if isinstance(layer, Add):
+        return [L, L], zero, zero
+    if isinstance(layer, Concatenate):
+        sizes = np.cumsum([s[layer.axis] for s in in_shapes])[:-1]
+        return list(jnp.split(L, sizes, axis=layer.axis + 2)), zero, zero
+    if isinstance(layer, Conv):
+        return _vjp_pull(layer, L, in_shapes, dtype), *_offset_terms(L, jnp.broadcast_to(
+            jnp.asarray(layer.bias, dtype), L.shape[2:]))
+    raise ValueError(f"bound propagation does not support layer {type(layer).__name__}")
 
 
 def backward(graph: Graph, start: int, L, shapes, relax: dict, record: dict | None = None,
