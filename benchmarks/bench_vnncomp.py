@@ -1,0 +1,114 @@
+"""robustjax.complete on the VNN-COMP 2021 "eran" benchmark (../shared/benchmarks/vnncomp2021_eran), beside the
+2021 tools' answers.
+
+    python benchmarks/bench_vnncomp.py --per-net 6 --timeout 60     # a subset, shorter time limit
+    python benchmarks/bench_vnncomp.py --timeout 300                 # all 72 instances at the competition's limit
+
+For each instance: our status and time, the 2021 answers, and whether ours contradicts a decided answer: a
+'holds' where some tool reported a counterexample, or a 'violated' where the consensus is UNSAT (our
+counterexamples are re-verified in float64, so the second would be a competition tool's error). Writes
+benchmarks/results/vnncomp.json and benchmarks/vnncomp.md (machine, load, date).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ERAN = ROOT.parent / "shared" / "benchmarks" / "vnncomp2021_eran"
+
+
+def _load():
+    return open(f"/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
+
+
+def tool_answers():
+    out = defaultdict(dict)
+    with open(ERAN / "results_2021.csv") as f:
+        for row in csv.DictReader(f):
+            res = row["result"].strip().lower()
+            res = {"unsat": "holds", "sat": "violated"}.get(res, res)
+            out[(Path(row["onnx"]).name, Path(row["vnnlib"]).name)][row["tool"]] = (res, float(row["time_s"] or "nan"))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--per-net", type=int, default=None, help="the first N instances of each net")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--nets", default="relu,sigmoid")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vnncomp.json"))
+    args = ap.parse_args(argv)
+    from robustjax import complete, vnnlib
+    from robustjax.network.from_onnx import from_onnx
+
+    answers = tool_answers()
+    with open(ERAN / "instances.csv") as f:
+        instances = [r for r in csv.reader(f) if r]
+    rows, graphs, counts = [], {}, defaultdict(int)
+    for onnx_rel, spec_rel, _ in instances:
+        net = Path(onnx_rel).name
+        kind = "relu" if "relu" in net else "sigmoid"
+        if kind not in args.nets.split(",") or (args.per_net and counts[kind] >= args.per_net):
+            continue
+        counts[kind] += 1
+        if net not in graphs:
+            graphs[net] = from_onnx(ERAN / onnx_rel)
+        prop = vnnlib.load(ERAN / spec_rel)
+        load0 = _load()
+        t0 = time.perf_counter()
+        res = complete.verify_property(graphs[net], prop, time_limit=args.timeout)
+        wall = time.perf_counter() - t0
+        status = {"verified": "holds", "counterexample": "violated"}.get(res.status, res.status)
+        theirs = answers.get((net, Path(spec_rel).name), {})
+        decided = {t: r for t, (r, _) in theirs.items() if r in ("holds", "violated")}
+        wrong = (status == "holds" and "violated" in decided.values()) or \
+                (status == "violated" and decided and set(decided.values()) == {"holds"})
+        rows.append(dict(net=net, spec=Path(spec_rel).name, status=status, stage=res.stage, time_s=round(wall, 2),
+                         lower_bound=res.lower_bound, domains=res.domains, load=load0, contradicts=bool(wrong),
+                         tools={t: r for t, (r, _) in theirs.items()}))
+        print(f"{net} {Path(spec_rel).name}: {status} ({res.stage or '-'}) {wall:.1f} s, 2021: "
+              f"{sorted(set(decided.values())) or 'undecided'}", flush=True)
+    meta = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.processor() or platform.machine()}, "
+                f"{os.cpu_count()} cores", timeout_s=args.timeout, per_net=args.per_net, load_end=_load())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=float))
+    write_md(meta, rows, answers)
+
+
+def write_md(meta, rows, answers):
+    tools = sorted({t for r in rows for t in r["tools"]})
+    lines = [f"# VNN-COMP 2021 eran: robustjax.complete beside the 2021 tools",
+             "", f"{meta['date']}, {meta['machine']}, time limit {meta['timeout_s']:.0f} s per instance "
+             f"(the competition's: 300 s), {len(rows)} instances ({'first ' + str(meta['per_net']) + ' per net' if meta['per_net'] else 'all'}); "
+             "load average before each instance in the JSON (other jobs ran on this machine: see the note).", "",
+             "| net | instances | robustjax holds | robustjax violated | contradictions | " +
+             " | ".join(f"{t} (same instances)" for t in tools) + " |",
+             "|---|---|---|---|---|" + "---|" * len(tools)]
+    for net in sorted({r["net"] for r in rows}):
+        rs = [r for r in rows if r["net"] == net]
+        cells = []
+        for t in tools:
+            solved = sum(r["tools"].get(t) in ("holds", "violated") for r in rs)
+            cells.append(str(solved))
+        lines.append(f"| {net} | {len(rs)} | {sum(r['status'] == 'holds' for r in rs)} | "
+                     f"{sum(r['status'] == 'violated' for r in rs)} | {sum(r['contradicts'] for r in rs)} | " +
+                     " | ".join(cells) + " |")
+    lines += ["", "| net | property | robustjax | stage | time s | lower bound | 2021 answers |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        told = ", ".join(f"{t}: {v}" for t, v in sorted(r["tools"].items()) if v in ("holds", "violated")) or "none decided"
+        lines.append(f"| {r['net']} | {r['spec']} | {r['status']} | {r['stage'] or '-'} | {r['time_s']} | "
+                     f"{r['lower_bound']:.4g} | {told} |")
+    (ROOT / "benchmarks" / "vnncomp.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
