@@ -121,9 +121,10 @@ def theorem21_radius(net, x, labels, *, box=None, steps: int = 16, upper=None, d
         Cj = jnp.asarray(C, jnp.float64)
 
         def certified_at(R):
-            L = np.asarray(fn(s0.center, jnp.asarray(R), s0.lo, s0.hi, Cj))
+            L = np.array(fn(s0.center, jnp.asarray(R), s0.lo, s0.hi, Cj))
             L[np.arange(n), y] = np.inf
-            ratio = np.where(L > 0, m_safe / np.maximum(L, 1e-300), np.inf)
+            with np.errstate(invalid="ignore"):
+                ratio = np.where(L > 0, m_safe / np.maximum(L, 1e-300), np.inf)
             ratio[np.arange(n), y] = np.inf
             return np.min(ratio, -1) >= R, ratio
         # every R certifies min(R, min_j ratio_j(R)) (the theorem); bisection on R for the largest such value

@@ -1,0 +1,309 @@
+"""Complete verification of a property: verified, a counterexample, or an honest unknown / timeout.
+
+    result = verify_property(net, prop, time_limit=300)        # prop: robustjax.vnnlib.Property
+    result = verify_property(net, (lo, hi), label, time_limit=60)
+
+Stages, in order, each only while time is left: (1) falsify: PGD with the property's per-pixel box and random
+restarts, then the region attack (for 'argmax = c' properties of piecewise-affine nets) or PGD on the unsafe
+margin (any linear property); (2) prove with CROWN, then alpha-CROWN; (3) branch and bound over ReLU splits:
+the open subdomains with the weakest bounds are split on the unstable unit whose relaxation costs the bound
+most (the BaBSR score), both halves bounded in one batch (parent bounds clamped at the split and tightened by
+IBP, the output by a CROWN backward pass), until every subdomain is proven, a candidate point violates the
+property, or the time is up.
+
+Never a wrong answer: 'verified' rests on sound bounds (float64, padded for rounding; see robustjax.bounds),
+'counterexample' only for a point inside the box whose outputs, evaluated in float64 from the network's
+weights, lie in the unsafe set; everything else is 'unknown' or 'timeout', with the best lower bound found.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax import validate, vnnlib
+from robustjax.bounds import crown, propagate
+from robustjax.network.evaluate import evaluate, evaluate_numpy
+from robustjax.network.graph import Graph, ReLU
+
+STATUSES = ("verified", "counterexample", "unknown", "timeout")
+
+
+class PropertyResult(NamedTuple):
+    """status: 'verified' | 'counterexample' | 'unknown' | 'timeout'.
+    counterexample: `[*input_shape]` float64 point (None unless status is 'counterexample'); outputs: its logits.
+    lower_bound: the best proven lower bound of min over the box of the safety margin (> 0 proves the property;
+      the margin of a disjunct is the largest of b - A f over its rows, negated: see `Property.unsafe_margin`).
+    stage: what decided ('pgd', 'region', 'crown', 'alpha-crown', 'bab', or '' when undecided).
+    domains: branch-and-bound subdomains bounded. time_s: wall time.
+    """
+    status: str
+    counterexample: np.ndarray | None
+    outputs: np.ndarray | None
+    lower_bound: float
+    stage: str
+    domains: int
+    time_s: float
+
+
+def as_property(spec, label=None, num_classes: int | None = None) -> vnnlib.Property:
+    """A `vnnlib.Property` from one, or from an input box (lo, hi) and a label ('argmax f = label')."""
+    if isinstance(spec, vnnlib.Property):
+        return spec
+    if not (isinstance(spec, (tuple, list)) and len(spec) == 2):
+        raise ValueError("spec must be a vnnlib.Property or an input box (lo, hi) with a label")
+    if label is None or num_classes is None:
+        raise ValueError("an input box needs a label (and the network's number of classes)")
+    lo, hi = (np.asarray(v, np.float64).reshape(-1) for v in spec)
+    if lo.shape != hi.shape:
+        raise ValueError(f"lo {lo.shape} and hi {hi.shape} must have one shape")
+    if np.isnan(lo).any() or np.isnan(hi).any():
+        raise ValueError("the input box contains NaN")
+    if np.any(lo > hi):
+        raise ValueError(f"the input box must have lo <= hi; lo > hi at {int(np.sum(lo > hi))} coordinates")
+    c = int(validate.labels(np.asarray([label]), 1, num_classes)[0])
+    unsafe = tuple((np.eye(num_classes)[[c]] - np.eye(num_classes)[[j]], np.zeros(1))
+                   for j in range(num_classes) if j != c)
+    return vnnlib.Property(lo, hi, unsafe, num_classes)
+
+
+def _spec(prop: vnnlib.Property):
+    """Stacked rows (A [m, K], b [m]) and the disjunct of each row."""
+    A = np.concatenate([a for a, _ in prop.unsafe])
+    b = np.concatenate([bb for _, bb in prop.unsafe])
+    group = np.concatenate([np.full(len(bb), i) for i, (_, bb) in enumerate(prop.unsafe)])
+    return A, b, group
+
+
+def _safety(low_rows, group, n_groups):
+    """min over disjuncts of max over its rows of (lower bound of A f - b): > 0 proves the property."""
+    per = np.full(low_rows.shape[:-1] + (n_groups,), -np.inf)
+    for g in range(n_groups):
+        per[..., g] = np.max(low_rows[..., group == g], -1)
+    return np.min(per, -1)
+
+
+def _check(graph, prop, x):
+    """x if it is a float64-verified counterexample (inside the box, outputs unsafe), else None."""
+    x = np.clip(np.asarray(x, np.float64).reshape(-1), prop.lo, prop.hi)
+    out = evaluate_numpy(graph, x.reshape((1,) + tuple(graph.input_shape)))[0]
+    return (x, out) if prop.violated_by(out) else None
+
+
+def _falsify(graph, prop, key, deadline, restarts, steps):
+    """PGD ascent on each disjunct's unsafe margin min_r (b_r - A_r f) inside the box, random starts."""
+    A, b, group = _spec(prop)
+    lo, hi = jnp.asarray(prop.lo, jnp.float32), jnp.asarray(prop.hi, jnp.float32)
+    shape = tuple(graph.input_shape)
+    Aj, bj = jnp.asarray(A, jnp.float32), jnp.asarray(b, jnp.float32)
+    G = len(prop.unsafe)
+    onehot = jnp.asarray(np.eye(G)[group].T, bool)          # [G, m]
+
+    def objective(xf):
+        out = evaluate(graph, xf.reshape((-1,) + shape))
+        slack = bj - out @ Aj.T                              # [n, m]
+        return jnp.max(jnp.min(jnp.where(onehot[None], slack[:, None, :], jnp.inf), -1), -1)
+
+    @jax.jit
+    def run(key):
+        x = jax.random.uniform(key, (restarts, lo.shape[0]), jnp.float32, lo, hi)
+        x = x.at[0].set(0.5 * (lo + hi))
+        step = 0.25 * (hi - lo)
+
+        def body(t, x):
+            g = jax.grad(lambda v: jnp.sum(objective(v)))(x)
+            size = step * (0.97 ** t)
+            return jnp.clip(x + size * jnp.sign(g), lo, hi)
+        x = jax.lax.fori_loop(0, steps, body, x)
+        return x, objective(x)
+    xs, vals = run(key)
+    for i in np.argsort(-np.asarray(vals)):
+        hit = _check(graph, prop, np.asarray(xs[i]))
+        if hit is not None:
+            return hit
+        if time.perf_counter() > deadline:
+            break
+    return None
+
+
+def _region_falsify(graph, prop, key):
+    label = prop.robustness_label()
+    if label is None or not graph.is_piecewise_affine():
+        return None
+    from robustjax.attacks import region
+    shape = tuple(graph.input_shape)
+    x0 = (0.5 * (prop.lo + prop.hi)).reshape((1,) + shape).astype(np.float32)
+    box = (prop.lo.reshape((1,) + shape), prop.hi.reshape((1,) + shape))
+    res = region(lambda v: evaluate(graph, v), x0, np.array([label]), p=np.inf, key=key, box=box, n_regions=20)
+    if res.success[0]:
+        return _check(graph, prop, res.x_adv[0])
+    return None
+
+
+class _BaB:
+    """Batched branch and bound over ReLU splits with fixed (clamped, IBP-tightened) intermediate bounds."""
+
+    def __init__(self, graph, prop, root_bounds, batch):
+        self.graph = graph
+        self.A, self.b, self.group = _spec(prop)
+        self.G = len(prop.unsafe)
+        self.relus = [(k, n.inputs[0]) for k, n in enumerate(graph.nodes, 1) if isinstance(n.layer, ReLU)]
+        self.shapes = crown.node_shapes(graph, graph.input_shape)
+        self.root = root_bounds
+        self.batch = batch
+        lo, hi = jnp.asarray(prop.lo), jnp.asarray(prop.hi)
+        self.set1 = (0.5 * (lo + hi), hi - lo, lo, hi)
+        self._fn = jax.jit(self._bound)
+
+    def _bound(self, splits):
+        B = splits[self.relus[0][1]].shape[0]
+        c, e, lo, hi = self.set1
+        s = crown.InputSet(jnp.broadcast_to(c, (B,) + c.shape), jnp.full((B,), 1e30), jnp.broadcast_to(lo, (B,) + lo.shape),
+                           jnp.broadcast_to(hi, (B,) + hi.shape), np.inf)
+        parent = [crown.Interval(jnp.broadcast_to(b.lo, (B,) + b.lo.shape[1:]), jnp.broadcast_to(b.hi, (B,) + b.hi.shape[1:]))
+                  for b in self.root]
+        bounds, infeasible = crown.refine(self.graph, parent, splits)
+        relax = crown.relaxations_for(self.graph, bounds)
+        C = jnp.broadcast_to(jnp.asarray(self.A), (B,) + self.A.shape)
+        record = {}
+        Lin, const, mag = crown.backward(self.graph, len(self.graph.nodes), C, self.shapes, relax, record)
+        low = crown.concretize(s, Lin, const, mag, crown._n_ops(self.shapes)) - jnp.asarray(self.b)
+        x_star = jnp.where(Lin.reshape(B, C.shape[1], -1) > 0, s.lo[:, None], s.hi[:, None])
+        scores = {}
+        for k, z in self.relus:
+            l, u = bounds[z].lo, bounds[z].hi
+            unstable = (l < 0) & (u > 0) & (splits[z] == 0)
+            intercept = jnp.where(unstable, u * (-l) / jnp.where(unstable, u - l, 1.0), 0.0)
+            lam = record.get(k)
+            w = jnp.sum(jnp.maximum(-lam, 0.0), 1) if lam is not None else jnp.ones_like(l)
+            scores[z] = jnp.where(unstable, w * intercept + 1e-12 * intercept, -1.0)
+        return low, infeasible, x_star, scores
+
+    def bound(self, splits: list):
+        """splits: list of {z: array} -> (safety [n], infeasible [n], candidates [n, m, d], scores list)."""
+        n = len(splits)
+        size = self.batch * 2
+        pad = [splits[-1]] * (-n % size)
+        out = []
+        for i in range(0, n + len(pad), size):
+            part = (splits + pad)[i:i + size]
+            stacked = {z: jnp.asarray(np.stack([sp[z] for sp in part])) for _, z in self.relus}
+            out.append(jax.tree.map(np.asarray, self._fn(stacked)))
+        low = np.concatenate([o[0] for o in out])[:n]
+        return (_safety(low, self.group, self.G), np.concatenate([o[1] for o in out])[:n],
+                np.concatenate([o[2] for o in out])[:n], {z: np.concatenate([o[3][z] for o in out])[:n] for _, z in self.relus})
+
+
+def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
+                    falsify_restarts: int = 64, falsify_steps: int = 50, bab_batch: int = 64,
+                    progress: bool = False) -> PropertyResult:
+    """Decides a property of a network within time_limit seconds (see the module docstring).
+
+    net: a network Graph, layer list, logits_fn or ONNX path/model. spec: a `vnnlib.Property` or an input box
+    (lo, hi) (flat or the input's shape) with `label` for 'every input of the box is classified as label'.
+    """
+    t0 = time.perf_counter()
+    time_limit = validate.positive_float(time_limit, "time_limit")
+    deadline = t0 + time_limit
+    graph = _as_graph(net, spec)
+    K = crown.node_shapes(graph, graph.input_shape)[-1][0]
+    prop = as_property(spec, label, K)
+    d = int(np.prod(graph.input_shape))
+    if prop.lo.shape != (d,):
+        raise ValueError(f"the property has {prop.lo.shape[0]} inputs, the network {d}")
+    if prop.num_outputs != K:
+        raise ValueError(f"the property constrains {prop.num_outputs} outputs, the network has {K}")
+    key = jax.random.key(0) if key is None else validate.key(key)
+    log = (lambda msg: print(f"verify_property: {msg} ({time.perf_counter() - t0:.1f} s)", flush=True)) if progress \
+        else (lambda msg: None)
+
+    def done(status, stage, lb=-np.inf, hit=None, domains=0):
+        return PropertyResult(status, None if hit is None else hit[0], None if hit is None else hit[1], float(lb),
+                              stage, domains, time.perf_counter() - t0)
+
+    hit = _falsify(graph, prop, key, deadline, falsify_restarts, falsify_steps)
+    if hit is not None:
+        return done("counterexample", "pgd", hit=hit)
+    log("PGD found no counterexample")
+    if time.perf_counter() < deadline:
+        hit = _region_falsify(graph, prop, jax.random.fold_in(key, 1))
+        if hit is not None:
+            return done("counterexample", "region", hit=hit)
+    A, b, group = _spec(prop)
+    x0 = (0.5 * (prop.lo + prop.hi)).reshape((1,) + tuple(graph.input_shape))
+    box = (prop.lo.reshape(x0.shape), prop.hi.reshape(x0.shape))
+    best = -np.inf
+    for m in ("crown", method) if method == "alpha-crown" else ("crown",):
+        if time.perf_counter() > deadline:
+            return done("timeout", "", best)
+        low = propagate.linear_bounds(graph, x0, A[None], eps=np.inf, p=np.inf, box=box, method=m) - b
+        best = max(best, float(_safety(low, group, len(prop.unsafe))[0]))
+        log(f"{m}: lower bound {best:.4g}")
+        if best > 0:
+            return done("verified", m, best)
+    if not any(isinstance(n.layer, ReLU) for n in graph.nodes):
+        return done("unknown", "", best)
+    with jax.enable_x64(True):
+        s = propagate._input_set(x0, np.inf, np.inf, box)
+        shapes = crown.node_shapes(graph, graph.input_shape)
+        root, _, _ = crown.intermediate_bounds(graph, s, shapes, method="crown")
+        bab = _BaB(graph, prop, root, bab_batch)
+        zero = {z: np.zeros((1,) + tuple(shapes[z]), np.int8)[0] for _, z in bab.relus}
+        safety, _, cand, scores = bab.bound([zero])
+        heap = [(float(safety[0]), 0, zero, {z: scores[z][0] for z in scores})]
+        counter, domains, stuck = 1, 1, False
+        while heap:
+            if time.perf_counter() > deadline:
+                return done("timeout", "", max(best, heap[0][0]), domains=domains)
+            take = [heapq.heappop(heap) for _ in range(min(bab_batch, len(heap)))]
+            children = []
+            for val, _, sp, sc in take:
+                flat = np.concatenate([sc[z].reshape(-1) for _, z in bab.relus])
+                j = int(np.argmax(flat))
+                if flat[j] < 0:
+                    stuck = True
+                    continue
+                for z in (z for _, z in bab.relus):
+                    n = sc[z].size
+                    if j < n:
+                        break
+                    j -= n
+                for sign in (1, -1):
+                    child = {zz: v.copy() for zz, v in sp.items()}
+                    child[z].reshape(-1)[j] = sign
+                    children.append(child)
+            if not children:
+                break
+            safety, infeasible, cand, scores = bab.bound(children)
+            domains += len(children)
+            for i, child in enumerate(children):
+                if infeasible[i] or safety[i] > 0:
+                    continue
+                for r in range(cand.shape[1]):
+                    hit = _check(graph, prop, cand[i, r])
+                    if hit is not None:
+                        return done("counterexample", "bab", hit=hit, domains=domains)
+                heapq.heappush(heap, (float(safety[i]), counter, child, {z: scores[z][i] for z in scores}))
+                counter += 1
+            if progress and domains % (8 * bab_batch) < 2 * bab_batch:
+                log(f"bab: {domains} domains, {len(heap)} open, worst bound {heap[0][0] if heap else 0:.4g}")
+        if heap or stuck:
+            return done("unknown", "", max(best, heap[0][0] if heap else best), domains=domains)
+        return done("verified", "bab", 0.0, domains=domains)
+
+
+def _as_graph(net, spec) -> Graph:
+    from pathlib import Path
+    if isinstance(net, (str, Path)) or type(net).__name__ == "ModelProto":
+        from robustjax.network.from_onnx import from_onnx
+        return from_onnx(net)
+    if isinstance(net, Graph):
+        return net
+    if isinstance(spec, vnnlib.Property):
+        raise ValueError("give a network Graph or an ONNX model with a vnnlib.Property (a logits_fn has no input shape)")
+    lo = np.asarray(spec[0])
+    return propagate.as_network(net, lo.shape)

@@ -1,0 +1,124 @@
+"""Complete verification never gives a wrong answer: its decisions agree with the exact MILP distance on small
+ReLU nets, counterexamples are re-verified in float64, timeouts stay timeouts; the CLI writes the VNN-COMP format."""
+import numpy as np
+import pytest
+
+from robustjax import cli, complete, verify, vnnlib
+from robustjax.bounds import predict_float64
+from robustjax.network import Dense, Flatten, ReLU, as_graph, evaluate_numpy
+
+
+def _net(seed, sizes):
+    rng = np.random.default_rng(seed)
+    layers = [Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i:
+            layers.append(ReLU())
+        layers.append(Dense(rng.normal(size=(a, b)) / np.sqrt(a), 0.5 * rng.normal(size=b)))
+    return as_graph(layers, (sizes[0],))
+
+
+def test_decisions_agree_with_the_exact_milp_distance():
+    g = _net(0, (5, 12, 12, 3))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.3, 0.7, (2, 5))
+    y = predict_float64(g, x)
+    seen = set()
+    for i in range(len(x)):
+        exact = verify.min_adversarial_milp(list(g.layers), x[i], int(y[i]), p=np.inf, time_limit=30)
+        assert exact.status == "optimal"
+        d = exact.distance
+        for factor in (0.5, 1.5):
+            eps = factor * d
+            lo, hi = np.clip(x[i] - eps, 0, 1), np.clip(x[i] + eps, 0, 1)
+            res = complete.verify_property(g, (lo, hi), int(y[i]), time_limit=30, bab_batch=8)
+            seen.add(res.status)
+            if res.status == "verified":
+                assert eps < d * (1 + 1e-6), (i, factor)
+            elif res.status == "counterexample":
+                assert eps > d * (1 - 1e-6), (i, factor)
+                cx = res.counterexample
+                assert np.all(cx >= lo) and np.all(cx <= hi)
+                out = evaluate_numpy(g, cx[None])[0]
+                assert np.argmax(out) != y[i] or np.sort(out)[-1] == out[y[i]] and np.sum(out == out.max()) > 1
+                np.testing.assert_allclose(res.outputs, out)
+    assert {"verified", "counterexample"} <= seen
+
+
+def test_branch_and_bound_decides_what_crown_cannot():
+    g = _net(3, (4, 16, 16, 2))
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.3, 0.7, (8, 4))
+    y = predict_float64(g, x)
+    used_bab = False
+    for i in range(len(x)):
+        if used_bab:
+            break
+        d = verify.min_adversarial_milp(list(g.layers), x[i], int(y[i]), p=np.inf, time_limit=30).distance
+        eps = 0.97 * d
+        res = complete.verify_property(g, (np.clip(x[i] - eps, 0, 1), np.clip(x[i] + eps, 0, 1)), int(y[i]),
+                                       time_limit=60, bab_batch=16)
+        assert res.status in ("verified", "unknown", "timeout"), res
+        used_bab |= res.stage == "bab"
+    assert used_bab, "no instance needed branch and bound: the test lost its point"
+
+
+def test_timeout_is_reported_never_verified():
+    g = _net(5, (6, 32, 32, 32, 3))
+    x = np.full(6, 0.5)
+    y = int(predict_float64(g, x[None])[0])
+    res = complete.verify_property(g, (np.zeros(6), np.ones(6)), y, time_limit=1e-3)
+    assert res.status in ("timeout", "counterexample")
+
+
+def test_cli_verify_writes_the_competition_format(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    g = _net(19, (3, 8, 2))
+    dense = [layer for layer in g.layers if isinstance(layer, Dense)]
+    nodes = [helper.make_node("Gemm", ["x", "W0", "b0"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "W1", "b1"], ["y"])]
+    inits = [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in
+             [("W0", dense[0].W), ("b0", dense[0].b), ("W1", dense[1].W), ("b1", dense[1].b)]]
+    model = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    net = tmp_path / "net.onnx"
+    onnx.save(model, str(net))
+    pool = np.random.default_rng(8).uniform(0, 1, (200, 3))
+    pred = predict_float64(g, pool)
+    xa, xb = pool[0], pool[np.flatnonzero(pred != pred[0])[0]]
+    t = np.linspace(0, 1, 2001)
+    first = np.argmax(predict_float64(g, xa + t[:, None] * (xb - xa)) != pred[0])
+    x = xa + 0.8 * t[first] * (xb - xa)          # inside the class of xa, near its boundary
+    c = int(pred[0])
+    d = verify.min_adversarial_milp(list(g.layers), x, c, p=np.inf, time_limit=30).distance
+    assert d < 0.4
+    for eps, expect in ((0.5 * d, "holds"), (min(1.0, 2 * d), "violated")):
+        lines = [f"(declare-const X_{i} Real)" for i in range(3)] + [f"(declare-const Y_{j} Real)" for j in range(2)]
+        lines += [f"(assert (>= X_{i} {max(0.0, v - eps)}))\n(assert (<= X_{i} {min(1.0, v + eps)}))" for i, v in enumerate(x)]
+        lines += [f"(assert (>= Y_{1 - c} Y_{c}))"]
+        prop = tmp_path / f"p{eps}.vnnlib"
+        prop.write_text("\n".join(lines))
+        out = tmp_path / "result.txt"
+        code = cli.main(["verify", str(net), str(prop), "--timeout", "30", "--out", str(out), "--quiet"])
+        text = out.read_text()
+        assert text.splitlines()[0] == expect and code == 0
+        if expect == "violated":
+            vals = dict(line.strip("()").split() for line in text.splitlines()[2:-1])
+            cx = np.array([float(vals[f"X_{i}"]) for i in range(3)])
+            assert vnnlib.load(prop).violated_by(evaluate_numpy(g, cx[None])[0])
+    assert cli.main(["verify", str(net), str(tmp_path / "missing.vnnlib")]) == 2
+
+
+def test_bad_input_is_named():
+    g = _net(0, (5, 6, 3))
+    with pytest.raises(ValueError, match="lo <= hi"):
+        complete.verify_property(g, (np.ones(5), np.zeros(5)), 0)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        complete.verify_property(g, (np.zeros(5), np.ones(5)), 4)
+    with pytest.raises(ValueError, match="the property has 4 inputs, the network 5"):
+        complete.verify_property(g, (np.zeros(4), np.ones(4)), 0)
+    with pytest.raises(ValueError, match="time_limit"):
+        complete.verify_property(g, (np.zeros(5), np.ones(5)), 0, time_limit=-1)
