@@ -171,7 +171,7 @@ class _BaB:
         C = jnp.broadcast_to(jnp.asarray(self.A), (B,) + self.A.shape)
         record = {}
         Lin, const, mag = crown.backward(self.graph, len(self.graph.nodes), C, self.shapes, relax, record)
-        low = crown.concretize(s, Lin, const, mag, crown._n_ops(self.shapes)) - jnp.asarray(self.b)
+        low = crown.concretize(s, Lin, const, mag, crown.n_ops(self.shapes)) - jnp.asarray(self.b)
         x_star = jnp.where(Lin.reshape(B, C.shape[1], -1) > 0, s.lo[:, None], s.hi[:, None])
         scores = {}
         for k, z in self.relus:
@@ -248,7 +248,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
     if not any(isinstance(n.layer, ReLU) for n in graph.nodes):
         return done("unknown", "", best)
     with jax.enable_x64(True):
-        s = propagate._input_set(x0, np.inf, np.inf, box)
+        s = propagate.input_set(x0, np.inf, np.inf, box)
         shapes = crown.node_shapes(graph, graph.input_shape)
         root, _, _ = crown.intermediate_bounds(graph, s, shapes, method="crown")
         bab = _BaB(graph, prop, root, bab_batch)

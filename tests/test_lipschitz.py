@@ -34,7 +34,7 @@ def test_gradient_difference_bound_dominates_sampled_and_ascended_maxima(act):
     y = bounds.predict_float64(g, x)
     R = 0.3
     with jax.enable_x64(True):
-        s = propagate._input_set(x, R, 2, None)
+        s = propagate.input_set(x, R, 2, None)
         shapes = crown.node_shapes(g, g.input_shape)
         L = np.asarray(lipschitz.gradient_difference_bound(g, s, jnp.asarray(propagate.margin_specs(y, 3)), shapes))
     for i in range(2):

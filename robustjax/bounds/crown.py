@@ -189,7 +189,8 @@ def backward(graph: Graph, start: int, L, shapes, relax: dict, record: dict | No
     return acc[0], const, mag
 
 
-def _n_ops(shapes) -> int:
+def n_ops(shapes) -> int:
+    """The number of units of all nodes: an upper bound on the length of any sum in a pass (rounding pads)."""
     return int(sum(np.prod(s) for s in shapes))
 
 
@@ -237,7 +238,7 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
     relax = {}
     errors = {}
     need = _needs_bounds(graph) if method != "ibp" else set()
-    n_ops = _n_ops(shapes)
+    n_ops = n_ops(shapes)
     for k, node in enumerate(graph.nodes, 1):
         handler = ibp.IBP.get(type(node.layer))
         if handler is None:
@@ -302,7 +303,7 @@ def refine(graph: Graph, bounds, splits: dict):
 def spec_lower(graph: Graph, s: InputSet, C, shapes, bounds, relax, errors=None):
     """Lower bounds of C f(x') over the set, `[B, m]`, for C `[B, m, K]`, given intermediate bounds."""
     Lin, c, g = backward(graph, len(graph.nodes), C.astype(s.center.dtype), shapes, relax, errors=errors)
-    low = concretize(s, Lin, c, g, _n_ops(shapes))
+    low = concretize(s, Lin, c, g, n_ops(shapes))
     out = bounds[-1]
     ibp_low = (jnp.einsum("bmk,bk->bm", jnp.maximum(C, 0), out.lo) + jnp.einsum("bmk,bk->bm", jnp.minimum(C, 0), out.hi))
     return jnp.maximum(low, ibp_low)

@@ -100,10 +100,10 @@ def theorem21_radius(net, x, labels, *, box=None, steps: int = 16, upper=None, d
     n = x.shape[0]
     y = validate.labels(labels, n, K)
     steps = validate.positive_int(steps, "steps")
-    from robustjax.bounds.radius import _result
+    from robustjax.bounds.radius import certificate_result
     if n == 0:
         z = np.zeros((0,))
-        return _result(radius=z, misclassified=z.astype(bool), predicted=z.astype(np.int32),
+        return certificate_result(radius=z, misclassified=z.astype(bool), predicted=z.astype(np.int32),
                        closest_class=z.astype(np.int32), bound="theorem2.1-deep", uncertain=z.astype(bool))
     b = geometry.as_box(box, np.asarray(x))
     pred = propagate.predict_float64(graph, x)
@@ -117,7 +117,7 @@ def theorem21_radius(net, x, labels, *, box=None, steps: int = 16, upper=None, d
 
     with jax.enable_x64(True):
         fn = jax.jit(lambda c, e, l, h, Cm: gradient_difference_bound(graph, crown.InputSet(c, e, l, h, 2.0), Cm, shapes))
-        s0 = propagate._input_set(x, 0.0, 2, b)
+        s0 = propagate.input_set(x, 0.0, 2, b)
         Cj = jnp.asarray(C, jnp.float64)
 
         def certified_at(R):
@@ -147,5 +147,5 @@ def theorem21_radius(net, x, labels, *, box=None, steps: int = 16, upper=None, d
             if not active.any():
                 break
     radius = np.where(wrong | uncertain, 0.0, best)
-    return _result(radius=radius, misclassified=wrong, predicted=pred, closest_class=np.argmin(best_ratio, -1).astype(np.int32),
+    return certificate_result(radius=radius, misclassified=wrong, predicted=pred, closest_class=np.argmin(best_ratio, -1).astype(np.int32),
                    bound="theorem2.1-deep", uncertain=uncertain)

@@ -49,7 +49,8 @@ def check_method(method: str) -> str:
     return method
 
 
-def _input_set(x, eps, p, box) -> crown.InputSet:
+def input_set(x, eps, p, box) -> crown.InputSet:
+    """The float64 `crown.InputSet` of l_p balls of radii eps (scalar or `[B]`, inf allowed) around x in the box."""
     x = validate.batch(x, "x")
     n = x.shape[0]
     b = geometry.as_box(box, np.asarray(x))
@@ -99,7 +100,7 @@ def _run(net, x, C, *, eps, p, box, method, alpha_steps, dtype):
     if graph.input_shape is not None and tuple(graph.input_shape) != tuple(x.shape[1:]):
         raise ValueError(f"x has example shape {tuple(x.shape[1:])}, the network expects {tuple(graph.input_shape)}")
     with jax.enable_x64(True):
-        s = _input_set(x, eps, p, box)
+        s = input_set(x, eps, p, box)
         fn = _compiled(graph, method, s.p, int(alpha_steps), dtype)
         if x.shape[0] == 0:
             k = crown.node_shapes(graph, graph.input_shape)[-1][0]

@@ -17,7 +17,8 @@ from robustjax import geometry, validate
 from robustjax.bounds import propagate
 
 
-def _result(**fields):
+def certificate_result(**fields):
+    """A `certify.CertificateResult` from keyword fields."""
     from robustjax.certify import CertificateResult
     have = CertificateResult._fields
     return CertificateResult(**{k: v for k, v in fields.items() if k in have})
@@ -43,7 +44,7 @@ def certified_radius(net, x, labels, *, p=np.inf, box=None, method: str = "crown
     y = validate.labels(labels, n, K)
     if n == 0:
         z = np.zeros((0,))
-        return _result(radius=z, misclassified=z.astype(bool), predicted=z.astype(np.int32),
+        return certificate_result(radius=z, misclassified=z.astype(bool), predicted=z.astype(np.int32),
                        closest_class=z.astype(np.int32), bound=method, uncertain=z.astype(bool))
     wrong = pred != y
     diam = geometry.vector_norm((np.asarray(b.hi, np.float64) - np.asarray(b.lo, np.float64)).reshape(n, -1), p)
@@ -75,7 +76,7 @@ def certified_radius(net, x, labels, *, p=np.inf, box=None, method: str = "crown
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
     radius = np.where(wrong | ~centre_ok, 0.0, lo)
     closest = np.argmin(best_m, -1).astype(np.int32)
-    return _result(radius=radius, misclassified=wrong, predicted=pred, closest_class=closest, bound=method,
+    return certificate_result(radius=radius, misclassified=wrong, predicted=pred, closest_class=closest, bound=method,
                    uncertain=uncertain)
 
 
