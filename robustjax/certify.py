@@ -557,7 +557,9 @@ def _kernel_problem(arrays, x, *, opts):
     Tk = arrays["cspec"] * jnp.sqrt(_dot(k * k, arrays["Asq"]))
     e0 = _inflate(Rc + 2, pairs(ek * dist_hi)) + _err(Rc + 3, aux["nx"][:, None] * (_pick(S, c) + S)) \
         + _err(Rc + 3, _pick(Tk, c) + Tk)
-    n0 = infl(n0 + 2 * g * e0)
+    # the subtraction inside grads_k and the factor -2 gamma round relative to grads_k, not to the difference
+    gn = jnp.sqrt(jnp.sum(grads * grads, -1))                                         # [B, K]
+    n0 = infl(n0 + 2 * g * e0 + 4 * u * (_pick(gn, c) + gn))
 
     def psi_up(t):                                               # >= ||Jacobian of (y - x_r) e^{-gamma ||y - x_r||^2}||_2
         return _up(jnp.exp(-t) * jnp.maximum(1.0, jnp.abs(1 - 2 * t))) * (1 + fe)   # at gamma ||y - x_r||^2 = t

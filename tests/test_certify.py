@@ -344,6 +344,9 @@ def test_no_certificate_exceeds_the_true_distance_near_the_boundary(family):
     pairs = sum(r["pairs"] for r in rows)
     assert pairs >= 60
     assert sum(r["local_violations"] + r["global_violations"] for r in rows) == 0, rows
-    # far from the boundary (tau = 1e-2) the float32 certificates stay useful
-    far = [r for r in rows if r["tau"] == 1e-2 and r["dtype"] == "float32"]
-    assert all(r["zero"] == 0 for r in far), far
+    # far from the boundary (tau = 1e-2) the float32 certificates stay useful; float64 ones are never zero
+    for r in rows:
+        if r["dtype"] == "float64":
+            assert r["zero"] == 0, r
+        elif r["tau"] == 1e-2:
+            assert r["zero"] <= r["pairs"] // 4 and (r["median_ratio"] is None or r["median_ratio"] > 0.5), r
