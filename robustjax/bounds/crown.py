@@ -194,7 +194,7 @@ def n_ops(shapes) -> int:
     return int(sum(np.prod(s) for s in shapes))
 
 
-def concretize(s: InputSet, Lin, const, mag, n_ops: int):
+def concretize(s: InputSet, Lin, const, mag, count: int):
     """min over each example's set of Lambda_in x + const, minus the rounding pad: `[B, m]`."""
     B, m = Lin.shape[:2]
     A = Lin.reshape(B, m, -1)
@@ -203,7 +203,7 @@ def concretize(s: InputSet, Lin, const, mag, n_ops: int):
     xmax = jnp.maximum(jnp.abs(s.lo), jnp.abs(s.hi))
     total = mag + jnp.einsum("bmd,bd->bm", jnp.abs(A), xmax) + jnp.abs(const)
     u = jnp.finfo(A.dtype).eps
-    return low - 2 * (n_ops + 2) * u * (total + 1.0)
+    return low - 2 * (count + 2) * u * (total + 1.0)
 
 
 def node_shapes(graph: Graph, example_shape) -> list:
@@ -238,7 +238,7 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
     relax = {}
     errors = {}
     need = _needs_bounds(graph) if method != "ibp" else set()
-    n_ops = n_ops(shapes)
+    count = n_ops(shapes)
     for k, node in enumerate(graph.nodes, 1):
         handler = ibp.IBP.get(type(node.layer))
         if handler is None:
@@ -257,7 +257,7 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
                 rows = np.arange(r0, min(n, r0 + step))
                 E = _identity_rows(shapes[k], rows, B, dtype)
                 Lin, c, g = backward(graph, k, jnp.concatenate([E, -E], 1), shapes, relax, errors=errors)
-                low = concretize(s, Lin, c, g, n_ops)
+                low = concretize(s, Lin, c, g, count)
                 rows_lo.append(low[:, :len(rows)])
                 rows_hi.append(-low[:, len(rows):])
             clo = jnp.concatenate(rows_lo, 1).reshape(b.lo.shape)
