@@ -113,30 +113,29 @@ def as_box(box, x=None, *, name: str = "box") -> Box:
     shape = tuple(np.shape(x))
     dtype = np.dtype(x.dtype) if np.issubdtype(np.dtype(x.dtype), np.floating) else np.dtype(np.float32)
 
-    def fit(v, which):
+    def spread(v, which):
         try:
             if v.ndim <= len(shape):
-                w = np.broadcast_to(v, shape)
-                r = w.astype(dtype)
-                inward = (r < w) if which == "lo" else (r > w)
-                toward = np.asarray(np.inf if which == "lo" else -np.inf, dtype)
-                return np.where(inward & np.isfinite(r), np.nextafter(r, toward), r).astype(dtype)
+                return np.broadcast_to(v, shape)
         except ValueError:
             pass
         raise ValueError(f"{name}.{which} has shape {v.shape}; expected a scalar, one example's shape "
                          f"{shape[1:]} or one box per example {shape}")
-    near_lo, near_hi = np.broadcast_to(lo, shape).astype(dtype), np.broadcast_to(hi, shape).astype(dtype)
+
+    def inward(w, which):
+        r = w.astype(dtype)
+        out = (r < w) if which == "lo" else (r > w)
+        toward = np.asarray(np.inf if which == "lo" else -np.inf, dtype)
+        return np.where(out & np.isfinite(r), np.nextafter(r, toward), r).astype(dtype)
+    lo, hi = spread(lo, "lo"), spread(hi, "hi")
+    near_lo, near_hi = lo.astype(dtype), hi.astype(dtype)
     bad = near_lo > near_hi
     if np.any(bad):
         raise ValueError(f"{name} must have lo <= hi; lo > hi at {int(np.sum(bad))} coordinates "
                          f"(e.g. lo={float(near_lo[bad][0])}, hi={float(near_hi[bad][0])})")
-    lo, hi = fit(lo, "lo"), fit(hi, "hi")
+    lo, hi = inward(lo, "lo"), inward(hi, "hi")
     collapsed = lo > hi          # no number of the dtype lies in [lo, hi]: keep the nearest ones
     lo, hi = np.where(collapsed, near_lo, lo), np.where(collapsed, near_hi, hi)
-    bad = lo > hi
-    if np.any(bad):
-        raise ValueError(f"{name} must have lo <= hi; lo > hi at {int(np.sum(bad))} coordinates "
-                         f"(e.g. lo={float(lo[bad][0])}, hi={float(hi[bad][0])})")
     return Box(lo, hi)
 
 
