@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import pytest
 
+from _nets import assert_same_tree
+
 from robustjax import checkpoint, train
 from robustjax.checkpoint import CheckpointError
 
@@ -124,10 +126,6 @@ def _config(**kw):
     return train.TrainConfig(**base)
 
 
-def _same(a, b):
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
-
 
 def test_fit_refuses_a_changed_config_unless_asked(mnist_small, tmp_path):
     (xtr, ytr), _ = mnist_small
@@ -166,7 +164,7 @@ def test_fit_with_a_damaged_latest_checkpoint_resumes_from_the_previous(mnist_sm
     latest.write_bytes(bytes(b))
     with pytest.warns(UserWarning, match=r"ckpt-14\.msgpack.*falling back.*step 12"):
         resumed = train.fit(cfg, (xtr, ytr), None, run)
-    _same(full.params, resumed.params)
+    assert_same_tree(full.params, resumed.params)
     logs = [[{k: v for k, v in json.loads(line).items() if k != "time_s"}
              for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (tmp_path / "full", run)]
     assert logs[0] == logs[1] and len(logs[0]) == 2

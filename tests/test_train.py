@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _nets import assert_same_tree
+
 from robustjax import checkpoint, losses, regularizers, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +38,6 @@ def _small_config(**kw):
     return train.TrainConfig(**base)
 
 
-def _assert_same_params(a, b):
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
-
 
 def test_resume_equals_uninterrupted(mnist_small, tmp_path):
     (xtr, ytr), test = mnist_small
@@ -49,8 +47,8 @@ def test_resume_equals_uninterrupted(mnist_small, tmp_path):
     assert int(partial.step) == 13
     resumed = train.fit(cfg, (xtr, ytr), None, tmp_path / "resumed")
     assert int(resumed.step) == int(full.step) == 30
-    _assert_same_params(full.params, resumed.params)
-    _assert_same_params(full.opt_state, resumed.opt_state)
+    assert_same_tree(full.params, resumed.params)
+    assert_same_tree(full.opt_state, resumed.opt_state)
     full_log, resumed_log = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
                              for run in ("full", "resumed"))
     assert [r["epoch"] for r in full_log] == [r["epoch"] for r in resumed_log] == [1, 2, 3]
@@ -58,7 +56,7 @@ def test_resume_equals_uninterrupted(mnist_small, tmp_path):
         assert {k: v for k, v in a.items() if k != "time_s"} == {k: v for k, v in b.items() if k != "time_s"}
     state, model, config = train.load_run(tmp_path / "resumed")
     assert config == cfg
-    _assert_same_params(state.params, full.params)
+    assert_same_tree(state.params, full.params)
 
 
 def test_resume_after_sigkill(tmp_path):
@@ -90,7 +88,7 @@ def test_resume_after_sigkill(tmp_path):
     from robustjax.data import load
     xtr, ytr = load("mnist", "train")
     uninterrupted = train.fit(cfg.replace(checkpoint_every=0), (xtr, ytr))
-    _assert_same_params(uninterrupted.params, resumed.params)
+    assert_same_tree(uninterrupted.params, resumed.params)
 
 
 def test_checkpoint_write_is_atomic(mnist_small, tmp_path, monkeypatch):

@@ -40,10 +40,6 @@ class InputSet(NamedTuple):
     hi: jax.Array
     p: float
 
-    def example(self, i_arrays):
-        c, e, l, h = i_arrays
-        return input_sets.BallInBox(c, e, l, h, self.p)
-
     def interval(self) -> tuple:
         return jnp.maximum(self.center - self.eps[:, None], self.lo), jnp.minimum(self.center + self.eps[:, None], self.hi)
 

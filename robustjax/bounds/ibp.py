@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from robustjax.bounds import relaxations
 from robustjax.network.evaluate import JAX, NUMPY, evaluate_numpy, interpret, pool_windows
@@ -46,7 +47,7 @@ def _dense(layer: Dense, x: Interval) -> Interval:
 
 def _conv(layer: Conv, x: Interval) -> Interval:
     absl = layer._replace(kernel=jnp.abs(jnp.asarray(layer.kernel, x.lo.dtype)), bias=jnp.zeros((), x.lo.dtype))
-    fan_in = int(jnp.size(jnp.asarray(layer.kernel))) // max(1, jnp.asarray(layer.kernel).shape[-1])
+    fan_in = int(np.size(layer.kernel))          # >= the true fan-in in any kernel layout
     return _affine_interval(lambda v: JAX[Conv](layer, v), lambda v: JAX[Conv](absl, v), fan_in, x)
 
 
