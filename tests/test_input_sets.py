@@ -7,7 +7,13 @@ from scipy.optimize import linprog, minimize
 
 from robustjax.bounds import input_sets
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """float64 for this module only (a global switch would leak into every later test)."""
+    with jax.enable_x64(True):
+        yield
 
 
 def _exact(a, x0, eps, lo, hi, p):

@@ -6,7 +6,13 @@ import pytest
 
 from robustjax.bounds import relaxations as rx
 
-jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """float64 for this module only (a global switch would leak into every later test)."""
+    with jax.enable_x64(True):
+        yield
 
 ACTS = [("relu", 1.0), ("sigmoid", 1.0), ("tanh", 1.0), ("softplus", 1.0), ("softplus", 10.0), ("identity", 1.0)]
 

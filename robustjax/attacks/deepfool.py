@@ -52,7 +52,7 @@ def _deepfool(logits_fn, x, labels, lo, hi, *, p, steps, overshoot, line_search_
             r = dj[:, None] * jnp.sign(wj)
         else:
             r = (dj / (jnp.sqrt(jnp.sum(wj * wj, -1)) + 1e-8))[:, None] * wj
-        return r.reshape(x.shape)
+        return r.reshape(x.shape).astype(x.dtype)
 
     def cond(carry):
         i, _, _, active, _ = carry
