@@ -1,6 +1,6 @@
 """Per-example losses on logits, the one registry for training and attacks. Each takes keyword-only
 `logits` `[batch, K]` and integer `labels` `[batch]` and returns `[batch]`; `get(name)` looks one up by name.
-Training minimizes them; attacks maximize them ("margin" and "cross_entropy" are the attack losses)."""
+Training minimizes them; attacks maximize them ("margin", "cross_entropy" and "dlr" are the attack losses)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -40,12 +40,34 @@ def margin(*, logits, labels):
     return -geometry.margin(logits, labels)
 
 
+def _sorted_desc(logits):
+    return -jnp.sort(-logits, axis=-1)
+
+
+def dlr(*, logits, labels):
+    """Difference of logits ratio (Croce & Hein, ICML 2020): -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3),
+    pi sorting the logits in decreasing order (K >= 3); invariant to shifting and scaling the logits,
+    positive iff misclassified. The denominator is floored at 1e-12."""
+    zs = _sorted_desc(logits)
+    return -geometry.margin(logits, labels) / jnp.maximum(zs[:, 0] - zs[:, 2], 1e-12)
+
+
+def dlr_targeted(*, logits, labels, target):
+    """Targeted DLR (Croce & Hein, ICML 2020): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) (K >= 4),
+    target `[batch]` int; maximized to reach class t. Not in LOSSES: it needs the target as well."""
+    zs = _sorted_desc(logits)
+    zy = jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
+    zt = jnp.take_along_axis(logits, target[:, None], -1)[:, 0]
+    return -(zy - zt) / jnp.maximum(zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]), 1e-12)
+
+
 LOSSES: dict[str, Callable] = {
     "cross_entropy": softmax_cross_entropy,
     "squared": squared,
     "huber": huber,
     "pseudo_huber": pseudo_huber,
     "margin": margin,
+    "dlr": dlr,
 }
 
 
