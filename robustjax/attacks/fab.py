@@ -77,7 +77,7 @@ def project_hyperplane_box(w, r, x, lo, hi, p):
 
     def one(wi, ri, xi, loi, hii):
         s = jnp.where(ri < 0, -1.0, 1.0).astype(wi.dtype)
-        d = s * _halfspace_step(s * wi, jnp.abs(ri), xi, loi, hii, p)
+        d = _halfspace_step(s * wi, jnp.abs(ri), xi, loi, hii, p)
         return jnp.where(ri == 0, 0.0, d)
     return jax.vmap(one)(w, r, x, lo, hi)
 
