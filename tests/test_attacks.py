@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from robustjax import losses
-from robustjax.attacks import (Box, adversarial_training, best_of, cw, ddn, deepfool, finalize, keep_best,
-                               linearized, lp_norm, pgd, pgd_minimal, plot_adversarial_examples,
-                               plot_robust_accuracy, region, spatial_first_order, spatial_grid)
+from robustjax.attacks import (Box, adversarial_training, apgd, apgd_targeted, best_of, cw, ddn, deepfool, fab,
+                               fab_targeted, finalize, keep_best, linearized, lp_norm, pgd, pgd_minimal,
+                               plot_adversarial_examples, plot_robust_accuracy, region, spatial_first_order,
+                               spatial_grid, square)
 from robustjax.attacks import steps as S
 from robustjax.attacks.result import default_min_margin
 from robustjax.geometry import as_box, dual
@@ -152,6 +153,14 @@ EVERY = {
     "region-l2": (region, 2, dict(n_regions=2)),
     "spatial_grid": (spatial_grid, None, dict(num_angles=5, num_shifts=3, max_shift=1.0)),
     "spatial_first_order": (spatial_first_order, None, dict(num_steps=3, restarts=1, line_search=2, max_shift=1.0)),
+    "apgd-linf": (apgd, INF, dict(eps=0.15, steps=10)),
+    "apgd-l2": (apgd, 2, dict(eps=0.5, steps=10, loss="dlr")),
+    "apgd_targeted-linf": (apgd_targeted, INF, dict(eps=0.15, steps=10, n_targets=2)),
+    "square-linf": (square, INF, dict(eps=0.15, n_queries=30)),
+    "square-l2": (square, 2, dict(eps=0.5, n_queries=30)),
+    "fab-l1": (fab, 1, dict(steps=10)),
+    "fab-linf": (fab, INF, dict(steps=10, restarts=2)),
+    "fab_targeted-l2": (fab_targeted, 2, dict(steps=10, n_targets=2)),
 }
 
 
