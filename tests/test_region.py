@@ -1,8 +1,13 @@
 """The randomized region attack (robustjax/attacks/region.py and its parts: region_oracle, region_starts,
 robustjax.solvers) against exact references: closed forms on linear models, the MILP (l_inf, l1) and the 2-D
-region walk (l2) on tiny random ReLU nets, one region's convex problem against a dense grid; validity of every
+region walk (l2) on tiny random ReLU nets, small random nets of 10-12 inputs against the exact optimum in all three
+norms (l2 by bench_region_small.py's outer-approximation MILP), never worse than the cheap starts (DeepFool, DDN,
+minimal PGD), one region's convex problem against a dense grid; validity of every
 returned example; per-example boxes; the switches on conv/max-pool nets; input checks."""
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +18,8 @@ from robustjax import models, network, verify
 from robustjax.attacks import Box
 from robustjax.attacks.region import Problem, region, region_solve
 from robustjax.attacks.region_oracle import make_oracle, switch_fn
-from robustjax.geometry import halfspace_box_distance, halfspace_box_step
+from robustjax.attacks.region_starts import cheap_attacks
+from robustjax.geometry import halfspace_box_distance, halfspace_box_step, lp_norm
 from robustjax.solvers import solve_min_norm
 
 P_ALL = [2, np.inf, 1]
@@ -372,3 +378,62 @@ def test_input_errors_and_warnings():
         region(lambda z: jnp.tanh(f(z)), x, labels, p=2, key=jax.random.key(0), n_regions=2)
     with pytest.warns(UserWarning, match="probabilities"), pytest.raises(ValueError, match="reduce_max"):
         region(lambda z: jax.nn.softmax(f(z)), x, labels, p=2, key=jax.random.key(0), n_regions=2)
+
+
+def _bench_small():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_region_small.py"
+    spec = importlib.util.spec_from_file_location("bench_region_small", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("p", P_ALL)
+def test_never_worse_than_its_cheap_starts(p):
+    """Per example, the region distance is <= the l_p distance of each cheap attack's point it starts from
+    (DeepFool, DDN and minimal PGD, run with the keys the attack gives them), even with a search too short
+    to improve on them."""
+    layers = random_net(21, [12, 24, 16, 4])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(21).uniform(0.2, 0.8, size=(5, 12)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    key = jax.random.key(7)
+    res = region(f, x, labels, p=p, key=key, n_regions=2, restarts=0)
+    check_valid(f, x, labels, res)
+    cheap = cheap_attacks(f, x, labels, p=p, key=jax.random.split(key)[0], box=Box(np.zeros_like(x), np.ones_like(x)))
+    assert [r.method for r in cheap] == ["deepfool_l2" if p == 1 else f"deepfool_l{'inf' if p == np.inf else 2}",
+                                         "ddn_l2", f"pgd_minimal_l{'inf' if p == np.inf else int(p)}"]
+    for r in cheap:                             # their points' distances in l_p, as finalize measures them
+        d = np.where(r.success & (r.distance > 0), np.asarray(lp_norm(jnp.asarray(r.x_adv - x), p)), np.inf)
+        assert np.all(res.distance <= d), (r.method, res.distance, d)
+
+
+def test_small_random_nets_within_five_percent_of_exact():
+    """The small version of benchmarks/bench_region_small.py: fresh random nets (10-12 inputs, one or two
+    hidden layers of 16 ReLUs, 3-4 classes), default settings: exact <= region <= 1.05 exact in l_inf, l1
+    (MILP) and l2 (outer-approximation MILP), every returned point valid."""
+    bench = _bench_small()
+    compared = 0
+    for seed, sizes in [(31, [10, 16, 3]), (32, [12, 16, 16, 4])]:
+        layers = random_net(seed, sizes)
+        f = as_logits_fn(layers)
+        x = np.random.default_rng(seed).uniform(0.2, 0.8, size=(2, sizes[0])).astype(np.float32)
+        labels = np.argmax(verify.forward(layers, x), 1)
+        for p in P_ALL:
+            res = region(f, x, labels, p=p, key=jax.random.key(seed))
+            check_valid(f, x, labels, res)
+            for i in range(len(x)):
+                assert res.success[i] and bench.check_point(layers, x[i], int(labels[i]), res.x_adv[i],
+                                                            float(res.distance[i]), p)
+                if p == 2:
+                    ex = bench.min_adversarial_l2(layers, x[i], int(labels[i]), upper=res.x_adv[i], time_limit=30)
+                    assert ex["status"] == "optimal"
+                    exact = ex["distance"]
+                else:
+                    ex = verify.min_adversarial_milp(layers, x[i], int(labels[i]), p=p, time_limit=30,
+                                                     max_distance=1.001 * res.distance[i])
+                    assert ex.status == "optimal"
+                    exact = ex.distance
+                assert exact * (1 - 2e-3) <= res.distance[i] <= 1.05 * exact, (seed, p, i, res.distance[i], exact)
+                compared += 1
+    assert compared == 12

@@ -21,11 +21,15 @@ target) pairs: no point of the half space {f_t >= f_c} in the box is closer to x
 `geometry.halfspace_box_distance`, so a pair whose bound exceeds the best distance cannot help.
 
 Per example the search is `search_init` / `search_step` over a `SearchState`; starts come from
-`region_starts` (DeepFool, DDN, exact l1 steps, training points); `processes` spreads examples over worker
-processes with `robustjax.parallel.map_rows`.
+`region_starts` (DeepFool, DDN, minimal PGD, exact l1 steps, training points); a round without progress
+widens the sampling and crosses the binding faces with larger steps (`escape_probes`); then searches from
+targeted starts of every other class (K <= 10; `restart_budget` splits the regions) look into the other
+classes' basins; `processes` spreads examples over worker processes with `robustjax.parallel.map_rows`.
 
 Guarantees: every returned example is clipped to the box and re-verified with the real model (`finalize`);
-the distance is an upper bound on the minimal adversarial distance, never below it.
+the distance is an upper bound on the minimal adversarial distance, never below it; and it is never above
+the distance of the cheap attacks it starts from (DeepFool, DDN and minimal PGD in l_p, re-verified by
+their own `finalize`; not when x_start replaces them): per example the closer point is kept (`keep_best`).
 """
 from __future__ import annotations
 
@@ -39,9 +43,10 @@ import numpy as np
 
 from robustjax import parallel, validate
 from robustjax.attacks.region_oracle import ROW_CHUNK, RegionOracle, make_oracle, pad_rows_index
-from robustjax.attacks.region_starts import nearest_other_class, start_points, targeted_starts, verified
-from robustjax.attacks.result import AttackResult, check_inputs, finalize
-from robustjax.geometry import as_box, check_norm, vector_norm
+from robustjax.attacks.region_starts import (cheap_attacks, nearest_other_class, start_points, targeted_starts,
+                                            verified)
+from robustjax.attacks.result import AttackResult, check_inputs, finalize, keep_best
+from robustjax.geometry import Box, as_box, check_norm, halfspace_box_distance, lp_norm, vector_norm
 from robustjax.solvers import LP_SOLVERS, solve_min_norm
 
 
@@ -63,12 +68,17 @@ class Problem(NamedTuple):
 
 class SearchState(NamedTuple):
     """best `[d]` float32 the closest verified adversarial point, best_d its distance; seed_idx the region
-    rows active at its solution; pending the probe points just across its binding faces; done regions
-    sampled; calls model calls; n_qp solver calls; n_rows region rows handed to the solver in all."""
+    rows active at its solution; pending the probe points just across its binding faces; faces `[k, d]` the
+    unit normals of those faces and z_sol the solver's point there (for the escapes); stall rounds without
+    progress; done regions sampled; calls model calls; n_qp solver calls; n_rows region rows handed to the
+    solver in all."""
     best: np.ndarray
     best_d: float
     seed_idx: np.ndarray
     pending: tuple
+    faces: np.ndarray
+    z_sol: np.ndarray
+    stall: int
     done: int
     calls: int
     n_qp: int
@@ -77,7 +87,9 @@ class SearchState(NamedTuple):
 
 def search_init(z0, d0) -> SearchState:
     """The state at a verified adversarial start z0 `[d]` of distance d0 (inf: nothing to search from)."""
-    return SearchState(np.asarray(z0, np.float32), float(d0), np.zeros(0, np.int64), (), 0, 0, 0, 0)
+    z0 = np.asarray(z0, np.float32)
+    return SearchState(z0, float(d0), np.zeros(0, np.int64), (), np.zeros((0, z0.size)), z0.astype(np.float64),
+                       0, 0, 0, 0, 0)
 
 
 def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx):
@@ -119,23 +131,43 @@ def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx):
     return (z, idx, np.zeros((0, pb.x.size))), n_qp, n_rows
 
 
+def escape_probes(s: SearchState, x, k: int, most: int) -> list:
+    """At most `most` probe points across the incumbent's binding faces at a step growing with the stall
+    count k (1e-3, 1e-2, ... of ||z - x||), each face alone and (from k = 2) pairs of faces: a way out of a
+    region vertex that single small steps do not leave."""
+    if not len(s.faces):
+        return []
+    step = 10.0 ** (-4 + k) * np.linalg.norm(s.z_sol - x) + 1e-7
+    out = [s.z_sol - step * f for f in s.faces]
+    if k >= 2:
+        out += [s.z_sol - step * (s.faces[i] + s.faces[j]) for i in range(len(s.faces))
+                for j in range(i + 1, len(s.faces))]
+    return out[:most]
+
+
 def search_step(pb: Problem, s: SearchState, key, n: int) -> tuple[SearchState, np.ndarray]:
     """One round: n (<= batch_regions) sampled regions around s.best, the first up to half of them the
-    neighbours across its binding faces; one convex problem per promising (region, target).
+    neighbours across its binding faces; one convex problem per promising (region, target). A round
+    without progress counts a stall: the next samples spread wider (gamma halved per stall, down to 1) and
+    the binding faces are crossed with larger steps (`escape_probes`).
     Returns (the new state, the best distance after each of the n regions `[n]`)."""
     R, d = pb.batch_regions, pb.x.size
     x_j = jnp.asarray(pb.x, jnp.float32)
-    n_extra = min(len(s.pending), (R + 1) // 2)
+    pend = list(s.pending)
+    if s.stall and not pend:
+        pend = escape_probes(s, pb.x, min(s.stall, 3), R)
+    n_extra = min(len(pend), (R + 1) // 2)
     extra = np.zeros((R, d), np.float32)
     if n_extra:
-        extra[:n_extra] = np.clip(np.stack(s.pending[:n_extra]), pb.lo, pb.hi)
-    pending = list(s.pending[n_extra:])
+        extra[:n_extra] = np.clip(np.stack(pend[:n_extra]), pb.lo, pb.hi)
+    pending = pend[n_extra:]
+    gamma = max(pb.gamma / 2 ** s.stall, 1.0)
     Y, out, sw, w, lb = pb.oracle.round(key, x_j, jnp.asarray(s.best), pb.c, jnp.asarray(pb.lo, jnp.float32),
-                                        jnp.asarray(pb.hi, jnp.float32), pb.gamma, s.done == 0, jnp.asarray(extra),
+                                        jnp.asarray(pb.hi, jnp.float32), gamma, s.done == 0, jnp.asarray(extra),
                                         n_extra, p=pb.p, R=R)
     lb = np.asarray(lb, np.float64)
     Yn, outn, swn, wn = (np.asarray(a, np.float64) for a in (Y, out, sw, w))
-    best, best_d, seed_idx = s.best, s.best_d, s.seed_idx
+    best, best_d, seed_idx, faces, z_sol = s.best, s.best_d, s.seed_idx, s.faces, s.z_sol
     calls, n_qp, n_rows = s.calls + n * (1 + out.shape[1]), s.n_qp, s.n_rows
     traj = np.empty(n)
     for r in range(n):
@@ -151,15 +183,17 @@ def search_step(pb: Problem, s: SearchState, key, n: int) -> tuple[SearchState, 
             n_qp, n_rows = n_qp + q, n_rows + k
             if sol is None:
                 continue
-            z, act, faces = sol
+            z, act, fc = sol
             cand, dz = verified(pb.oracle, pb.x, pb.c, z, pb.lo, pb.hi, pb.p)
             calls += pb.oracle.ray_calls
             if dz < best_d:
-                best, best_d, seed_idx = cand, dz, act
+                best, best_d, seed_idx, faces, z_sol = cand, dz, act, fc, z
                 step = 1e-4 * np.linalg.norm(z - pb.x) + 1e-7
-                pending = [z - step * nrm for nrm in faces[:R]]
+                pending = [z - step * nrm for nrm in fc[:R]]
         traj[r] = best_d
-    return SearchState(best, best_d, seed_idx, tuple(pending), s.done + n, calls, n_qp, n_rows), traj
+    stall = 0 if best_d < s.best_d * (1 - 1e-9) else s.stall + 1
+    return SearchState(best, best_d, seed_idx, tuple(pending), faces, z_sol, stall, s.done + n, calls, n_qp,
+                       n_rows), traj
 
 
 def search(pb: Problem, z0, d0, key, n_regions: int) -> tuple[SearchState, np.ndarray]:
@@ -175,31 +209,58 @@ def search(pb: Problem, z0, d0, key, n_regions: int) -> tuple[SearchState, np.nd
     return s, traj
 
 
+def restart_budget(pb: Problem, starts, total: int) -> list[int]:
+    """Regions per restart start `[(point, distance)]`, `total` in all, split by each start's class's
+    linearized distance at x (`halfspace_box_distance` of its margin's linearization, a cheap estimate of the
+    basin's distance): shares proportional to 1 / that estimate, at least batch_regions each."""
+    if not starts:
+        return []
+    out, _, jac = (np.asarray(a[0], np.float64) for a in pb.oracle.probe(jnp.asarray(pb.x[None], jnp.float32)))
+    jac = jac.reshape(len(out), -1)
+    est = []
+    for z, dz in starts:
+        t = int(np.argmax(np.asarray(pb.oracle.logits(jnp.asarray(z[None])))[0]))
+        e = float(halfspace_box_distance(jnp.asarray(jac[t] - jac[pb.c]), out[pb.c] - out[t], jnp.asarray(pb.x),
+                                         jnp.asarray(pb.lo), jnp.asarray(pb.hi), pb.p))
+        est.append(min(e if np.isfinite(e) else dz, dz))
+    wgt = 1.0 / np.maximum(np.asarray(est), 1e-6 * max(est))
+    share = np.maximum(np.round(total * wgt / wgt.sum()), pb.batch_regions)
+    return [int(v) for v in share]
+
+
 def attack_example(pb: Problem, z0, d0, key, *, n_regions: int, restarts: int, restart_regions: int):
-    """The region attack on one example from its verified start z0 (distance d0): the main search, then the
-    restarts from targeted starts of other classes. Returns (best point `[d]`, its distance, trajectory
-    `[n_regions + 1]`, model calls, solver calls, mean region rows per solve)."""
-    start_class = int(np.argmax(np.asarray(pb.oracle.logits(jnp.asarray(z0[None])))[0])) if restarts else pb.c
+    """The region attack on one example from its verified start z0 (distance d0): the main search, then
+    searches from targeted starts of `restarts` other classes (every class for restarts >= K - 1), with
+    restart_regions regions each on average (`restart_budget`), then a final search from the best point.
+    Returns (best point `[d]`, its distance, trajectory `[n_regions + 1]`, model calls, solver calls, mean
+    region rows per solve)."""
     s, tr = search(pb, z0, d0, key, n_regions)
     traj = np.concatenate([[d0], tr])
     best, best_d, used, calls = s.best, s.best_d, [s], 0
     if restarts and np.isfinite(best_d):
-        starts, calls = targeted_starts(pb.oracle, pb.x, pb.c, pb.lo, pb.hi, pb.p, exclude=start_class, top=restarts)
-        for k, (z, dz) in enumerate(starts):
-            r, _ = search(pb, z, dz, jax.random.fold_in(key, 1_000_000 + k), restart_regions)
+        starts, calls = targeted_starts(pb.oracle, pb.x, pb.c, pb.lo, pb.hi, pb.p, exclude=-1, top=restarts)
+        budget = restart_budget(pb, starts, restart_regions * len(starts))
+        for k, ((z, dz), m) in enumerate(zip(starts, budget)):
+            r, _ = search(pb, z, dz, jax.random.fold_in(key, 1_000_000 + k), m)
             used.append(r)
             if r.best_d < best_d:
                 best, best_d = r.best, r.best_d
+        if best_d < s.best_d:                      # polish the winner of another basin
+            r, _ = search(pb, best, best_d, jax.random.fold_in(key, 2_000_000), restart_regions)
+            used.append(r)
+            best, best_d = (r.best, r.best_d) if r.best_d < best_d else (best, best_d)
         traj[-1] = min(traj[-1], best_d)
     n_qp = sum(u.n_qp for u in used)
     return best, best_d, traj, calls + sum(u.calls for u in used), n_qp, sum(u.n_rows for u in used) / max(n_qp, 1)
 
 
-def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, *, p, key_data, typed_key, options):
+def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, cheap_ok, *, p, key_data, typed_key,
+                 options):
     """The region attack on rows of examples in this process: (x_adv `[n, d]`, model calls, trajectory,
     start distance, solver calls, mean rows per solve, seconds), as numpy. index `[n]`: the examples'
     positions in the whole batch (their random streams); x_start, train `[n, d]` or `[n, 0]` (none): the
-    given starts and the nearest training points."""
+    given starts and the nearest training points; cheap_x `[n, m, d]`, cheap_ok `[n, m]`: the cheap attacks'
+    points and successes (m = 0: none)."""
     key = jax.random.wrap_key_data(key_data) if typed_key else jnp.asarray(key_data)
     o = options
     t0 = time.perf_counter()
@@ -208,9 +269,10 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, *, p, key_
     with jax.default_matmul_precision("highest"):   # exact region algebra also where f32 matmuls default to TF32
         clean = np.asarray(jnp.argmax(oracle.logits(jnp.asarray(x.reshape(n, -1))), -1))
         k_start, k_sample = jax.random.split(key)
-        best, best_d = start_points(oracle, logits_fn, x, labels, p=p, key=k_start, lo=lo, hi=hi,
-                                    x_start=x_start.reshape(x.shape) if x_start.shape[1] else None,
-                                    candidates=(train,) if train.shape[1] else ())
+        best, best_d, floor_x, floor_d = start_points(
+            oracle, logits_fn, x, labels, p=p, key=k_start, lo=lo, hi=hi,
+            x_start=x_start.reshape(x.shape) if x_start.shape[1] else None,
+            cheap=(cheap_x, cheap_ok) if cheap_ok.shape[1] else None, candidates=(train,) if train.shape[1] else ())
         start_d = best_d.copy()
         xf = np.asarray(x, np.float64).reshape(n, -1)
         traj = np.zeros((n, o["n_regions"] + 1))
@@ -220,10 +282,18 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, *, p, key_
             ti = time.perf_counter()
             pb = Problem(oracle, xf[i], int(labels[i]), lo[i], hi[i], p, o["batch_regions"], o["gamma"],
                          o["max_targets"], o["max_rounds"], o["lp_solver"])
+            K = int(oracle.logits(jnp.asarray(xf[i:i + 1], jnp.float32)).shape[1])
+            restarts = (K - 1 if K - 1 <= 9 else 3) if o["restarts"] is None else o["restarts"]
             best[i], best_d[i], traj[i], calls[i], n_qp[i], rows[i] = attack_example(
                 pb, best[i], best_d[i], jax.random.fold_in(k_sample, int(index[i])), n_regions=o["n_regions"],
-                restarts=o["restarts"], restart_regions=o["restart_regions"])
+                restarts=restarts, restart_regions=o["restart_regions"])
             times[i] = time.perf_counter() - ti
+        x32 = np.asarray(x, np.float32).reshape(n, -1)      # distances as finalize measures them (float32)
+        own = np.where(np.isfinite(best_d), np.asarray(lp_norm(jnp.asarray(best - x32), p)), np.inf)
+        cheap = np.where(np.isfinite(floor_d), np.asarray(lp_norm(jnp.asarray(floor_x - x32), p)), np.inf)
+        best = np.asarray(keep_best(best, own, floor_x, cheap, np.isfinite(floor_d))[0])
+        best_d = np.minimum(best_d, floor_d)
+        traj[:, -1] = np.minimum(traj[:, -1], np.where(clean == labels, best_d, 0.0))
         times += t_start
     return best, calls, traj, start_d, n_qp, rows, times
 
@@ -245,7 +315,8 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
       batch_regions: regions per round (one jitted vmap each): up to half are the neighbours across the region
         faces binding at the best solution so far (a local search), the rest random around it.
       x_start: optional `[batch, ...]` starting points (adversarial or not; a line search from x picks the first
-        misclassified point on the segment), instead of DeepFool's point (`region_starts.start_points`). With
+        misclassified point on the segment), instead of the cheap attacks' points (DeepFool, DDN, minimal PGD:
+        `region_starts.cheap_attacks`; without them the result is not bounded by theirs). With
         `x_train` (and `y_train`), also the nearest training point of another (true and predicted) class; the
         closest verified start wins. An example with no start stays unsolved (success False, distance inf).
       preacts_fn: optional `x [batch, ...] -> list of [batch, n_l]` pre-activations of every ReLU, for models
@@ -253,10 +324,12 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
       gamma: sampling radius exponent (r^gamma, r ~ U[0, 1]).
       max_targets: at most this many target classes per region (lowest lower bounds first); None: all.
       max_rounds: active-set rounds per convex problem. lp_solver: "highs" or "osqp" for the p = 1, inf LPs.
-      restarts, restart_regions: after the main search, searches of `restart_regions` regions (None:
-        max(batch_regions, n_regions // 5)) from each of the `restarts` closest targeted starts of other
-        adversarial classes than the main start's (a search from one start tends to stay in its class's
-        basin); the best point of all wins. None: 3 for p = 1 and inf, 0 for p = 2 (benchmarks/region_milp.md).
+      restarts, restart_regions: after the main search, searches from targeted starts of `restarts` classes
+        (`region_starts.targeted_starts`; a search from one start tends to stay in its class's basin), about
+        `restart_regions` regions each (None: max(batch_regions, n_regions // 5)), split among them by their
+        classes' linearized distances at x (`restart_budget`), then a search from the winner; the best point
+        of all wins. None: every class (K - 1 starts) for K <= 10 classes, else 3, in every norm
+        (benchmarks/region_small.md, region_milp.md).
       processes: spread the examples over this many worker processes (`parallel.map_rows`: spawned, JAX on
         their CPU; logits_fn travels by cloudpickle). Every example's random stream depends on its index
         alone, so the result equals the one-process run up to float rounding. None or 1: this process.
@@ -270,8 +343,7 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
     """
     p = check_norm(p)
     key = validate.key(key)
-    restarts = (0 if p == 2 else 3) if restarts is None else validate.positive_int(restarts, "restarts",
-                                                                                  allow_zero=True)
+    restarts = None if restarts is None else validate.positive_int(restarts, "restarts", allow_zero=True)
     n_regions = validate.positive_int(n_regions, "n_regions", allow_zero=True)
     batch_regions = validate.positive_int(batch_regions, "batch_regions")
     if lp_solver not in LP_SOLVERS:
@@ -294,10 +366,16 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
     if x_train is not None and n:   # computed once here, not shipped (the training set) to every worker
         oracle = make_oracle(logits_fn, preacts_fn, tuple(xn.shape[1:]), jnp.dtype(jnp.float32))
         train = nearest_other_class(oracle, xn.reshape(n, -1), yn, p, x_train, y_train)
+    cheap_x, cheap_ok = np.zeros((n, 0, lo.shape[1]), np.float32), np.zeros((n, 0), bool)
+    if x_start is None and n:   # on the whole batch here: the same points whatever the processes
+        cheap = cheap_attacks(logits_fn, x, labels, p=p, key=jax.random.split(key)[0], box=Box(
+            lo.reshape(xn.shape).astype(np.float32), hi.reshape(xn.shape).astype(np.float32)))
+        cheap_x = np.stack([np.asarray(r.x_adv, np.float32).reshape(n, -1) for r in cheap], 1)
+        cheap_ok = np.stack([r.success & (r.distance > 0) for r in cheap], 1)
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     key_data = np.asarray(jax.random.key_data(key) if typed else key)
     fn = functools.partial(_attack_rows, logits_fn, p=p, key_data=key_data, typed_key=typed, options=options)
-    rows = (xn, yn, np.arange(n), lo, hi, starts, train)
+    rows = (xn, yn, np.arange(n), lo, hi, starts, train, cheap_x, cheap_ok)
     if n == 0:
         out = (np.zeros((0, lo.shape[1]), np.float32), np.zeros(0, np.int64), np.zeros((0, n_regions + 1)),
                *(np.zeros(0) for _ in range(4)))

@@ -1,9 +1,11 @@
 """Starting points of the region attack: verified adversarial points to search around.
 
-The default start is DeepFool's point (`robustjax.attacks.deepfool`; its l2 point for p = 1) plus, for p = 1,
-a sparse start by exact l1 steps; with a training set also the nearest training point of another class; the
-closest verified start wins. Where none is adversarial: DDN's l2 point, then the nearest of 1024 uniform box
-points the model puts in another class. `targeted_starts` gives one start per other adversarial class, for the
+The default starts are the points of the cheap minimal attacks, DeepFool (its l2 point for p = 1), DDN and
+minimal PGD in l_p (`cheap_attacks`, run by the caller on the whole batch), plus, for p = 1, a sparse start by exact l1 steps; with a training set
+also the nearest training point of another class; the closest verified start wins, and the closest cheap
+attack point per example is kept as the floor the region attack never returns worse than. Where none is
+adversarial: DDN's l2 point (after a given x_start), then the nearest of 1024 uniform box points the model
+puts in another class. `targeted_starts` gives one start per other adversarial class, for the
 restarts of the search.
 """
 from __future__ import annotations
@@ -68,22 +70,31 @@ def nearest_other_class(oracle: RegionOracle, x, labels, p, pool, pool_labels=No
     return out
 
 
-def start_points(oracle: RegionOracle, logits_fn, x, labels, *, p, key, lo, hi, x_start=None, candidates=()):
-    """Verified adversarial starts `[n, d]` (x where none) and their l_p distances `[n]` (inf where none).
+def start_points(oracle: RegionOracle, logits_fn, x, labels, *, p, key, lo, hi, x_start=None, cheap=None,
+                 candidates=()):
+    """Verified adversarial starts `[n, d]` (x where none), their l_p distances `[n]` (inf where none), and
+    the floor: per example the closest successful point of the cheap attacks `[n, d]` and its distance `[n]`
+    (inf where none): the region attack returns nothing farther.
 
-    x `[n, ...]` float32, labels `[n]`, lo, hi `[n, d]`; x_start `[n, ...]` replaces the DeepFool start;
-    candidates: further `[n, d]` candidate points (e.g. nearest training points). Every candidate is
-    verified by a line search from x; the closest wins.
+    x `[n, ...]` float32, labels `[n]`, lo, hi `[n, d]`. cheap: (points `[n, m, d]`, success `[n, m]` bool)
+    of the m cheap attacks (`cheap_attacks`, run on the whole batch by the caller), or None; x_start `[n, ...]`
+    a given start; for p = 1 also the sparse start `l1_linear_start`; candidates: further `[n, d]` candidate
+    points (e.g. nearest training points). Every candidate is verified by a line search from x; the closest
+    wins.
     """
-    from robustjax.attacks import ddn, deepfool   # public attacks; imported here, the package imports this one
     n = x.shape[0]
     xf = np.asarray(x, np.float64).reshape(n, -1)
     box = Box(lo.reshape(x.shape), hi.reshape(x.shape))
-    if x_start is not None:
-        cands = [np.asarray(x_start, np.float32).reshape(n, -1)]
-    else:
-        r = deepfool(logits_fn, x, labels, p=2.0 if p == 1 else p, key=key, box=box)
-        cands = [np.asarray(r.x_adv, np.float32).reshape(n, -1)]
+    floor_x, floor_d = xf.astype(np.float32).copy(), np.full(n, np.inf)
+    cands = [] if x_start is None else [np.asarray(x_start, np.float32).reshape(n, -1)]
+    if cheap is not None:
+        pts, ok = cheap
+        for j in range(pts.shape[1]):
+            z = np.asarray(pts[:, j], np.float32).reshape(n, -1)
+            cands.append(z)
+            dist = np.where(ok[:, j], vector_norm(z.astype(np.float64) - xf, p), np.inf)
+            better = dist < floor_d
+            floor_x[better], floor_d[better] = z[better], dist[better]
     if p == 1:
         cands.append(np.stack([l1_linear_start(oracle, xf[i], int(labels[i]), lo[i], hi[i]) for i in range(n)]))
     cands += list(candidates)
@@ -97,7 +108,8 @@ def start_points(oracle: RegionOracle, logits_fn, x, labels, *, p, key, lo, hi, 
     for c in cands:
         take(c, range(n))
     missing = np.flatnonzero(~np.isfinite(best_d))
-    if len(missing):
+    if len(missing) and cheap is None:
+        from robustjax.attacks import ddn   # public attacks; imported here, the package imports this one
         r = ddn(logits_fn, x[missing], labels[missing], p=2, key=key, box=Box(box.lo[missing], box.hi[missing]))
         fallback = np.zeros_like(best)
         fallback[missing] = np.asarray(r.x_adv, np.float32).reshape(len(missing), -1)
@@ -109,7 +121,17 @@ def start_points(oracle: RegionOracle, logits_fn, x, labels, *, p, key, lo, hi, 
         fallback = np.zeros_like(best)
         fallback[missing] = nearest_other_class(oracle, xf[missing], labels[missing], p, lo_m + u * (hi_m - lo_m))
         take(fallback, missing)
-    return best, best_d
+    return best, best_d, floor_x, floor_d
+
+
+def cheap_attacks(logits_fn, x, labels, *, p, key, box):
+    """The cheap minimal attacks whose points seed the region search (and bound its result), as
+    AttackResults, each re-verified by its own `finalize`: DeepFool (l2 for p = 1), DDN (l2) and minimal PGD
+    in l_p (key: fold_in(key, 2)). x `[n, ...]`, labels `[n]`, box a Box."""
+    from robustjax.attacks import ddn, deepfool, pgd_minimal   # public attacks (the package imports this one)
+    return [deepfool(logits_fn, x, labels, p=2.0 if p == 1 else p, key=key, box=box),
+            ddn(logits_fn, x, labels, p=2, key=key, box=box),
+            pgd_minimal(logits_fn, x, labels, p=p, key=jax.random.fold_in(key, 2), box=box)]
 
 
 def targeted_starts(oracle: RegionOracle, x, c, lo, hi, p, *, exclude, top, steps: int = 30,
