@@ -48,7 +48,8 @@ def net():
 
 def test_schedules_and_losses():
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]     # p_j of the paper, times 100
-    assert fraction(0.8, 5, 10000) == 0.8 and fraction(0.8, 11, 10000) == 0.4 and fraction(0.8, 9000, 10000) == 0.8 / 512
+    assert fraction(0.8, 5, 10000) == 0.8 and fraction(0.8, 11, 10000) == 0.4
+    assert fraction(0.8, 9000, 10000) == 0.8 / 512
     assert fraction(0.8, 100, 1000) == fraction(0.8, 1000, 10000)     # rescaled to n_queries
     ph = phases(0.8, 1000, 28, 28)
     assert ph[0][0] == 1 and ph[-1][1] == 1000 and all(a[1] == b[0] for a, b in zip(ph, ph[1:]))
@@ -59,8 +60,8 @@ def test_schedules_and_losses():
     labels = jnp.array([0, 0])
     np.testing.assert_allclose(losses.get("dlr")(logits=logits, labels=labels), [-2.0 / 3.0, 2.0 / 1.5], rtol=1e-6)
     # shift and scale invariant
-    np.testing.assert_allclose(losses.dlr(logits=5 * logits + 2, labels=labels), losses.dlr(logits=logits, labels=labels),
-                               rtol=1e-5)
+    np.testing.assert_allclose(losses.dlr(logits=5 * logits + 2, labels=labels),
+                               losses.dlr(logits=logits, labels=labels), rtol=1e-5)
     t = jnp.array([3, 1])
     np.testing.assert_allclose(losses.dlr_targeted(logits=logits, labels=labels, target=t),
                                [-4.0 / (3.0 + 0.5), 2.0 / (2.0 - 0.25)], rtol=1e-6)

@@ -39,7 +39,8 @@ class StandardEvaluation(NamedTuple):
     clean_correct, robust: `[n]` bool. broken_by: `[n]` str, "" for robust points, "clean" for points
       misclassified without attack, else the name of the first attack that broke it.
     x_adv: `[n, ...]` the adversarial point (x for robust and misclassified points); distance: `[n]`
-      ||x_adv - x||_p (0 for misclassified points, inf for robust ones); margin: `[n]` f_y - max_{j != y} f_j at x_adv (negative where broken).
+      ||x_adv - x||_p (0 for misclassified points, inf for robust ones); margin: `[n]` f_y - max_{j != y} f_j
+      at x_adv (negative where broken).
     model_calls: `[n]` passes spent on each point by all attacks. time_s: attack -> seconds.
     flags: the checks' findings (probabilities, randomized: bool; zero_gradients, square_after_white_box:
       numbers of points); warnings: their messages. p, eps (scalar or `[n]`), attacks, seed: the setup.
