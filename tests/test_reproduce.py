@@ -2,14 +2,16 @@
 its numbers hold the invariants that must hold at any scale: certified radius <= attack distance,
 robust accuracy non-increasing in eps and below the clean accuracy, probabilities and rates in [0, 1],
 confidences at least 1/K, adversarial noise at least as confident as the noise it starts from, the
-layer widths the architectures define, zero training error where the theory guarantees it."""
+layer widths the architectures define, zero training error where the theory guarantees it. The quick job
+runs once per module (a fixture shared by the asserts): its verdict lines must exist and be the ones
+robustjax/verdicts.py computes from the report's numbers, and its one-hidden-layer nets must test at <= 3 %."""
 import json
 import math
 import re
 
 import pytest
 
-from robustjax import cli, report
+from robustjax import cli, report, verdicts
 from robustjax.experiments import reproduce
 
 TOL = 1e-6
@@ -105,24 +107,39 @@ def _check_ood(r):
         assert r["methods"]["acet"]["sets"]["uniform"]["mmc"] < r["methods"]["plain"]["sets"]["uniform"]["mmc"]
 
 
-CHECKS = {"landscape": _check_landscape, "guarantees": _check_guarantees, "attacks": _check_attacks,
-          "spatial": _check_spatial, "ood": _check_ood}
+def _check_random_labels(r):
+    for name, s in r["settings"].items():
+        _prob(s["train_error"], name)
+        _prob(s["test_accuracy"], name)
+        assert len(s["curve_test_accuracy"]) == len(s["epochs"]) == r["config"]["epochs"], name
+        assert s["best_test_accuracy"] >= s["curve_test_accuracy"][-1] - TOL, name
 
 
-def test_quick_report_has_every_section(tmp_path, capsys):
-    out = tmp_path / "report"
+CHECKS = {"landscape": _check_landscape, "random_labels": _check_random_labels, "guarantees": _check_guarantees,
+          "attacks": _check_attacks, "spatial": _check_spatial, "ood": _check_ood}
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """The folder of one `robustjax --quick` run, shared by every test of this module that reads it."""
+    out = tmp_path_factory.mktemp("quick") / "report"
     assert cli.main(["--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_quick_report_has_every_section(quick_report):
+    out = quick_report
     md = (out / "report.md").read_text()
     for title in reproduce.TITLES.values():
         assert f"## {title}" in md, title
-    for key in ("widths", "skip", "guarantees", "attacks", "spatial", "ood"):
+    for key in ("widths", "skip", "random_labels", "guarantees", "attacks", "spatial", "ood"):
         assert reproduce.TALK[key][:40] in md, key          # the talk's claim beside ours
     for part in reproduce.PARTS:
         assert (out / part / "results.json").is_file(), part
         CHECKS[part](report.read_json(out / part / "results.json"))
     for fig in ("attacks/adversarial_examples_p1_p2_pinf.png", "attacks/robust_accuracy_l2.png",
                 "guarantees/cross_lipschitz_guarantees.png", "landscape/badnews.png", "ood/ood_alpha.png",
-                "spatial/spatial_examples.png"):
+                "spatial/spatial_examples.png", "random_labels/random_labels.png"):
         assert (out / fig).is_file() and f"({fig})" in md, fig
     assert "3,211,264" in md and "802,816" in md                 # widths computed from the models
     assert "| VGG11-skip (rand) |" in md
@@ -130,10 +147,37 @@ def test_quick_report_has_every_section(tmp_path, capsys):
     names = {(r["attack"], r["p"]) for r in attacks["rows"]}
     assert {("region", 2), ("cw", 2), ("deepfool", 2), ("region", 1), ("region", "inf")} <= names
     timings = json.loads((out / "timings.json").read_text())
-    assert set(reproduce.PARTS) <= set(timings) and all(v > 0 for v in timings.values())
+    assert set(reproduce.PARTS) <= set(timings) and all(timings[k] > 0 for k in (*reproduce.PARTS, "total"))
+    for part in reproduce.PARTS:                                    # each part's time is printed in the report
+        assert f"{part} {timings[part]:.0f} s" in md, part
     # the markdown shows the JSON's numbers: the attacks table's test accuracy, the widths it computed
     assert re.search(rf"test accuracy {attacks['test_accuracy']:.4f}", md)
     assert sum(part in md for part in ("| 3,211,264 |", "| 802,816 |", "| 1,382,976 |")) == 3
+
+
+def test_quick_report_verdicts_are_computed(quick_report):
+    """One verdict line per claim, in the report and in verdicts.json, equal to what verdicts.py computes
+    from the parts' results.json now (so none can be typed in), each with its rule and its numbers."""
+    md = (quick_report / "report.md").read_text()
+    assert "## Verdicts: the talk's claims at this scale" in md
+    written = {part: report.read_json(quick_report / part / "results.json") for part in reproduce.PARTS}
+    recomputed = verdicts.all_verdicts(written)
+    assert len(recomputed) == sum(len(fns) for fns in verdicts.CLAIMS.values())
+    saved = json.loads((quick_report / "verdicts.json").read_text())
+    assert [(v["claim"], v["outcome"]) for v in saved] == [(v.claim, v.outcome) for v in recomputed]
+    for v in recomputed:
+        assert v.outcome in verdicts.OUTCOMES and v.numbers, v
+        assert f"- {v.line()}" in md, v.claim
+
+
+def test_quick_one_hidden_layer_nets_at_most_3_percent(quick_report):
+    rows = report.read_json(quick_report / "guarantees" / "results.json")["rows"]
+    one_hl = [r for r in rows if r["model"].startswith("1HL")]
+    assert {r["method"] for r in one_hl} >= {"plain", "weight_decay", "dropout", "cross_lipschitz"}
+    for r in one_hl:
+        assert r["test_error"] <= 0.03, (r["method"], r["lambda"], r["test_error"])
+    kernel = [r for r in rows if r["model"] == "gaussian_kernel"]
+    assert kernel and all(r["test_error"] < 0.5 for r in kernel), kernel     # a kernel machine that classifies
 
 
 def test_quick_report_invariants_catch_violations():
