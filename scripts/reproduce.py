@@ -118,7 +118,7 @@ def run_ood(scale: str, out: Path) -> dict:
 
 ATTACK_SCALES = {
     # hidden units, epochs, points for the fast attacks, points for the region attack, its regions, CW steps
-    "quick": dict(widths=(256,), epochs=2, train_size=None, n=100, n_region=16, n_regions=40, cw_steps=200),
+    "quick": dict(widths=(256,), epochs=2, train_size=None, n=100, n_region=10, n_regions=20, cw_steps=200),
     "cpu": dict(widths=(1024,), epochs=5, train_size=None, n=1000, n_region=100, n_regions=100, cw_steps=1000),
     "full": dict(widths=(1024,), epochs=10, train_size=None, n=1000, n_region=1000, n_regions=400, cw_steps=1000),
 }
