@@ -5,7 +5,10 @@
 
 Stages, in order, each only while time is left: (1) falsify: PGD with the property's per-pixel box and random
 restarts, then the region attack (for 'argmax = c' properties of piecewise-affine nets) or PGD on the unsafe
-margin (any linear property); (2) prove with CROWN, then alpha-CROWN; (3) branch and bound over ReLU splits:
+margin (any linear property); (2) prove with CROWN, then alpha-CROWN; (3) for chains of Dense / Affine / ReLU /
+Flatten layers with at most `milp_max_unstable` unstable ReLUs under the CROWN bounds: the exact MILP of
+`verify.property_milp` (HiGHS, big-M constants from those bounds) with the time left; otherwise branch and bound
+over ReLU splits:
 the open subdomains with the weakest bounds are split on the unstable unit whose relaxation costs the bound
 most (the BaBSR score), both halves bounded in one batch (parent bounds clamped at the split and tightened by
 IBP, the output by a CROWN backward pass), until every subdomain is proven, a candidate point violates the
@@ -200,7 +203,7 @@ class _BaB:
 
 def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
                     falsify_restarts: int = 64, falsify_steps: int = 50, bab_batch: int = 64,
-                    progress: bool = False) -> PropertyResult:
+                    milp_max_unstable: int = 400, progress: bool = False) -> PropertyResult:
     """Decides a property of a network within time_limit seconds (see the module docstring).
 
     net: a network Graph, layer list, logits_fn or ONNX path/model. spec: a `vnnlib.Property` or an input box
@@ -251,6 +254,16 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         s = propagate.input_set(x0, np.inf, np.inf, box)
         shapes = crown.node_shapes(graph, graph.input_shape)
         root, _, _ = crown.intermediate_bounds(graph, s, shapes, method="crown")
+    milp = _milp_stage(graph, prop, root, milp_max_unstable, deadline, log)
+    if milp is not None:
+        if milp.status == "counterexample":
+            hit = _check(graph, prop, milp.x)
+            if hit is not None:
+                return done("counterexample", "milp", hit=hit)
+        if milp.status == "verified":
+            return done("verified", "milp", milp.lower_bound)
+        return done("timeout" if milp.status == "time_limit" else "unknown", "", max(best, milp.lower_bound))
+    with jax.enable_x64(True):
         bab = _BaB(graph, prop, root, bab_batch)
         zero = {z: np.zeros((1,) + tuple(shapes[z]), np.int8)[0] for _, z in bab.relus}
         safety, _, cand, scores = bab.bound([zero])
@@ -294,6 +307,27 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         if heap or stuck:
             return done("unknown", "", max(best, heap[0][0] if heap else best), domains=domains)
         return done("verified", "bab", 0.0, domains=domains)
+
+
+def _milp_stage(graph, prop, root, max_unstable, deadline, log):
+    """verify.property_milp on the root's CROWN bounds for an eligible chain (module docstring), else None."""
+    from robustjax import verify
+    try:
+        layers = verify.chain_layers(graph, "verify_property")
+    except ValueError:
+        return None
+    bounds = [(np.asarray(b.lo[0], np.float64).reshape(-1), np.asarray(b.hi[0], np.float64).reshape(-1))
+              for b in root[1:]]
+    unstable = sum(int(np.sum((bounds[k - 1][0] < 0) & (bounds[k - 1][1] > 0)))
+                   for k, layer in enumerate(layers) if isinstance(layer, ReLU) and k > 0)
+    if unstable > max_unstable:
+        log(f"{unstable} unstable ReLUs > milp_max_unstable = {max_unstable}: branch and bound")
+        return None
+    left = deadline - time.perf_counter()
+    log(f"MILP over {unstable} unstable ReLUs, {left:.0f} s left")
+    if left <= 0:
+        return verify.PropertyMILP("time_limit", -np.inf, None, 0.0)
+    return verify.property_milp(layers, prop, time_limit=left, bounds=bounds)
 
 
 def _as_graph(net, spec) -> Graph:

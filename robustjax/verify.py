@@ -23,20 +23,28 @@ from scipy import optimize, sparse
 
 from robustjax import network, validate
 from robustjax.geometry import Box, as_box, check_norm
-from robustjax.network import Dense, Flatten, ReLU
+from robustjax.network import Affine, Dense, Flatten, ReLU
 
 Layer = network.Layer
 
 
-def _chain(layers, what: str) -> list:
-    """The layers of a chain graph of Dense / ReLU / Flatten; ValueError naming what is not."""
+def chain_layers(layers, what: str) -> list:
+    """The layers of a chain graph of Dense / Affine / ReLU / Flatten on flat inputs (an Affine layer of a graph
+    with an input shape gets its scale and shift spread over that shape and flattened); ValueError naming what
+    is not."""
     graph = network.as_graph(layers)
     if not graph.is_chain():
         raise ValueError(f"{what} takes a chain of layers (no residual or concatenated branches)")
-    bad = sorted({type(l).__name__ for l in graph.layers if not isinstance(l, (Dense, ReLU, Flatten))})
+    bad = sorted({type(l).__name__ for l in graph.layers if not isinstance(l, (Dense, Affine, ReLU, Flatten))})
     if bad:
-        raise ValueError(f"{what} handles Dense, ReLU and Flatten layers; got {', '.join(bad)}")
-    return graph.layers
+        raise ValueError(f"{what} handles Dense, Affine, ReLU and Flatten layers; got {', '.join(bad)}")
+    if graph.input_shape is None or not any(isinstance(l, Affine) for l in graph.layers):
+        return list(graph.layers)
+    from robustjax.bounds import crown
+    shapes = crown.node_shapes(graph, graph.input_shape)
+    flat = lambda v, k: np.broadcast_to(np.asarray(v, np.float64), shapes[k]).reshape(-1)  # noqa: E731
+    return [l._replace(scale=flat(l.scale, k), shift=flat(l.shift, k)) if isinstance(l, Affine) else l
+            for k, l in enumerate(graph.layers)]
 
 
 def _example(x, layers, label, box, what):
@@ -84,33 +92,38 @@ def forward(layers: Sequence[Layer], x) -> np.ndarray:
     return network.evaluate_numpy(network.as_graph(layers), x.reshape(x.shape[0], -1))
 
 # ----------------------------------------------------------------------------------------------
-# Interval bound propagation
+# Bounds for the big-M constants: the bounds package (IBP or CROWN), in float64
 # ----------------------------------------------------------------------------------------------
 
-
-def _ibp_dense(layer, lo, hi):
-    W = layer.W
-    mid, rad = (lo + hi) / 2, (hi - lo) / 2
-    c = mid @ W + layer.b
-    r = rad @ np.abs(W)
-    return c - r, c + r
+BOUNDS = ("ibp", "crown")
 
 
-_IBP = {
-    Dense: _ibp_dense,
-    ReLU: lambda l, lo, hi: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)),
-    Flatten: lambda l, lo, hi: (lo, hi),
-}
+def layer_bounds(layers: Sequence[Layer], x, lo, hi, *, p=np.inf, radius: float = np.inf,
+                 method: str = "crown") -> list:
+    """[(lo, hi)] `[width]` float64 of every layer's output over {z in [lo, hi]: ||z - x||_p <= radius}.
+
+    method 'ibp' (interval bounds) or 'crown' (the pre-activation layers by CROWN, intersected with IBP):
+    `robustjax.bounds.crown.intermediate_bounds`, sound in exact arithmetic and padded for their own float64
+    rounding. x, lo, hi `[d]`; radius inf = the box alone.
+    """
+    import jax
+
+    from robustjax.bounds import crown, propagate
+    if method not in BOUNDS:
+        raise ValueError(f"bounds must be one of {BOUNDS}, got {method!r}")
+    layers = chain_layers(layers, "layer_bounds")
+    x, lo, hi = (np.asarray(v, np.float64).reshape(-1) for v in (x, lo, hi))
+    graph = network.as_graph(layers, (x.size,))
+    with jax.enable_x64(True):
+        s = propagate.input_set(x[None], radius, p, (lo[None], hi[None]))
+        b, _, _ = crown.intermediate_bounds(graph, s, crown.node_shapes(graph, (x.size,)), method=method)
+        return [(np.asarray(v.lo, np.float64).reshape(-1), np.asarray(v.hi, np.float64).reshape(-1)) for v in b[1:]]
 
 
 def interval_bounds(layers: Sequence[Layer], lo, hi) -> list:
     """[(lo, hi)] of every layer's output for inputs in the box [lo, hi] `[d]` (IBP; sound, loose)."""
-    out = []
-    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    for layer in _chain(layers, "interval_bounds"):
-        lo, hi = _IBP[type(layer)](layer, lo, hi)
-        out.append((lo, hi))
-    return out
+    lo = np.asarray(lo, np.float64)
+    return layer_bounds(layers, 0.5 * (lo + np.asarray(hi, np.float64)), lo, hi, method="ibp")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,44 +224,41 @@ def _milp_relu(layer, m: _Model, h, bounds_in, bounds_out):
     return a   # 'off' units: a has upper bound 0
 
 
+def _milp_affine(layer, m: _Model, h, bounds_in, bounds_out):
+    """y = h * scale + shift elementwise (scale, shift broadcast to the flat width), equality rows."""
+    n = len(h)
+    scale = np.broadcast_to(np.asarray(layer.scale, np.float64).reshape(-1), (n,))
+    shift = np.broadcast_to(np.asarray(layer.shift, np.float64).reshape(-1), (n,))
+    y = m.add_vars(n, *bounds_out)
+    m.add_rows(np.stack([h, y], 1), np.stack([scale, -np.ones(n)], 1), -shift, -shift)
+    return y
+
+
+def _encode(m: _Model, layers, z, in_bounds, bounds) -> np.ndarray:
+    """The network on the input columns z, exactly (big-M from `bounds`); returns the output columns."""
+    h, b_in = z, in_bounds
+    for layer, b_out in zip(layers, bounds):
+        h = _MILP[type(layer)](layer, m, h, b_in, b_out)
+        b_in = b_out
+    return h
+
+
 _MILP = {
     Dense: _milp_dense,
+    Affine: _milp_affine,
     ReLU: _milp_relu,
     Flatten: lambda l, m, h, bi, bo: h,
 }
 
 
-def _input_bounds(x, p, radius, box_lo, box_hi):
-    lo, hi = box_lo.copy(), box_hi.copy()
-    if np.isfinite(radius):   # l1 and l_inf balls both lie inside the l_inf ball of the same radius
-        lo, hi = np.maximum(lo, x - radius), np.minimum(hi, x + radius)
-    return lo, hi
-
-
-def _ball_bounds(layers, x, p, radius, lo, hi) -> list:
-    """IBP over the box [lo, hi], tightened at the first dense layer for the l1 ball of `radius`:
-    |W_j^T (z - x)| <= radius max_i |W_ij| (sound: each bound holds on its own set, z lies in both)."""
-    out, first = [], True
-    for layer in layers:
-        lo, hi = _IBP[type(layer)](layer, lo, hi)
-        if first and isinstance(layer, Dense):
-            first = False
-            if p == 1 and np.isfinite(radius):
-                c = x @ layer.W + layer.b
-                r = radius * np.max(np.abs(layer.W), axis=0)
-                lo, hi = np.maximum(lo, c - r), np.minimum(hi, c + r)
-        out.append((lo, hi))
-    return out
-
-
 def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, box=None,
                          time_limit: float = 60.0, max_distance: float | None = None,
-                         rel_gap: float = 1e-6) -> VerifyResult:
+                         rel_gap: float = 1e-6, bounds: str = "crown") -> VerifyResult:
     """The minimal l_inf or l1 adversarial perturbation of one example by MILP (HiGHS).
 
     min ||z - x||_p  s.t.  lo <= z <= hi,  max_{t != c} f_t(z) >= f_c(z),  f the ReLU network, encoded
-    exactly with big-M constraints whose constants come from interval bounds over the input box
-    (intersected with the ball of radius max_distance when given: a known attack distance makes the
+    exactly with big-M constraints whose constants come from bounds over the input box (CROWN by default;
+    intersected with the ball of radius max_distance when given: a known attack distance makes the
     bounds much tighter). The disjunction over targets uses one binary per class.
 
     Args:
@@ -260,6 +270,8 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
       max_distance: search only ||z - x||_p <= max_distance; 'infeasible' then proves that no adversarial
         example exists within it.
       rel_gap: HiGHS's relative MIP gap for 'optimal'.
+      bounds: 'crown' or 'ibp', the bounds behind the big-M constants (`layer_bounds`); both are sound, the
+        tighter ones make the MILP faster, never different.
 
     Returns: VerifyResult.
     """
@@ -268,7 +280,9 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
     if p == 2:
         raise ValueError("min_adversarial_milp handles p = inf and p = 1 (l2 is not linear); "
                          "use min_adversarial_l2_2d for 2-D inputs")
-    layers = _chain(layers, "min_adversarial_milp")
+    layers = chain_layers(layers, "min_adversarial_milp")
+    if bounds not in BOUNDS:
+        raise ValueError(f"bounds must be one of {BOUNDS}, got {bounds!r}")
     time_limit = validate.positive_float(time_limit, "time_limit", allow_inf=True)
     if max_distance is not None:
         max_distance = validate.positive_float(max_distance, "max_distance", allow_inf=True)
@@ -278,8 +292,10 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
     if int(np.argmax(logits)) != label:
         return VerifyResult(0.0, 0.0, 0.0, "misclassified", x.copy(), int(np.argmax(logits)), 0.0, "")
     radius = np.inf if max_distance is None else float(max_distance)
-    in_lo, in_hi = _input_bounds(x, p, radius, box_lo, box_hi)
-    bounds = _ball_bounds(layers, x, p, radius, in_lo, in_hi)
+    in_lo, in_hi = box_lo.copy(), box_hi.copy()
+    if np.isfinite(radius):   # l1 and l_inf balls both lie inside the l_inf ball of the same radius
+        in_lo, in_hi = np.maximum(in_lo, x - radius), np.minimum(in_hi, x + radius)
+    bounds = layer_bounds(layers, x, in_lo, in_hi, p=p, radius=radius, method=bounds)   # the list from here on
 
     m = _Model()
     z = m.add_vars(d, in_lo, in_hi)
@@ -293,10 +309,7 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
         m.add_rows(np.stack([z, u], 1), np.tile([1.0, 1.0], (d, 1)), x, np.inf)
         if np.isfinite(radius):
             m.add_rows(u[None], np.ones((1, d)), -np.inf, radius)
-    h, b_in = z, (in_lo, in_hi)
-    for layer, b_out in zip(layers, bounds):
-        h = _MILP[type(layer)](layer, m, h, b_in, b_out)
-        b_in = b_out
+    h = _encode(m, layers, z, (in_lo, in_hi), bounds)
     out_lo, out_hi = bounds[-1]
     # disjunction: some t != c with f_t >= f_c; sel_t = 1 picks t; f_t - f_c >= -M_t (1 - sel_t)
     others = np.array([k for k in range(K) if k != label])
@@ -325,6 +338,72 @@ def min_adversarial_milp(layers: Sequence[Layer], x, label: int, *, p=np.inf, bo
         return VerifyResult(upper, min(lower, upper), upper, "optimal", x_adv, target, dt, msg)
     status = "time_limit" if res.status == 1 else "error"
     return VerifyResult(upper, min(max(lower, 0.0), upper), upper, status, x_adv, target, dt, msg)
+
+
+class PropertyMILP(NamedTuple):
+    """The MILP's answer to 'is some input of the box unsafe?'.
+
+    status: 'verified' (no input of the box is unsafe: every disjunct's MILP proved its unsafe margin < 0),
+      'counterexample' (x found, unsafe in float64 with the network's own evaluation), 'time_limit' or 'error'.
+    lower_bound: a proven lower bound of min over the box of the safety margin (> 0 proves the property; the
+      convention of `robustjax.complete.PropertyResult`). x: `[d]` the counterexample or None. time_s: wall time.
+    """
+    status: str
+    lower_bound: float
+    x: np.ndarray | None
+    time_s: float
+
+
+def property_milp(layers: Sequence[Layer], prop, *, time_limit: float = 60.0, bounds=None,
+                  bound_method: str = "crown") -> PropertyMILP:
+    """Complete verification of a `vnnlib.Property` on a Dense / Affine / ReLU chain by MILP (HiGHS).
+
+    Per disjunct (A, b) (unsafe iff A f(z) <= b): max_z min_rows (b - A f(z)) over the box, i.e. min t with
+    A f(z) - b <= t row by row; the property holds iff the optimum t > 0 for every disjunct, and a proven dual
+    bound > 0 already decides it. bounds: precomputed `layer_bounds` over the box (e.g. the caller's CROWN
+    bounds), else computed with bound_method. The time limit is shared by the disjuncts.
+    """
+    import time
+    t0 = time.perf_counter()
+    layers = chain_layers(layers, "property_milp")
+    time_limit = validate.positive_float(time_limit, "time_limit", allow_inf=True)
+    lo, hi = np.asarray(prop.lo, np.float64), np.asarray(prop.hi, np.float64)
+    if bounds is None:
+        bounds = layer_bounds(layers, 0.5 * (lo + hi), lo, hi, method=bound_method)
+    worst = np.inf
+    for A, b in prop.unsafe:
+        left = time_limit - (time.perf_counter() - t0)
+        if left <= 0:
+            return PropertyMILP("time_limit", min(worst, 0.0), None, time.perf_counter() - t0)
+        out_lo, out_hi = bounds[-1]
+        row_lo = np.minimum(A, 0) @ out_hi + np.maximum(A, 0) @ out_lo - b
+        if np.max(row_lo) > 0:                       # interval bounds alone exclude this disjunct
+            worst = min(worst, float(np.max(row_lo)))
+            continue
+        m = _Model()
+        z = m.add_vars(lo.size, lo, hi)
+        y = _encode(m, layers, z, (lo, hi), bounds)
+        t = m.add_vars(1, float(np.max(row_lo)), np.inf, cost=1.0)
+        k = A.shape[1]
+        cols = np.concatenate([np.broadcast_to(y, (len(b), k)), np.repeat(t, len(b))[:, None]], 1)
+        m.add_rows(cols, np.concatenate([A, -np.ones((len(b), 1))], 1), -np.inf, b)
+        res = m.solve(left, 1e-9)
+        dual = getattr(res, "mip_dual_bound", None)
+        if res.status == 2:                          # no input at all: the box is empty
+            continue
+        if res.x is not None:
+            x = np.clip(res.x[z], lo, hi)
+            out = forward(layers, x[None])[0]
+            if prop.violated_by(out):
+                return PropertyMILP("counterexample", -float(np.min(b - A @ out)), x, time.perf_counter() - t0)
+        if res.status == 0 and res.fun is not None:
+            lower = float(res.fun) if dual is None or not np.isfinite(dual) else float(min(dual, res.fun))
+        else:
+            lower = float(dual) if dual is not None and np.isfinite(dual) else float(np.max(row_lo))
+        worst = min(worst, lower)
+        if lower <= 0:   # not proven; at optimality a point the float64 network does not confirm: tolerance
+            return PropertyMILP("time_limit" if res.status == 1 else "error", lower, None, time.perf_counter() - t0)
+    return PropertyMILP("verified", worst, None, time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,7 +493,7 @@ def min_adversarial_l2_2d(layers: Sequence[Layer], x, label: int, *, box=None,
     """
     if np.size(x) != 2:
         raise ValueError(f"min_adversarial_l2_2d needs 2-D inputs, got x with {np.size(x)} entries")
-    layers = _chain(layers, "min_adversarial_l2_2d")
+    layers = chain_layers(layers, "min_adversarial_l2_2d")
     max_regions = validate.positive_int(max_regions, "max_regions")
     x, lo, hi, logits = _example(x, layers, label, box, "min_adversarial_l2_2d")
     if int(np.argmax(logits)) != label:
@@ -486,7 +565,7 @@ def min_adversarial_milp_batch(layers: Sequence[Layer], x, labels, *, processes:
     from robustjax import parallel
     x = np.asarray(validate.batch(x, "x"), np.float64)
     labels = validate.labels(labels, x.shape[0])
-    fn = functools.partial(_milp_rows, _chain(layers, "min_adversarial_milp_batch"), kwargs)
+    fn = functools.partial(_milp_rows, chain_layers(layers, "min_adversarial_milp_batch"), kwargs)
     if x.shape[0] == 0:
         return []
     return list(parallel.map_rows(fn, (x, labels), processes=processes, chunks=x.shape[0], cpu=True,

@@ -62,3 +62,13 @@ def softplus_1hl_mnist(mnist_small) -> Trained:
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after each test module: one process runs the whole suite, and programs
+    piling up over hundreds of tests cost memory (a compile in a late module crashed once)."""
+    yield
+    import gc
+    jax.clear_caches()
+    gc.collect()

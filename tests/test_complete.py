@@ -57,10 +57,60 @@ def test_branch_and_bound_decides_what_crown_cannot():
         d = verify.min_adversarial_milp(list(g.layers), x[i], int(y[i]), p=np.inf, time_limit=30).distance
         eps = 0.97 * d
         res = complete.verify_property(g, (np.clip(x[i] - eps, 0, 1), np.clip(x[i] + eps, 0, 1)), int(y[i]),
-                                       time_limit=60, bab_batch=16)
+                                       time_limit=60, bab_batch=16, milp_max_unstable=0)
         assert res.status in ("verified", "unknown", "timeout"), res
         used_bab |= res.stage == "bab"
     assert used_bab, "no instance needed branch and bound: the test lost its point"
+
+
+def test_property_milp_decides_exactly_at_the_minimal_distance():
+    """Boxes of l_inf radius just below / above the exact minimal distance d: the property MILP proves the first
+    (a positive lower bound) and returns a float64-confirmed counterexample for the second; verify_property
+    decides the first by its MILP stage."""
+    g = _net(0, (5, 12, 12, 3))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.3, 0.7, (2, 5))
+    y = predict_float64(g, x)
+    for i in range(len(x)):
+        exact = verify.min_adversarial_milp(list(g.layers), x[i], int(y[i]), p=np.inf, time_limit=30)
+        assert exact.status == "optimal"
+        d = exact.distance
+        for factor, want in ((0.98, "verified"), (1.02, "counterexample")):
+            lo, hi = np.clip(x[i] - factor * d, 0, 1), np.clip(x[i] + factor * d, 0, 1)
+            prop = complete.as_property((lo, hi), int(y[i]), 3)
+            r = verify.property_milp(list(g.layers), prop, time_limit=30)
+            assert r.status == want, (i, factor, r)
+            if want == "verified":
+                assert r.lower_bound > 0
+                res = complete.verify_property(g, prop, time_limit=60)
+                assert (res.status, res.stage) == ("verified", "milp") or res.stage in ("crown", "alpha-crown"), res
+            else:
+                assert np.all(r.x >= lo) and np.all(r.x <= hi) and prop.violated_by(evaluate_numpy(g, r.x[None])[0])
+                assert r.lower_bound <= 0
+
+
+def test_crown_big_m_bounds_contain_the_network_and_keep_the_optimum():
+    """verify.layer_bounds: CROWN inside IBP, both containing every sampled point's activations; the MILP's
+    minimal distance is the same with either."""
+    g = _net(1, (5, 12, 12, 3))
+    layers = list(g.layers)
+    x = np.full(5, 0.5)
+    r = 0.2
+    lo, hi = x - r, x + r
+    ib = verify.layer_bounds(layers, x, lo, hi, method="ibp")
+    cb = verify.layer_bounds(layers, x, lo, hi, method="crown")
+    z = np.random.default_rng(0).uniform(lo, hi, (3000, 5))
+    h = z
+    for layer, (il, ih), (cl, ch) in zip(layers, ib, cb):
+        h = evaluate_numpy(as_graph([layer], h.shape[1:]), h)
+        assert np.all(cl >= il - 1e-12) and np.all(ch <= ih + 1e-12)
+        assert np.all(h >= cl - 1e-9) and np.all(h <= ch + 1e-9)
+    assert sum(np.sum(ch - cl) for cl, ch in cb) < sum(np.sum(ih - il) for il, ih in ib)
+    y = int(predict_float64(g, x[None])[0])
+    a = verify.min_adversarial_milp(layers, x, y, p=1, bounds="ibp", time_limit=30)
+    b = verify.min_adversarial_milp(layers, x, y, p=1, bounds="crown", time_limit=30)
+    assert a.status == b.status == "optimal"
+    np.testing.assert_allclose(a.distance, b.distance, rtol=1e-6)
 
 
 def test_timeout_is_reported_never_verified():

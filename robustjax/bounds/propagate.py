@@ -67,6 +67,23 @@ def input_set(x, eps, p, box) -> crown.InputSet:
 _CACHE: dict = {}
 
 
+def weights_as_arguments(graph: Graph):
+    """(arrays, rebuild): the graph's numpy arrays as a list, and rebuild(arrays) -> the graph with them.
+
+    A jitted function of `rebuild(arrays)` takes the weights as arguments instead of baking them into the
+    program as constants (each use of a constant is a copy in the compiled program: deep nets then take minutes
+    to compile)."""
+    leaves, treedef = jax.tree_util.tree_flatten(graph)
+    idx = [i for i, v in enumerate(leaves) if isinstance(v, np.ndarray) and v.size > 1]
+
+    def rebuild(arrays):
+        out = list(leaves)
+        for i, a in zip(idx, arrays):
+            out[i] = a
+        return jax.tree_util.tree_unflatten(treedef, out)
+    return [leaves[i] for i in idx], rebuild
+
+
 def _compiled(graph: Graph, method: str, p: float, alpha_steps: int, dtype) -> Callable:
     """One jitted (set arrays, C) -> (spec lower bounds, output bounds) per graph and options."""
     key = (id(graph), method, p, alpha_steps, None if dtype is None else np.dtype(dtype).name)
@@ -74,19 +91,25 @@ def _compiled(graph: Graph, method: str, p: float, alpha_steps: int, dtype) -> C
     if hit is not None and hit[0] is graph:
         return hit[1]
     shapes = crown.node_shapes(graph, graph.input_shape)
+    arrays, rebuild = weights_as_arguments(graph)
 
-    def run(center, eps, lo, hi, C):
+    def run(weights, center, eps, lo, hi, C):
+        g = rebuild(weights)
         s = crown.InputSet(center, eps, lo, hi, p)
         inner = "ibp" if method in ("ibp", "crown-ibp") else "crown"
-        bounds, relax, errors = crown.intermediate_bounds(graph, s, shapes, method=inner, arith=dtype)
+        bounds, relax, errors = crown.intermediate_bounds(g, s, shapes, method=inner, arith=dtype)
         if method == "ibp":
             low = crown.ibp_spec_lower(bounds, C)
         elif method == "alpha-crown":
-            low = crown.alpha_spec_lower(graph, s, C, shapes, bounds, relax, steps=alpha_steps, errors=errors)
+            low = crown.alpha_spec_lower(g, s, C, shapes, bounds, relax, steps=alpha_steps, errors=errors)
         else:
-            low = crown.spec_lower(graph, s, C, shapes, bounds, relax, errors)
+            low = crown.spec_lower(g, s, C, shapes, bounds, relax, errors)
         return low, bounds[-1].lo, bounds[-1].hi
-    fn = jax.jit(run)
+    jitted = jax.jit(run)
+
+    def fn(*args):
+        return jitted([jnp.asarray(a, jnp.float64) if np.issubdtype(a.dtype, np.floating) else a for a in arrays],
+                      *args)
     if len(_CACHE) > 32:
         _CACHE.clear()
     _CACHE[key] = (graph, fn)
