@@ -14,6 +14,9 @@ import pytest
 from robustjax import cli, report, verdicts
 from robustjax.experiments import reproduce
 
+# the quick main job itself (over 10 minutes on 2 cores): run with `pytest -m main_job tests/test_reproduce.py`
+pytestmark = pytest.mark.main_job
+
 TOL = 1e-6
 # M = max_k n_k of the width table, derived by hand from the architectures (as in tests/test_zoo.py)
 WIDEST = {**{v: 224 * 224 * 64 for v in ("vgg11", "vgg13", "vgg16c", "vgg16", "vgg19")},
