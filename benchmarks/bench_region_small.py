@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import optimize, sparse
 
-from robustjax import verify
+from robustjax import network, verify
 from robustjax.attacks import region
 from robustjax.solvers import solve_min_norm
 
@@ -59,18 +58,9 @@ def random_small_net(seed: int):
 
 
 def logits_fn_of(layers):
-    """The layers as a plain float32 JAX function `[batch, d]` -> `[batch, K]`."""
-    params = [(jnp.asarray(l.W, jnp.float32), jnp.asarray(l.b, jnp.float32))
-              for l in layers if isinstance(l, verify.Dense)]
-
-    def f(x):
-        h = x.reshape(x.shape[0], -1)
-        for i, (W, b) in enumerate(params):
-            h = h @ W + b
-            if i < len(params) - 1:
-                h = jax.nn.relu(h)
-        return h
-    return f
+    """The layers as a JAX function `[batch, d]` -> `[batch, K]` (`network.evaluate`; float32 unless x64 is on)."""
+    graph = network.as_graph(list(layers))
+    return lambda x: network.evaluate(graph, x.reshape(x.shape[0], -1))
 
 
 # ----------------------------------------------------------------------------------- exact l2 reference

@@ -21,6 +21,13 @@ def pad_rows(a, size: int):
     return xp.concatenate([a, xp.repeat(a[-1:], size - m, axis=0)])
 
 
+def bucket(rows, n: int, min_rows: int | None = None) -> np.ndarray:
+    """Row indices (into n rows) padded (`pad_rows`) to the next power of two, at least min_rows and at most n,
+    so that work on shrinking subsets reuses a few compiled programs; the caller keeps the first len(rows)."""
+    rows = np.asarray(rows)
+    return pad_rows(rows, min(n, max(1 << max(len(rows) - 1, 0).bit_length(), min_rows or 0)))
+
+
 def batch_size_for(n: int, batch_size: int | None) -> int:
     """The batch size actually used for n rows: batch_size capped at n (n itself for None or 0)."""
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 0):

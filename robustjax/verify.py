@@ -389,8 +389,8 @@ def property_milp(layers: Sequence[Layer], prop, *, time_limit: float = 60.0, bo
         m.add_rows(cols, np.concatenate([A, -np.ones((len(b), 1))], 1), -np.inf, b)
         res = m.solve(left, 1e-9)
         dual = getattr(res, "mip_dual_bound", None)
-        if res.status == 2:                          # no input at all: the box is empty
-            continue
+        if res.status == 2:   # the encoding of a nonempty box is always feasible: never read this as 'verified'
+            return PropertyMILP("error", -np.inf, None, time.perf_counter() - t0)
         if res.x is not None:
             x = np.clip(res.x[z], lo, hi)
             out = forward(layers, x[None])[0]

@@ -29,18 +29,9 @@ from _nets import random_net  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def as_logits_fn(layers):
-    """A plain (non-Flax) JAX function of the layers, float32."""
-    params = [(jnp.asarray(l.W, jnp.float32), jnp.asarray(l.b, jnp.float32))
-              for l in layers if isinstance(l, verify.Dense)]
-
-    def f(x):
-        h = x.reshape(x.shape[0], -1)
-        for i, (W, b) in enumerate(params):
-            h = h @ W + b
-            if i < len(params) - 1:
-                h = jax.nn.relu(h)
-        return h
-    return f
+    """The layers as a JAX function `[batch, d]` -> `[batch, K]` (`network.evaluate`; float32 unless x64 is on)."""
+    graph = network.as_graph(list(layers))
+    return lambda x: network.evaluate(graph, x.reshape(x.shape[0], -1))
 
 
 def check_valid(f, x, labels, res, box=Box()):

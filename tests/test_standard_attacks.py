@@ -15,7 +15,8 @@ import pytest
 
 from robustjax import losses, verify
 from robustjax.attacks import apgd, apgd_targeted, fab, fab_targeted, lp_norm, pgd, square, standard_evaluation
-from robustjax.attacks.apgd import bucket, checkpoints, top_targets
+from robustjax.attacks.apgd import checkpoints, top_targets
+from robustjax.batching import bucket
 from robustjax.attacks.fab import project_hyperplane_box
 from robustjax.attacks.square import fraction, phases, pseudo_gaussian
 from robustjax.geometry import halfspace_box_step

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax import losses, validate
+from robustjax import batching, losses, validate
 from robustjax.attacks import steps as S
 from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, default_min_margin,
                                       finalize)
@@ -197,20 +197,11 @@ def top_targets(logits, labels, n_targets: int) -> np.ndarray:
     return order[:, :min(n_targets, z.shape[1] - 1)].T.astype(np.int32)
 
 
-def bucket(rows, n: int, min_rows: int | None = None) -> np.ndarray:
-    """rows (indices into n) padded by repeating the last one to the next power of two, at least min_rows
-    (the batch size) and at most n, so that attacks run on shrinking subsets reuse a few compiled programs;
-    the caller keeps the first len(rows)."""
-    rows = np.asarray(rows)
-    size = min(n, max(1 << max(len(rows) - 1, 0).bit_length(), min_rows or 0))
-    return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows))])
-
-
 def on_rows(attack, logits_fn, x, labels, rows, box: Box, *, per_row: dict | None = None, **kw) -> AttackResult:
-    """attack(logits_fn, x[rows], labels[rows], box=box[rows], **per_row[rows], **kw), run on the `bucket`
-    of rows and cut back to len(rows) rows (time_s and model_calls of the padding are dropped)."""
+    """attack(logits_fn, x[rows], labels[rows], box=box[rows], **per_row[rows], **kw), run on the
+    `batching.bucket` of rows and cut back to len(rows) rows (time_s and model_calls of the padding are dropped)."""
     m, n = len(rows), x.shape[0]
-    idx = bucket(rows, n, kw.get("batch_size"))
+    idx = batching.bucket(rows, n, kw.get("batch_size"))
     lo, hi = np.asarray(box.lo), np.asarray(box.hi)
     extra = {k: np.asarray(v)[idx] for k, v in (per_row or {}).items()}
     r = attack(logits_fn, np.asarray(x)[idx], np.asarray(labels)[idx], box=Box(lo[idx], hi[idx]), **extra, **kw)
