@@ -176,7 +176,7 @@ def run_model(name, f, data, args, log):
             for p in args.region_norms:
                 m = n["region"] if "cnn" not in name else n["region_cnn"]
                 opts = dict(n_regions=args.n_regions, x_train=xtr, y_train=ytr)
-                region(f, x_all[:2], y_all[:2], p=p, key=key, **opts)     # compile
+                region(f, x_all[:2], y_all[:2], p=p, key=key, **dict(opts, n_regions=2, restarts=0))  # compile
                 opts["processes"] = args.region_processes
                 t0 = time.perf_counter()
                 r = region(f, x_all[:m], y_all[:m], p=p, key=key, **opts)
@@ -388,11 +388,14 @@ def main():
                                                                    f"{v['at']['steps']} steps, loss CE(x) + CE(x_pgd)"
                                                                    if v['at'] else "")
                       for k, v in TRAIN.items()),
-                  region_note=f"robustjax.attacks.region, n_regions={args.n_regions}, starts: DeepFool (l1: its l2 "
-                              f"point and a sparse linearized l1 start), the nearest differently classified training "
-                              f"point, then for l1 3 targeted restarts of 20 regions (its defaults); norms "
+                  region_note=f"robustjax.attacks.region, n_regions={args.n_regions} and its defaults: starts "
+                              f"from the best of DeepFool, DDN and minimal PGD per example (never returned worse "
+                              f"than them) and the nearest differently classified training point; then searches "
+                              f"from targeted starts of every other class (K = 10), about n_regions / 5 regions "
+                              f"each, and a final search from the winner; norms "
                               f"{[_pn(p) for p in args.region_norms]}; {args.region_processes} worker process(es), "
-                              f"time per example = a worker's wall time for it",
+                              f"time per example = a worker's wall time for it (the cheap starts run in the parent "
+                              f"and are not included)",
                   models=[], notes=[])
     for name in args.models.split(","):
         f, acc, t_train = get_model(name, data, log, quick=args.quick)
