@@ -204,14 +204,16 @@ def main():
     xte, yte = load("mnist", "test")
     data = ((xtr, ytr), (xte, yte))
     load0 = os.getloadavg()[0]
-    busy = "shared with other jobs during measurement" if load0 > 1.5 else "no other job running"
-    res = dict(machine=f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), {busy}", date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    res = dict(machine=f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()})", date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                n_regions=args.regions, time_limit_s=args.time_limit, nets={})
     for name, widths in NETS.items():
         res["nets"][name] = bench_net(name, widths, data, args)
     if args.l2_points > 0:
         res["l2_speed"] = bench_l2_speed(data, args)
-    res["notes"] = [f"1-minute load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+    load1 = os.getloadavg()[0]
+    res["machine"] += (", shared with other jobs during measurement" if max(load0, load1) > 1.5
+                       else ", no other job running")
+    res["notes"] = [f"1-minute load average {load0:.1f} at the start, {load1:.1f} at the end "
                     f"({os.cpu_count()} cores); above the core count every time is inflated and the MILP time "
                     "limit buys correspondingly less CPU time.",
                     "Starts of the region attack: the points of DeepFool (its l2 point for l1), DDN and minimal PGD "
