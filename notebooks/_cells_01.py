@@ -32,12 +32,13 @@ zero loss from every start.
 """),
 ("code", r"""
 X, y = single_neuron.auer_examples(per_dim=3 if SMALL else 5)
-finals = single_neuron.neuron_restarts(X, y, jax.random.key(0), n_starts=10 if SMALL else 50)
+finals = single_neuron.neuron_restarts(X, y, jax.random.key(0), n_starts=10 if SMALL else 50)[:, -1]  # losses
 wide = single_neuron.wide_net_restarts(X, y[:, None] if y.ndim == 1 else y, jax.random.key(1),
                                        hidden=len(X), n_starts=3 if SMALL else 10)
 fig, ax = plt.subplots(figsize=(6, 3))
-ax.hist(np.asarray(finals), bins=30, alpha=0.7, label="single neuron: final losses")
-ax.hist(np.asarray(wide), bins=30, alpha=0.7, label=f"wide net ({len(X)} hidden units): final losses")
+bins = np.linspace(0.0, max(float(np.max(finals)), 1e-3) * 1.05, 40)   # one grid: the wide net's zeros show
+ax.hist(np.asarray(finals), bins=bins, alpha=0.7, label="single neuron: final losses")
+ax.hist(np.asarray(wide), bins=bins, alpha=0.7, label=f"wide net ({len(X)} hidden units): final losses")
 ax.set_xlabel("training loss at the end of a local search"); ax.legend(); plt.tight_layout(); plt.show()
 print("distinct single-neuron final losses:", len(np.unique(np.round(np.asarray(finals), 4))),
       "| wide net max final loss:", float(np.max(wide)))

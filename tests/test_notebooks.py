@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parents[1] / "notebooks"
@@ -208,12 +209,11 @@ def test_notebook_runs(path):
     checks the probe's numbers, then compares every code cell with the committed outputs: the same kinds
     of outputs (stream stdout/stderr, display_data, execute_result), the same number of image/png outputs
     with the same figure captions, and the same printed text. The text is compared exactly except for
-    timings, which are masked: with the fixed keys everything else the notebooks print (losses, ranks,
-    accuracies, radii, the OOD tables, full-precision floats included) was bit-identical in two executions
-    on the 2-core CPU machine, and so were the PNGs (not compared here: the count and captions are). On
-    another CPU or jaxlib version last digits may differ: the structural comparison (numbers masked) is
-    checked first and must hold anywhere; if only numbers differ, the committed notebooks were made on
-    another machine or are stale, and the message says how to rebuild them."""
+    timings, which are masked, and for the printed numbers, which must agree to 1 % (rtol 1e-2): with the
+    fixed keys everything the notebooks print (losses, ranks, accuracies, radii, the OOD tables) was
+    bit-identical in three executions on the 2-core CPU machine, but another CPU or jaxlib version may change
+    last digits, so the test asks for agreement, not identity; a stale notebook fails it (the message says
+    how to rebuild). The PNGs are not compared byte for byte: their count and captions are."""
     build = _load_build()
     committed = nbformat.read(path, as_version=4)
     nb = copy.deepcopy(committed)
@@ -239,5 +239,7 @@ def test_notebook_runs(path):
         assert _shape(new) == _shape(old), (old.id, "committed outputs differ from a fresh execution: " + REBUILD)
     for old, new in zip(committed.cells, fresh):
         if old.cell_type == "code":
-            assert TIMING.sub("<time>", _stdout(new)) == TIMING.sub("<time>", _stdout(old)), \
-                (old.id, "printed numbers differ from the committed ones (stale, or made on another machine): " + REBUILD)
+            a, b = (np.array([float(m.group(0)) for m in NUMBER.finditer(TIMING.sub("<time>", _stdout(c)))])
+                    for c in (new, old))
+            assert a.shape == b.shape and np.allclose(a, b, rtol=1e-2, atol=1e-6), \
+                (old.id, "printed numbers differ from the committed ones by more than 1 % (stale?): " + REBUILD)

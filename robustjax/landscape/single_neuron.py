@@ -96,8 +96,8 @@ def local_minima(X: np.ndarray, y: np.ndarray, *, per_dim: int, wmax: float | No
 
 
 def neuron_restarts(X, y, key, *, n_starts: int = 50, scale: float = 5.0, maxiter: int = 2000) -> np.ndarray:
-    """Final losses of L-BFGS on `neuron_loss` from n_starts random w = sinh(scale * N(0, I))
-    (starting points spread over all the scales of the data). Returns `[n_starts, dim + 1]`: w, loss."""
+    """L-BFGS on `neuron_loss` from n_starts random w = sinh(scale * N(0, I)) (starting points spread over all
+    the scales of the data). Returns `[n_starts, dim + 1]`: each row the end point w, then its loss."""
     u0 = scale * np.asarray(jax.random.normal(key, (n_starts, X.shape[1])), np.float64)
     out = []
     with jax.enable_x64(True):
