@@ -428,3 +428,85 @@ def test_small_random_nets_within_five_percent_of_exact():
                 assert exact * (1 - 2e-3) <= res.distance[i] <= 1.05 * exact, (seed, p, i, res.distance[i], exact)
                 compared += 1
     assert compared == 12
+
+
+def _snapshot_checks(f, x, labels, res, box=Box()):
+    """Every recorded point: at the trajectory's distance for its step, non-increasing over the steps,
+    adversarial (argmax re-checked with the model), inside the box; x for misclassified inputs."""
+    S, steps, traj = res.info["snapshots"], res.info["snapshot_regions"], res.info["trajectory"]
+    n, m = steps.shape
+    assert S.shape == (n, m) + x.shape[1:] and S.dtype == np.float32
+    wrong = np.asarray(jnp.argmax(f(jnp.asarray(x)), -1)) != labels
+    for i in range(n):
+        if wrong[i]:
+            assert np.array_equal(S[i], np.broadcast_to(x[i], S[i].shape)) and np.all(traj[i] == 0)
+            continue
+        none = ~np.isfinite(traj[i, steps[i]])        # no start: no point yet
+        assert np.all(np.isnan(S[i][none]))
+        assert np.all(np.isfinite(S[i][~none]))
+        if none.all():
+            continue
+        z = S[i][~none]
+        d = np.linalg.norm(z.reshape(len(z), -1).astype(np.float64) - x[i].reshape(-1), ord=res.p, axis=1)
+        np.testing.assert_allclose(d, traj[i, steps[i]][~none], rtol=1e-5, atol=1e-7)
+        assert np.all(np.diff(d) <= 1e-6 * d[0])
+        pred = np.asarray(jnp.argmax(f(jnp.asarray(z)), -1))
+        assert np.all(pred != labels[i])
+        assert np.all(z >= np.asarray(box.lo)) and np.all(z <= np.asarray(box.hi))
+
+
+@pytest.mark.parametrize("p", [2, np.inf])
+def test_snapshots_follow_the_trajectory(p):
+    """snapshots=(...) records the best point after those region counts (sorted, duplicates dropped, counts
+    inside a round of batch_regions too): each at the trajectory's distance for its step, non-increasing,
+    adversarial, in the box; x for a misclassified input; the attack itself is unchanged (the same distances,
+    trajectory and points as without snapshots)."""
+    layers = random_net(21, [12, 24, 16, 4])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(21).uniform(0.2, 0.8, size=(4, 12)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    labels[3] = (labels[3] + 1) % 4
+    kw = dict(p=p, key=jax.random.key(4), n_regions=12, batch_regions=5)
+    plain = region(f, x, labels, **kw)
+    res = region(f, x, labels, snapshots=(7, 1, 12, 3, 3), **kw)
+    assert "snapshots" not in plain.info
+    np.testing.assert_array_equal(res.info["snapshot_regions"], np.tile([1, 3, 7, 12], (4, 1)))
+    np.testing.assert_array_equal(res.distance, plain.distance)
+    np.testing.assert_array_equal(res.x_adv, plain.x_adv)
+    np.testing.assert_array_equal(res.info["trajectory"], plain.info["trajectory"])
+    _snapshot_checks(f, x, labels, res)
+    ok = res.success & (res.distance > 0)
+    assert ok.sum() == 3
+    # the last column (n_regions) is the point x_adv is made from: at the returned distance up to finalize's push
+    np.testing.assert_allclose(res.info["trajectory"][ok, -1], res.distance[ok], rtol=1e-3)
+
+
+def test_snapshots_process_pool_equals_one_process():
+    """processes=2: the snapshot rows come back from the workers in order, equal to the one-process run."""
+    layers = random_net(3, [8, 12, 12, 3])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(5).uniform(0.2, 0.8, size=(5, 8)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    labels[4] = (labels[4] + 1) % 3
+    kw = dict(p=2, key=jax.random.key(1), n_regions=10, snapshots=(1, 4, 10))
+    one = region(f, x, labels, **kw)
+    two = region(f, x, labels, processes=2, **kw)
+    _snapshot_checks(f, x, labels, two)
+    np.testing.assert_array_equal(two.info["snapshot_regions"], one.info["snapshot_regions"])
+    np.testing.assert_allclose(two.info["snapshots"], one.info["snapshots"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(two.info["trajectory"], one.info["trajectory"], rtol=1e-5)
+    assert np.all(np.isfinite(two.info["snapshots"][:4])) and two.distance[4] == 0
+
+
+def test_snapshots_input_errors():
+    f = as_logits_fn(random_net(0, [4, 6, 3]))
+    x = np.full((2, 4), 0.5, np.float32)
+    labels = np.zeros(2, np.int32)
+    for bad in [(0,), (11,), (1.5,), (True,), ("3",), 3, (-1, 2)]:
+        with pytest.raises(ValueError, match="snapshots"):
+            region(f, x, labels, p=2, key=jax.random.key(0), n_regions=10, snapshots=bad)
+    with pytest.raises(ValueError, match="snapshots"):
+        region(f, x, labels, p=2, key=jax.random.key(0), n_regions=0, snapshots=(1,))
+    empty = region(f, x[:0], labels[:0], p=2, key=jax.random.key(0), n_regions=4, snapshots=(2, 4))
+    assert empty.info["snapshots"].shape == (0, 2, 4) and empty.info["snapshot_regions"].shape == (0, 2)
+

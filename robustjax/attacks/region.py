@@ -34,8 +34,9 @@ their own `finalize`; not when x_start replaces them): per example the closer po
 from __future__ import annotations
 
 import functools
+import numbers
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -145,12 +146,13 @@ def escape_probes(s: SearchState, x, k: int, most: int) -> list:
     return out[:most]
 
 
-def search_step(pb: Problem, s: SearchState, key, n: int) -> tuple[SearchState, np.ndarray]:
+def search_step(pb: Problem, s: SearchState, key, n: int, trace: list | None = None) -> tuple[SearchState, np.ndarray]:
     """One round: n (<= batch_regions) sampled regions around s.best, the first up to half of them the
     neighbours across its binding faces; one convex problem per promising (region, target). A round
     without progress counts a stall: the next samples spread wider (gamma halved per stall, down to 1) and
     the binding faces are crossed with larger steps (`escape_probes`).
-    Returns (the new state, the best distance after each of the n regions `[n]`)."""
+    Returns (the new state, the best distance after each of the n regions `[n]`); with a list `trace`, the
+    best point `[d]` after each of the n regions is appended to it (the distances' points; not copied)."""
     R, d = pb.batch_regions, pb.x.size
     x_j = jnp.asarray(pb.x, jnp.float32)
     pend = list(s.pending)
@@ -191,20 +193,23 @@ def search_step(pb: Problem, s: SearchState, key, n: int) -> tuple[SearchState, 
                 step = 1e-4 * np.linalg.norm(z - pb.x) + 1e-7
                 pending = [z - step * nrm for nrm in fc[:R]]
         traj[r] = best_d
+        if trace is not None:
+            trace.append(best)
     stall = 0 if best_d < s.best_d * (1 - 1e-9) else s.stall + 1
     return SearchState(best, best_d, seed_idx, tuple(pending), faces, z_sol, stall, s.done + n, calls, n_qp,
                        n_rows), traj
 
 
-def search(pb: Problem, z0, d0, key, n_regions: int) -> tuple[SearchState, np.ndarray]:
+def search(pb: Problem, z0, d0, key, n_regions: int, trace: list | None = None) -> tuple[SearchState, np.ndarray]:
     """The region search of n_regions regions from the verified start z0 (distance d0): (final state, best
-    distance after each region `[n_regions]`, inf-padded if the search could not start)."""
+    distance after each region `[n_regions]`, inf-padded if the search could not start). trace: as in
+    `search_step` (n_regions points appended, none if the search could not start)."""
     s = search_init(z0, d0)
     traj = np.full(n_regions, float(d0))
     while s.done < n_regions and np.isfinite(s.best_d):
         n = min(pb.batch_regions, n_regions - s.done)
         done = s.done
-        s, tr = search_step(pb, s, jax.random.fold_in(key, done), n)
+        s, tr = search_step(pb, s, jax.random.fold_in(key, done), n, trace)
         traj[done:done + n] = tr
     return s, traj
 
@@ -228,13 +233,21 @@ def restart_budget(pb: Problem, starts, total: int) -> list[int]:
     return [int(v) for v in share]
 
 
-def attack_example(pb: Problem, z0, d0, key, *, n_regions: int, restarts: int, restart_regions: int):
+def attack_example(pb: Problem, z0, d0, key, *, n_regions: int, restarts: int, restart_regions: int,
+                   snapshots: Sequence[int] = ()):
     """The region attack on one example from its verified start z0 (distance d0): the main search, then
     searches from targeted starts of `restarts` other classes (every class for restarts >= K - 1), with
     restart_regions regions each on average (`restart_budget`), then a final search from the best point.
     Returns (best point `[d]`, its distance, trajectory `[n_regions + 1]`, model calls, solver calls, mean
-    region rows per solve)."""
-    s, tr = search(pb, z0, d0, key, n_regions)
+    region rows per solve, the main search's best points `[len(snapshots), d]` float32 after each of
+    `snapshots` (counts in [1, n_regions]) regions, at the distances traj[snapshots] before the restarts
+    enter the last column; NaN if the search could not start)."""
+    trace = [] if snapshots else None
+    s, tr = search(pb, z0, d0, key, n_regions, trace)
+    points = np.full((len(snapshots), pb.x.size), np.nan, np.float32)
+    for j, k in enumerate(snapshots):
+        if k <= len(trace):
+            points[j] = trace[k - 1]        # a copy: z0 may be a row of the caller's array, rewritten later
     traj = np.concatenate([[d0], tr])
     best, best_d, used, calls = s.best, s.best_d, [s], 0
     if restarts and np.isfinite(best_d):
@@ -251,16 +264,18 @@ def attack_example(pb: Problem, z0, d0, key, *, n_regions: int, restarts: int, r
             best, best_d = (r.best, r.best_d) if r.best_d < best_d else (best, best_d)
         traj[-1] = min(traj[-1], best_d)
     n_qp = sum(u.n_qp for u in used)
-    return best, best_d, traj, calls + sum(u.calls for u in used), n_qp, sum(u.n_rows for u in used) / max(n_qp, 1)
+    return (best, best_d, traj, calls + sum(u.calls for u in used), n_qp, sum(u.n_rows for u in used) / max(n_qp, 1),
+            points)
 
 
 def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, cheap_ok, *, p, key_data, typed_key,
                  options):
     """The region attack on rows of examples in this process: (x_adv `[n, d]`, model calls, trajectory,
-    start distance, solver calls, mean rows per solve, seconds), as numpy. index `[n]`: the examples'
-    positions in the whole batch (their random streams); x_start, train `[n, d]` or `[n, 0]` (none): the
-    given starts and the nearest training points; cheap_x `[n, m, d]`, cheap_ok `[n, m]`: the cheap attacks'
-    points and successes (m = 0: none)."""
+    start distance, solver calls, mean rows per solve, seconds, snapshots `[n, len(options["snapshots"]), d]`),
+    as numpy. index `[n]`: the examples' positions in the whole batch (their random streams); x_start, train
+    `[n, d]` or `[n, 0]` (none): the given starts and the nearest training points; cheap_x `[n, m, d]`,
+    cheap_ok `[n, m]`: the cheap attacks' points and successes (m = 0: none). Snapshots: as `region` states
+    (a snapshot at n_regions is the final point, the one x_adv is made from)."""
     key = jax.random.wrap_key_data(key_data) if typed_key else jnp.asarray(key_data)
     o = options
     t0 = time.perf_counter()
@@ -276,6 +291,8 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, c
         start_d = best_d.copy()
         xf = np.asarray(x, np.float64).reshape(n, -1)
         traj = np.zeros((n, o["n_regions"] + 1))
+        steps = o["snapshots"]
+        snaps = np.full((n, len(steps), xf.shape[1]), np.nan, np.float32)
         calls, n_qp, rows, times = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
         t_start = (time.perf_counter() - t0) / max(n, 1)
         for i in np.flatnonzero(clean == labels):      # misclassified inputs keep x, distance 0
@@ -284,9 +301,9 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, c
                          o["max_targets"], o["max_rounds"], o["lp_solver"])
             K = int(oracle.logits(jnp.asarray(xf[i:i + 1], jnp.float32)).shape[1])
             restarts = (K - 1 if K - 1 <= 9 else 3) if o["restarts"] is None else o["restarts"]
-            best[i], best_d[i], traj[i], calls[i], n_qp[i], rows[i] = attack_example(
+            best[i], best_d[i], traj[i], calls[i], n_qp[i], rows[i], snaps[i] = attack_example(
                 pb, best[i], best_d[i], jax.random.fold_in(k_sample, int(index[i])), n_regions=o["n_regions"],
-                restarts=restarts, restart_regions=o["restart_regions"])
+                restarts=restarts, restart_regions=o["restart_regions"], snapshots=steps)
             times[i] = time.perf_counter() - ti
         x32 = np.asarray(x, np.float32).reshape(n, -1)      # distances as finalize measures them (float32)
         own = np.where(np.isfinite(best_d), np.asarray(lp_norm(jnp.asarray(best - x32), p)), np.inf)
@@ -294,15 +311,32 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, c
         best = np.asarray(keep_best(best, own, floor_x, cheap, np.isfinite(floor_d))[0])
         best_d = np.minimum(best_d, floor_d)
         traj[:, -1] = np.minimum(traj[:, -1], np.where(clean == labels, best_d, 0.0))
+        if steps and steps[-1] == o["n_regions"]:          # the last column: restarts and the cheap floor
+            snaps[:, -1] = np.where(np.isfinite(best_d)[:, None], best, np.nan)
+        snaps[clean != labels] = x32[clean != labels, None]   # distance 0, as the trajectory
         times += t_start
-    return best, calls, traj, start_d, n_qp, rows, times
+    return best, calls, traj, start_d, n_qp, rows, times, snaps
+
+
+def _snapshot_steps(snapshots, n_regions: int) -> tuple[int, ...]:
+    """snapshots as sorted distinct region counts in [1, n_regions]; ValueError naming `snapshots` otherwise."""
+    try:
+        steps = list(snapshots)
+    except TypeError:
+        raise ValueError(f"snapshots must be a sequence of region counts, got {snapshots!r}") from None
+    for k in steps:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise ValueError(f"snapshots must be integers (region counts), got {k!r}")
+        if not 1 <= k <= n_regions:
+            raise ValueError(f"snapshots must lie in [1, n_regions] = [1, {n_regions}], got {k!r}")
+    return tuple(sorted({int(k) for k in steps}))
 
 
 def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int = 100, batch_regions: int = 10,
            x_start=None, x_train=None, y_train=None, preacts_fn: Callable | None = None, gamma: float = 6.0,
            max_targets: int | None = None, max_rounds: int = 50, lp_solver: str = "highs",
            restarts: int | None = None, restart_regions: int | None = None, processes: int | None = None,
-           progress: bool = False) -> AttackResult:
+           progress: bool = False, snapshots: Sequence[int] = ()) -> AttackResult:
     """The randomized region attack: the closest adversarial point found, clipped to the box, re-verified.
 
     Args:
@@ -334,18 +368,28 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
         their CPU; logits_fn travels by cloudpickle). Every example's random stream depends on its index
         alone, so the result equals the one-process run up to float rounding. None or 1: this process.
         progress: a bar over the chunks.
+      snapshots: region counts in [1, n_regions] after which the best point so far is recorded (sorted,
+        duplicates dropped; the attack itself is the same with or without them).
 
     Returns:
       AttackResult; distance is a verified upper bound on the minimal l_p distance. info: trajectory
       `[batch, n_regions + 1]` (best distance after the start and after each region; the last column includes
       the restarts; 0 for misclassified inputs), start_distance `[batch]`, n_qp `[batch]` solver calls, rows
-      `[batch]` mean region rows per solve.
+      `[batch]` mean region rows per solve. With snapshots, also snapshot_regions `[batch, m]` (the sorted
+      counts, repeated per row: every info entry has the batch axis) and snapshots `[batch, m, ...]` float32: the best verified adversarial
+      point after that many regions of the main search, its l_p distance to x the trajectory at that column
+      (up to float32 rounding); NaN where there is none (no start); x for misclassified inputs. A snapshot at
+      n_regions is the point after the restarts and the cheap attacks' floor, as the last trajectory column;
+      x_adv is made from it by `finalize` (pushed outward or rejected where the margin check asks). Earlier
+      snapshots are the main search's: the restarts and the floor may later beat them, so the last of them
+      need not be x_adv.
     """
     p = check_norm(p)
     key = validate.key(key)
     restarts = None if restarts is None else validate.positive_int(restarts, "restarts", allow_zero=True)
     n_regions = validate.positive_int(n_regions, "n_regions", allow_zero=True)
     batch_regions = validate.positive_int(batch_regions, "batch_regions")
+    steps = _snapshot_steps(snapshots, n_regions)
     if lp_solver not in LP_SOLVERS:
         raise ValueError(f"lp_solver must be one of {LP_SOLVERS}, got {lp_solver!r}")
     t0 = time.perf_counter()
@@ -358,7 +402,8 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
                    gamma=validate.positive_float(gamma, "gamma"),
                    max_targets=None if max_targets is None else validate.positive_int(max_targets, "max_targets"),
                    max_rounds=validate.positive_int(max_rounds, "max_rounds"), lp_solver=lp_solver,
-                   restarts=restarts, restart_regions=restart_regions or max(batch_regions, n_regions // 5))
+                   restarts=restarts, restart_regions=restart_regions or max(batch_regions, n_regions // 5),
+                   snapshots=steps)
     none = np.zeros((n, 0), np.float32)
     starts = none if x_start is None else \
         np.asarray(validate.batch(x_start, "x_start", example_shape=xn.shape[1:]), np.float32).reshape(n, -1)
@@ -378,14 +423,17 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
     rows = (xn, yn, np.arange(n), lo, hi, starts, train, cheap_x, cheap_ok)
     if n == 0:
         out = (np.zeros((0, lo.shape[1]), np.float32), np.zeros(0, np.int64), np.zeros((0, n_regions + 1)),
-               *(np.zeros(0) for _ in range(4)))
+               *(np.zeros(0) for _ in range(4)), np.zeros((0, len(steps), lo.shape[1]), np.float32))
     elif processes is not None and processes > 1 and n > 1:
         out = parallel.map_rows(fn, rows, processes=processes, progress=progress, desc="region")
     else:
         out = fn(*rows)
-    best, calls, traj, start_d, n_qp, mean_rows, times = out
+    best, calls, traj, start_d, n_qp, mean_rows, times, snaps = out
     info = dict(trajectory=np.minimum.accumulate(np.where(np.isnan(traj), np.inf, traj), axis=1),
                 start_distance=start_d, n_qp=n_qp, rows=mean_rows)
+    if steps:
+        info.update(snapshot_regions=np.tile(np.asarray(steps, np.int64), (n, 1)),
+                    snapshots=snaps.reshape((n, len(steps)) + xn.shape[1:]))
     res = finalize(logits_fn, x, labels, best.reshape(x.shape), p=p, box=box, model_calls=calls,
                    time_s=time.perf_counter() - t0, method="region", info=info)
     return res._replace(time_s=times)
