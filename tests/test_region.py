@@ -510,3 +510,32 @@ def test_snapshots_input_errors():
     empty = region(f, x[:0], labels[:0], p=2, key=jax.random.key(0), n_regions=4, snapshots=(2, 4))
     assert empty.info["snapshots"].shape == (0, 2, 4) and empty.info["snapshot_regions"].shape == (0, 2)
 
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_plot_attack_in_action(shape):
+    """The figure for a gray and a color input (a random ReLU MLP on the flattened image): the curve and
+    2 * steps + 3 image axes (original, each step, final; a perturbation under each point); errors name the
+    problem."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from robustjax.attacks import plot_attack_in_action
+    d = int(np.prod(shape))
+    layers = random_net(7, [d, 16, 4])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(7).uniform(0.3, 0.7, size=(2,) + shape).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x.reshape(2, -1)), 1)
+    res = region(f, x, labels, p=2, key=jax.random.key(0), n_regions=4, batch_regions=2, restarts=0,
+                 snapshots=(1, 2, 4))
+    assert res.info["snapshots"].shape == (2, 3) + shape
+    _snapshot_checks(f, x, labels, res)
+    for steps, m in ((None, 3), ((1, 4), 2)):
+        fig = plot_attack_in_action(x, res, index=1, steps=steps, labels=labels)
+        images = [a for a in fig.axes if a.images]
+        assert len(images) == 2 * m + 3 and len(fig.axes) == 2 * m + 5   # + the curve and the scale note
+        assert len(fig.axes[0].lines) >= 2 and not fig.axes[0].images
+        plt.close(fig)
+    with pytest.raises(ValueError, match="not recorded"):
+        plot_attack_in_action(x, res, steps=(3,))
+    with pytest.raises(ValueError, match="snapshots"):
+        plot_attack_in_action(x, region(f, x, labels, p=2, key=jax.random.key(0), n_regions=2, restarts=0))

@@ -30,7 +30,7 @@ from robustjax.attacks.apgd import apgd, apgd_targeted
 from robustjax.attacks.fab import fab, fab_targeted
 from robustjax.attacks.square import square
 from robustjax.attacks.standard import StandardEvaluation, standard_evaluation
-from robustjax.attacks.plots import plot_adversarial_examples, plot_robust_accuracy
+from robustjax.attacks.plots import plot_adversarial_examples, plot_attack_in_action, plot_robust_accuracy
 from robustjax.attacks.region import region
 from robustjax.attacks.spatial import spatial_first_order, spatial_grid
 
@@ -38,5 +38,5 @@ __all__ = ["AttackResult", "Box", "best_of", "check_inputs", "finalize", "keep_b
            "robust_accuracy_curve"]
 __all__ += ["adversarial_training", "cw", "ddn", "deepfool", "linearized", "make_pgd", "pgd", "pgd_minimal",
             "region", "spatial_first_order", "spatial_grid"]
-__all__ += ["plot_adversarial_examples", "plot_robust_accuracy"]
+__all__ += ["plot_adversarial_examples", "plot_attack_in_action", "plot_robust_accuracy"]
 __all__ += ["StandardEvaluation", "apgd", "apgd_targeted", "fab", "fab_targeted", "square", "standard_evaluation"]

@@ -1,8 +1,9 @@
 """Figures for attack results: robust accuracy versus eps, and adversarial examples with their
 perturbations for p = 1, 2, inf side by side (the layout of the talk's slides: original,
-perturbation, adversarial example with the predicted label, one row per norm).
+perturbation, adversarial example with the predicted label, one row per norm), and the region
+attack in action (its distance over the regions sampled and its point at a few steps).
 
-Both return a matplotlib Figure and never call `show`; use the Agg backend on headless machines.
+All return a matplotlib Figure and never call `show`; use the Agg backend on headless machines.
 """
 from __future__ import annotations
 
@@ -112,5 +113,119 @@ def plot_adversarial_examples(x, labels, results: Sequence[AttackResult], *, ind
         for a in row:
             a.set_xticks([])
             a.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax, a, box):
+    """One image: gray (`[h, w]`, `[h, w, 1]`, flat square) in gray levels, color `[h, w, 3]` as RGB, in box."""
+    lo, hi = box
+    a = _image(a)
+    if a.ndim == 3:
+        ax.imshow(np.clip((a - lo) / (hi - lo), 0.0, 1.0))
+    else:
+        ax.imshow(a, cmap="gray", vmin=lo, vmax=hi)
+
+
+def _show_delta(ax, delta, m):
+    """A perturbation on the symmetric scale [-m, m]: diverging colors (gray images), or RGB around mid-gray."""
+    delta = _image(delta)
+    if delta.ndim == 3:
+        ax.imshow(np.clip(0.5 + 0.5 * delta / m, 0.0, 1.0))
+    else:
+        ax.imshow(delta, cmap="seismic", vmin=-m, vmax=m)
+
+
+def plot_attack_in_action(x, result: AttackResult, *, index: int = 0, steps: Sequence[int] | None = None,
+                          labels=None, class_names: Sequence[str] | None = None, box=(0.0, 1.0)):
+    """The region attack at work on one example (the talk's "the attack in action"): left, the best l_p
+    distance against the regions sampled (info["trajectory"], the start and the shown steps marked); then the original,
+    the best adversarial point after each shown step (info["snapshots"]) and the final x_adv, each titled
+    with its step and l_p distance, above its perturbation (second row, one symmetric color scale for all,
+    stated under the original: the perturbation shrinking is visible as it fades).
+
+    Args:
+      x: `[n, ...]` the inputs the result was computed on: gray (`[n, h, w, 1]`, `[n, h, w]`, flat square)
+        or color `[n, h, w, 3]`.
+      result: an AttackResult of `region(..., snapshots=...)` on x (info: trajectory, snapshots,
+        snapshot_regions).
+      index: which example. steps: which recorded steps to show (default all of them).
+      labels: optional `[n]` true labels (the original's title); class_names: optional names for labels.
+      box: (lo, hi) for the image color range.
+    Returns:
+      the Figure: the curve, then 2 * len(steps) + 3 image axes (a step without a point yet, NaN, is an
+      empty panel).
+    """
+    import matplotlib.pyplot as plt
+
+    info = result.info or {}
+    if "snapshots" not in info or "trajectory" not in info:
+        raise ValueError("plot_attack_in_action needs a region result run with snapshots (info['snapshots'], "
+                         "info['trajectory']): region(..., snapshots=(1, 10, 50))")
+    x = np.asarray(x)
+    n = x.shape[0]
+    if not -n <= index < n:
+        raise ValueError(f"index must be in [-{n}, {n}), got {index}")
+    recorded = [int(k) for k in np.asarray(info["snapshot_regions"])[index]]
+    steps = recorded if steps is None else [int(k) for k in steps]
+    missing = [k for k in steps if k not in recorded]
+    if missing:
+        raise ValueError(f"steps {missing} were not recorded; the result has snapshots after {recorded} regions")
+    name = (lambda c: str(class_names[int(c)])) if class_names is not None else (lambda c: str(int(c)))
+    x0 = x[index].astype(np.float64)
+    snaps = np.asarray(info["snapshots"])[index]
+    points = [snaps[recorded.index(k)].astype(np.float64) for k in steps]
+    final = np.asarray(result.x_adv[index], np.float64)
+    found = bool(result.success[index])
+    deltas = [z - x0 for z in points + ([final] if found else []) if np.all(np.isfinite(z))]
+    m = max([float(np.max(np.abs(d))) for d in deltas] + [0.0]) or 1.0
+    norm = _norm_name(result.p)
+
+    def dist(z):
+        return float(np.linalg.norm((z - x0).ravel(), ord=result.p))
+
+    cols = len(steps) + 2
+    fig = plt.figure(figsize=(3.6 + 1.6 * cols, 3.7))
+    grid = fig.add_gridspec(2, cols + 1, width_ratios=[2.6] + [1.0] * cols)
+    curve = fig.add_subplot(grid[:, 0])
+    traj = np.asarray(info["trajectory"])[index]
+    regions = np.arange(len(traj))
+    curve.plot(regions, traj, drawstyle="steps-post", color="C0")
+    if np.isfinite(traj[0]):
+        curve.plot([0], [traj[0]], "s", color="C2", ms=4, label="start")
+    shown = [k for k, z in zip(steps, points) if np.all(np.isfinite(z))]
+    curve.plot(shown, traj[shown], "o", color="C3", ms=4, label="snapshots")
+    if found:
+        curve.plot([regions[-1]], [result.distance[index]], "*", color="k", ms=8, label="final x_adv")
+    curve.set_ylim(bottom=0.0)                  # the improvement at its true scale
+    curve.set_xlabel("regions sampled")
+    curve.set_ylabel(f"best {norm} distance")
+    curve.set_title("distance while the regions are sampled", fontsize=9)
+    curve.grid(alpha=0.3)
+    curve.legend(fontsize=7)
+    panels = [(f"original{': ' + name(labels[index]) if labels is not None else ''}", x0, None)]
+    panels += [(f"after {k} region{'s' if k != 1 else ''}", z, dist(z)) for k, z in zip(steps, points)]
+    panels += [(f"final: {name(result.label_adv[index])}", final, float(result.distance[index]))] if found else \
+        [("final: none found", None, None)]
+    for col, (title, z, d) in enumerate(panels, start=1):
+        top, bottom = fig.add_subplot(grid[0, col]), fig.add_subplot(grid[1, col])
+        for a in (top, bottom):
+            a.set_xticks([])
+            a.set_yticks([])
+        if col == 1:
+            _show(top, z, box)
+            top.set_title(title, fontsize=8)
+            bottom.axis("off")
+            bottom.text(0.5, 0.5, f"perturbations\nbelow, color\nscale \u00b1{m:.3g}", ha="center", va="center",
+                        fontsize=8, transform=bottom.transAxes)
+            continue
+        if z is None or not np.all(np.isfinite(z)):
+            top.set_title(f"{title}:\nnone yet" if z is not None else title, fontsize=8)
+            top.axis("off")
+            bottom.axis("off")
+            continue
+        _show(top, z, box)
+        top.set_title(f"{title}\n{norm} = {d:.3g}", fontsize=8)
+        _show_delta(bottom, z - x0, m)
     fig.tight_layout()
     return fig
