@@ -160,8 +160,11 @@ def run_attacks(scale: str, out: Path) -> dict:
     for (name, p), fn in runs.items():
         results[(name, p)] = fn()
     m = s["n_region"]
+    k = s["n_regions"]
+    steps = sorted({1, max(1, k // 4), max(1, k // 2)}) if k else ()   # the l2 run's points after these: "in action"
     for p in (2, np.inf, 1):
-        results[("region", p)] = region(f, x[:m], y[:m], p=p, key=key, n_regions=s["n_regions"])
+        results[("region", p)] = region(f, x[:m], y[:m], p=p, key=key, n_regions=k,
+                                        snapshots=steps if p == 2 else ())
     rows = []
     for (name, p), r in results.items():
         ok = r.success & (r.distance > 0)
@@ -187,6 +190,13 @@ def run_attacks(scale: str, out: Path) -> dict:
     fig.savefig(out / "adversarial_examples_p1_p2_pinf.png", dpi=110)
     plt.close(fig)
     figs.append("adversarial_examples_p1_p2_pinf.png")
+    r2 = results[("region", 2)]
+    moved = np.flatnonzero(r2.success & (r2.distance > 0))
+    if len(moved):   # the region attack in action on the first point it attacked (from the cheap attacks' starts)
+        fig = attacks.plot_attack_in_action(x[:m], r2, index=int(moved[0]), labels=y[:m])
+        fig.savefig(out / "attack_in_action_mnist.png", dpi=110)
+        plt.close(fig)
+        figs.append("attack_in_action_mnist.png")
     for p in (2, np.inf):
         fig = attacks.plot_robust_accuracy({nm: r for (nm, q), r in results.items() if q == p and len(r.distance) == len(x)})
         tag = "inf" if p == np.inf else "2"
