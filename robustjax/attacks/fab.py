@@ -94,8 +94,10 @@ def _fab(logits_fn, x, labels, target, lo, hi, eps_init, key, *, p, steps, resta
     x0, lo_f, hi_f = flat(x), flat(lo), flat(hi)
     rows = jnp.arange(n)
 
-    def adversarial(logits):
-        return -margin(logits, labels) >= default_min_margin(logits)
+    def verdicts(logits):
+        """(crossed: argmax != label, adversarial: by at least the default margin), `[n]` each."""
+        m = -margin(logits, labels)
+        return m > 0, m >= default_min_margin(logits)
 
     def boundary(z):
         """(w, g) of the linearized boundary chosen at z, `[n, d]`, `[n]`."""
@@ -126,9 +128,11 @@ def _fab(logits_fn, x, labels, target, lo, hi, eps_init, key, *, p, steps, resta
         n1, n2 = lp_norm(d1, p), lp_norm(d2, p)
         a = jnp.minimum(n1 / jnp.maximum(n1 + n2, TINY), alpha_max)[:, None]
         x_new = jnp.clip((1 - a) * (xk + eta * d1) + a * (x0 + eta * d2), lo_f, hi_f)
-        adv = adversarial(logits_fn(x_new.reshape(shape)))
+        crossed, adv = verdicts(logits_fn(x_new.reshape(shape)))
         best, best_d = keep_best(best, best_d, x_new, lp_norm(x_new - x0, p), adv)
-        x_new = jnp.where(adv[:, None], (1 - beta) * x0 + beta * x_new, x_new)
+        # pulled back toward x0 on crossing, as in the reference: an iterate just across (inside the margin)
+        # would otherwise sit on its linearized boundary, where every later step is 0
+        x_new = jnp.where(crossed[:, None], (1 - beta) * x0 + beta * x_new, x_new)
         return x_new, best, best_d
 
     def restart(carry, kr):
