@@ -175,6 +175,35 @@ def test_traced_cnn_with_pooling_and_residual_add_is_bounded_soundly():
                 assert np.all(out >= b.lo[i]) and np.all(out <= b.hi[i]), (p, m)
 
 
+def test_crown_through_relu_then_max_pool_in_several_chunks():
+    """conv -> ReLU -> max-pool -> dense (LeNet's order: the ReLU's output feeds another nonlinear node) with
+    1,152 ReLUs, more than one chunk of intermediate backward passes (the last one wrapping around): CROWN
+    bounds contain sampled outputs and lie inside IBP's."""
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.max_pool(nn.relu(nn.Conv(8, (3, 3))(x)), (2, 2), (2, 2))
+            return nn.Dense(3)(nn.relu(nn.Dense(16)(h.reshape(h.shape[0], -1))))
+    model = Net()
+    v = model.init(jax.random.key(1), jnp.zeros((1, 12, 12, 1)))
+    f = lambda x: model.apply(v, x)  # noqa: E731
+    g = trace(f, (12, 12, 1))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.2, 0.8, (2, 12, 12, 1)).astype(np.float32)
+    eps = 0.02
+    ib = bounds.output_bounds(f, x, eps=eps, method="ibp")
+    cb = bounds.output_bounds(f, x, eps=eps, method="crown")
+    assert np.all(cb.lo >= ib.lo - 1e-9) and np.all(cb.hi <= ib.hi + 1e-9)
+    assert np.any(cb.hi - cb.lo < 0.9 * (ib.hi - ib.lo))
+    for i in range(2):
+        pts = _into_set(_ball_points(rng, x[i].astype(np.float64), eps, np.inf, 300), x[i].astype(np.float64),
+                        eps, np.inf)
+        out = evaluate_numpy(g, pts)
+        assert np.all(out >= cb.lo[i]) and np.all(out <= cb.hi[i])
+
+
 def test_bad_input_is_named():
     rng = np.random.default_rng(0)
     g = _net(rng, 4, (5,), 3, "relu")

@@ -210,7 +210,12 @@ def node_shapes(graph: Graph, example_shape) -> list:
 
 
 def _needs_bounds(graph: Graph) -> set:
-    return {n.inputs[0] for n in graph.nodes if isinstance(n.layer, NONLINEAR)}
+    """The nodes whose bounds a relaxation needs (the inputs of nonlinear nodes), less those that are nonlinear
+    themselves (a ReLU feeding a max-pool): their bounds come by interval arithmetic from their input's (sound;
+    exact per coordinate for ReLU, monotone activations and max-pool), and a backward pass from such a node
+    would need its own relaxation, which is built from those very bounds."""
+    return {n.inputs[0] for n in graph.nodes if isinstance(n.layer, NONLINEAR)} - \
+        {k for k, n in enumerate(graph.nodes, 1) if isinstance(n.layer, NONLINEAR)}
 
 
 def _identity_rows(shape, rows, B, dtype):
@@ -247,17 +252,18 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
                 b = Interval(b.lo - e, b.hi + e)
         if k in need and k > 0:
             n = int(np.prod(shapes[k]))
-            rows_lo, rows_hi = [], []
-            step = max(1, chunk // max(B, 1))
-            for r0 in range(0, n, step):
-                rows = np.arange(r0, min(n, r0 + step))
+            step = min(n, max(1, chunk // max(B, 1)))
+            n_chunks = -(-n // step)
+            chunks = np.arange(n_chunks * step).reshape(n_chunks, step) % n     # the last chunk wraps around
+
+            def rows_bounds(rows, k=k):
                 E = _identity_rows(shapes[k], rows, B, dtype)
                 Lin, c, g = backward(graph, k, jnp.concatenate([E, -E], 1), shapes, relax, errors=errors)
                 low = concretize(s, Lin, c, g, count)
-                rows_lo.append(low[:, :len(rows)])
-                rows_hi.append(-low[:, len(rows):])
-            clo = jnp.concatenate(rows_lo, 1).reshape(b.lo.shape)
-            chi = jnp.concatenate(rows_hi, 1).reshape(b.hi.shape)
+                return low[:, :step], -low[:, step:]
+            # one compiled chunk in a loop (lax.map), so that memory holds one chunk's backward pass, not all
+            clo, chi = jax.lax.map(rows_bounds, jnp.asarray(chunks))                 # [n_chunks, B, step]
+            clo, chi = (jnp.moveaxis(v, 0, 1).reshape(B, -1)[:, :n].reshape(b.lo.shape) for v in (clo, chi))
             b = Interval(jnp.maximum(b.lo, clo), jnp.minimum(b.hi, chi))
         bounds.append(b)
         if isinstance(node.layer, MaxPool):
