@@ -799,19 +799,8 @@ def markdown(rep) -> str:
     return "\n".join(L) + "\n"
 
 
-def machine() -> str:
-    cpu = "cpu"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {cpu}, {jax.devices()[0].platform}, jax {jax.__version__}"
-
-
 def main():
+    from bench_train import machine  # benchmarks/ is on sys.path when run as a script
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a smoke run on a handful of points")
     ap.add_argument("--sections", default="1,2,3")
