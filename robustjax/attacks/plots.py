@@ -97,17 +97,16 @@ def plot_adversarial_examples(x, labels, results: Sequence[AttackResult], *, ind
     name = (lambda c: str(class_names[int(c)])) if class_names is not None else (lambda c: str(int(c)))
     rows = [(i, r) for i in indices for r in results]
     fig, axes = plt.subplots(len(rows), 3, figsize=(6.6, 2.2 * len(rows)), squeeze=False)
-    lo, hi = box
     for row, (i, r) in zip(axes, rows):
         delta = np.asarray(r.x_adv[i]) - x[i]
         m = float(np.max(np.abs(delta))) or 1.0
-        row[0].imshow(_image(x[i]), cmap="gray", vmin=lo, vmax=hi)
+        _show(row[0], x[i], box)
         row[0].set_title(f"original: {name(labels[i])}", fontsize=9)
-        row[1].imshow(_image(delta), cmap="seismic", vmin=-m, vmax=m)
+        _show_delta(row[1], delta, m)
         dist = r.distance[i]
         row[1].set_title(f"{_norm_name(r.p)} perturbation, {dist:.3g}" if np.isfinite(dist)
                          else f"{_norm_name(r.p)}: none found", fontsize=9)
-        row[2].imshow(_image(r.x_adv[i]), cmap="gray", vmin=lo, vmax=hi)
+        _show(row[2], r.x_adv[i], box)
         method = f" ({r.method})" if r.method and len(r.method) <= 24 else ""
         row[2].set_title(f"adversarial: {name(r.label_adv[i])}{method}", fontsize=8)
         for a in row:
