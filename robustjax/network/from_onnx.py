@@ -5,10 +5,15 @@
 
 Supported operators (inference semantics): Gemm, MatMul (with a constant), Add / Sub / Mul / Div (with a
 constant, or Add / Sub of two tensors), Conv, Relu, Sigmoid, Tanh, Softplus, MaxPool, AveragePool (no padding,
-or padding counted), BatchNormalization (folded into an affine layer), Flatten, Reshape (constant shape),
-Transpose, Concat, Constant, Identity, Dropout. Input normalization inside the graph stays in it (Sub / Div
-become affine layers). Any other operator, or an unsupported attribute, raises a ValueError naming the
-operator and the node. Needs the `onnx` package (`pip install robustjax[onnx]`).
+or padding counted), GlobalAveragePool, BatchNormalization (folded into an affine layer), Flatten, Reshape
+(constant shape), Unsqueeze, Transpose, Concat, Constant, Identity, Dropout. Input normalization inside the
+graph stays in it (Sub / Div become affine layers). Shape arithmetic on constants is folded while reading:
+Shape of a graph tensor (its batch entry a marker that Reshape takes as the batch axis), Gather, Unsqueeze and
+Concat of constants, as `torch.onnx.export` writes `x.view(x.size(0), -1)` for a dynamic batch axis. The
+torch exporter's thresholded softplus, `Where(Greater(x, t), x, Softplus(x))` with t >= 16, is read as
+Softplus (the two branches differ by less than exp(-t) < 1.2e-7, under half a float32 ulp of x > t). Any
+other operator, or an unsupported attribute, raises a ValueError naming the operator and the node. Needs the
+`onnx` package (`pip install robustjax[onnx]`).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ class _Builder:
         self.ids = {input_name: 0}          # tensor name -> node id
         self.shapes = {0: tuple(input_shape)}
         self.consts: dict = {}
+        self.conds: dict = {}               # Greater outputs: name -> (tensor name, threshold), read by Where
 
     def add(self, layer, inputs, out_name):
         ids = tuple(self.ids[i] if isinstance(i, str) else i for i in inputs)
@@ -203,6 +209,12 @@ def _reshape(b, node, a):
         _fail(node, "the target shape must be a constant")
     shape = [int(v) for v in np.asarray(b.consts[shp]).reshape(-1)]
     in_shape = b.shapes[b.ids[x]]
+    if a.get("allowzero", 0) and 0 in shape:
+        _fail(node, f"allowzero = 1 with a 0 in the target shape {shape} makes an empty tensor")
+    if BATCH in shape[1:]:
+        _fail(node, "the batch size enters the target shape beyond its first axis")
+    if shape and shape[0] == BATCH:
+        shape[0] = -1
     if not shape or shape[0] not in (-1, 0, 1):
         _fail(node, f"the first axis must stay the batch axis, got target shape {shape}")
     rest = [in_shape[i - 1] if v == 0 and i - 1 < len(in_shape) else v for i, v in enumerate(shape[1:], 1)]
@@ -224,6 +236,11 @@ def _transpose(b, node, a):
 
 def _concat(b, node, a):
     axis = int(a["axis"])
+    if all(i in b.consts for i in node.input):
+        b.consts[node.output[0]] = np.concatenate([np.asarray(b.consts[i]) for i in node.input], axis)
+        return
+    if not all(i in b.ids for i in node.input):
+        _fail(node, "concatenating graph tensors with constants is not supported")
     nd = len(b.shapes[b.ids[node.input[0]]]) + 1
     axis = axis + nd if axis < 0 else axis
     if axis == 0:
@@ -233,9 +250,13 @@ def _concat(b, node, a):
 
 def _constant(b, node, a):
     import onnx.numpy_helper as nh
-    if "value" not in a:
-        _fail(node, f"only the 'value' attribute is supported, got {sorted(a)}")
-    b.consts[node.output[0]] = nh.to_array(a["value"])
+    if "value" in a:
+        b.consts[node.output[0]] = nh.to_array(a["value"])
+    elif set(a) & {"value_float", "value_floats", "value_int", "value_ints"}:
+        k = next(k for k in ("value_float", "value_floats", "value_int", "value_ints") if k in a)
+        b.consts[node.output[0]] = np.asarray(a[k], np.float32 if "float" in k else np.int64)
+    else:
+        _fail(node, f"only the 'value' and 'value_float(s)' / 'value_int(s)' attributes are supported, got {sorted(a)}")
 
 
 def _alias(b, node, a):
@@ -244,6 +265,84 @@ def _alias(b, node, a):
         b.ids[node.output[0]] = b.ids[src]
     else:
         b.consts[node.output[0]] = b.consts[src]
+
+
+#: The batch entry of a Shape output: the batch size is not known while reading, and only Reshape's first
+#: entry may use it (anywhere else, or after arithmetic, the shape check of Reshape fails).
+BATCH = 2 ** 62 + 12345
+
+
+def _shape(b, node, a):
+    x = node.input[0]
+    if x in b.consts:
+        full = np.asarray(np.shape(b.consts[x]), np.int64)
+    else:
+        full = np.asarray((BATCH,) + b.shapes[b.ids[x]], np.int64)
+    n = len(full)
+    start, end = int(a.get("start", 0)), int(a.get("end", n))
+    b.consts[node.output[0]] = full[slice(max(-n, min(n, start)), max(-n, min(n, end)))]
+
+
+def _const_inputs(b, node, names):
+    for i in names:
+        if i not in b.consts:
+            _fail(node, f"only constant operands are supported here ({i!r} depends on the input)")
+    return [np.asarray(b.consts[i]) for i in names]
+
+
+def _gather(b, node, a):
+    data, idx = _const_inputs(b, node, node.input[:2])
+    b.consts[node.output[0]] = np.take(data, idx.astype(np.int64), axis=int(a.get("axis", 0)))
+
+
+def _unsqueeze(b, node, a):
+    x = node.input[0]
+    if "axes" in a:                                     # opset < 13
+        axes = [int(v) for v in a["axes"]]
+    else:
+        if len(node.input) < 2 or node.input[1] not in b.consts:
+            _fail(node, "the axes must be a constant")
+        axes = [int(v) for v in np.asarray(b.consts[node.input[1]]).reshape(-1)]
+    if x in b.consts:
+        b.consts[node.output[0]] = np.expand_dims(np.asarray(b.consts[x]), tuple(axes))
+        return
+    shape = b.shapes[b.ids[x]]
+    nd = len(shape) + 1 + len(axes)
+    axes = sorted(ax + nd if ax < 0 else ax for ax in axes)
+    if 0 in axes:
+        _fail(node, "a new axis before the batch axis is not supported")
+    out = list(shape)
+    for ax in axes:
+        out.insert(ax - 1, 1)
+    b.add(Reshape(tuple(out)), [x], node.output[0])
+
+
+def _greater(b, node, a):
+    x, t = node.input
+    if x not in b.ids or t not in b.consts or np.size(b.consts[t]) != 1:
+        _fail(node, "only a graph tensor compared with a scalar constant is supported (the torch softplus threshold)")
+    b.conds[node.output[0]] = (x, float(np.asarray(b.consts[t]).reshape(())))
+
+
+def _where(b, node, a):
+    cond, x, y = node.input
+    hit = b.conds.get(cond)
+    k = b.ids.get(y)
+    src = b.nodes[k - 1] if k else None
+    if (hit is None or x not in b.ids or b.ids[hit[0]] != b.ids[x] or src is None
+            or not isinstance(src.layer, Activation) or src.layer.kind != "softplus" or src.inputs != (b.ids[x],)):
+        _fail(node, "only the thresholded softplus Where(Greater(x, t), x, Softplus(x)) is supported")
+    if hit[1] < 16:
+        _fail(node, f"a softplus threshold {hit[1]} < 16 is not softplus within float32 rounding")
+    b.ids[node.output[0]] = k
+
+
+def _global_avgpool(b, node, a):
+    x = node.input[0]
+    shape = b.shapes[b.ids[x]]
+    if len(shape) != 3:
+        _fail(node, "only 2-D pooling of [C, H, W] tensors is supported")
+    _avgpool(b, node, {"kernel_shape": list(shape[1:])})
 
 
 def _act(layer):
@@ -259,6 +358,8 @@ OPS = {
     "Tanh": _act(Activation("tanh")), "Softplus": _act(Activation("softplus")), "MaxPool": _maxpool,
     "AveragePool": _avgpool, "BatchNormalization": _batchnorm, "Flatten": _flatten, "Reshape": _reshape,
     "Transpose": _transpose, "Concat": _concat, "Constant": _constant, "Identity": _alias, "Dropout": _alias,
+    "Shape": _shape, "Gather": _gather, "Unsqueeze": _unsqueeze, "Greater": _greater, "Where": _where,
+    "GlobalAveragePool": _global_avgpool,
 }
 
 
