@@ -46,6 +46,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--nets", default="relu,sigmoid")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vnncomp.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the other nets' runs of --out (one run per --nets)")
     args = ap.parse_args(argv)
     from robustjax import complete, vnnlib
     from robustjax.network.from_onnx import from_onnx
@@ -78,21 +79,32 @@ def main(argv=None):
         print(f"{net} {Path(spec_rel).name}: {status} ({res.stage or '-'}) {wall:.1f} s, 2021: "
               f"{sorted(set(decided.values())) or 'undecided'}", flush=True)
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.processor() or platform.machine()}, "
-                f"{os.cpu_count()} cores", timeout_s=args.timeout, per_net=args.per_net, load_end=_load())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=float))
-    write_md(meta, rows, answers)
+                f"{os.cpu_count()} cores", timeout_s=args.timeout, per_net=args.per_net, load_end=_load(),
+                nets=args.nets)
+    out = Path(args.out)
+    runs = [dict(meta=meta, rows=rows)]
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        kept = [r for r in old.get("runs", [old]) if r["meta"].get("nets", "relu,sigmoid") != args.nets]
+        runs = kept + runs
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(runs=runs), indent=1, default=float))
+    write_md(runs, answers)
 
 
-def write_md(meta, rows, answers):
+def write_md(runs, answers):
+    rows = [r for run in runs for r in run["rows"]]
     tools = sorted({t for r in rows for t in r["tools"]})
-    lines = [f"# VNN-COMP 2021 eran: robustjax.complete beside the 2021 tools",
-             "", f"{meta['date']}, {meta['machine']}, time limit {meta['timeout_s']:.0f} s per instance "
-             f"(the competition's: 300 s), {len(rows)} instances ({'first ' + str(meta['per_net']) + ' per net' if meta['per_net'] else 'all'}); "
-             "load average before each instance in the JSON (other jobs ran on this machine: see the note).", "",
-             "| net | instances | robustjax holds | robustjax violated | contradictions | " +
-             " | ".join(f"{t} (same instances)" for t in tools) + " |",
-             "|---|---|---|---|---|" + "---|" * len(tools)]
+    lines = ["# VNN-COMP 2021 eran: robustjax.complete beside the 2021 tools", ""]
+    for run in runs:
+        meta = run["meta"]
+        lines.append(f"- nets {meta.get('nets', 'relu,sigmoid')}: {meta['date']}, {meta['machine']}, time limit "
+                     f"{meta['timeout_s']:.0f} s per instance (the competition's: 300 s), {len(run['rows'])} instances "
+                     f"({'first ' + str(meta['per_net']) + ' per net' if meta['per_net'] else 'all'}); load at the end "
+                     f"{meta['load_end']}, before each instance in the JSON.")
+    lines += ["", "| net | instances | robustjax holds | robustjax violated | contradictions | " +
+              " | ".join(f"{t} (same instances)" for t in tools) + " |",
+              "|---|---|---|---|---|" + "---|" * len(tools)]
     for net in sorted({r["net"] for r in rows}):
         rs = [r for r in rows if r["net"] == net]
         cells = []
@@ -107,6 +119,9 @@ def write_md(meta, rows, answers):
         told = ", ".join(f"{t}: {v}" for t, v in sorted(r["tools"].items()) if v in ("holds", "violated")) or "none decided"
         lines.append(f"| {r['net']} | {r['spec']} | {r['status']} | {r['stage'] or '-'} | {r['time_s']} | "
                      f"{r['lower_bound']:.4g} | {told} |")
+    notes = ROOT / "benchmarks" / "vnncomp_notes.md"
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     (ROOT / "benchmarks" / "vnncomp.md").write_text("\n".join(lines) + "\n")
 
 

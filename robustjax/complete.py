@@ -148,9 +148,13 @@ def _region_falsify(graph, prop, key):
 
 
 class _BaB:
-    """Batched branch and bound over ReLU splits with fixed (clamped, IBP-tightened) intermediate bounds."""
+    """Batched branch and bound over ReLU splits: intermediate bounds fixed at the root's (clamped at the splits
+    and tightened by IBP), the output bound by beta-CROWN: per-row ReLU slopes (alpha) and one multiplier per
+    split unit (beta >= 0, the Lagrangian term -beta * sign * z of the split constraint sign * z >= 0) optimized
+    by `steps` projected Adam steps per batch. Every iterate is a sound bound on the subdomain (Wang et al.,
+    "Beta-CROWN", NeurIPS 2021, Theorem 3.1); the best per row is kept."""
 
-    def __init__(self, graph, prop, root_bounds, batch):
+    def __init__(self, graph, prop, root_bounds, batch, steps=20, lr=0.1):
         self.graph = graph
         self.A, self.b, self.group = _spec(prop)
         self.G = len(prop.unsafe)
@@ -158,6 +162,7 @@ class _BaB:
         self.shapes = crown.node_shapes(graph, graph.input_shape)
         self.root = root_bounds
         self.batch = batch
+        self.steps, self.lr = steps, lr
         lo, hi = jnp.asarray(prop.lo), jnp.asarray(prop.hi)
         self.set1 = (0.5 * (lo + hi), hi - lo, lo, hi)
         self._fn = jax.jit(self._bound)
@@ -172,10 +177,27 @@ class _BaB:
         bounds, infeasible = crown.refine(self.graph, parent, splits)
         relax = crown.relaxations_for(self.graph, bounds)
         C = jnp.broadcast_to(jnp.asarray(self.A), (B,) + self.A.shape)
+        m, last, count = C.shape[1], len(self.graph.nodes), crown.n_ops(self.shapes)
+        dtype = c.dtype
+
+        def passes(params, record=None):
+            alphas, betas = params
+            extra = {z: -betas[z] * splits[z][:, None].astype(dtype) for z in betas}
+            Lin, const, mag = crown.backward(self.graph, last, C, self.shapes, crown.relu_row_relax(relax, alphas),
+                                             record, extra=extra)
+            return crown.concretize(s, Lin, const, mag, count) - jnp.asarray(self.b), Lin
+
+        init = ({k: jnp.broadcast_to(relax[k].lower_slope[:, None], (B, m) + tuple(self.shapes[k])) for k, _ in self.relus},
+                {z: jnp.zeros((B, m) + tuple(self.shapes[z]), dtype) for _, z in self.relus})
+        low = jnp.maximum(passes(init)[0], crown.ibp_spec_lower(bounds, C) - jnp.asarray(self.b))
+        params = init
+        if self.steps > 0:
+            def project(q):
+                return ({k: jnp.clip(v, 0.0, 1.0) for k, v in q[0].items()}, {z: jnp.maximum(v, 0.0) for z, v in q[1].items()})
+            low, params = crown.ascend(lambda q: passes(q)[0], init, project, self.steps, self.lr, low, final=True)
         record = {}
-        Lin, const, mag = crown.backward(self.graph, len(self.graph.nodes), C, self.shapes, relax, record)
-        low = crown.concretize(s, Lin, const, mag, crown.n_ops(self.shapes)) - jnp.asarray(self.b)
-        x_star = jnp.where(Lin.reshape(B, C.shape[1], -1) > 0, s.lo[:, None], s.hi[:, None])
+        _, Lin = passes(params, record)
+        x_star = jnp.where(Lin.reshape(B, m, -1) > 0, s.lo[:, None], s.hi[:, None])
         scores = {}
         for k, z in self.relus:
             l, u = bounds[z].lo, bounds[z].hi
@@ -203,7 +225,8 @@ class _BaB:
 
 def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
                     falsify_restarts: int = 64, falsify_steps: int = 50, bab_batch: int = 64,
-                    milp_max_unstable: int = 400, progress: bool = False) -> PropertyResult:
+                    milp_max_unstable: int = 400, alpha_steps: int = 20, bab_steps: int = 20,
+                    progress: bool = False) -> PropertyResult:
     """Decides a property of a network within time_limit seconds (see the module docstring).
 
     net: a network Graph, layer list, logits_fn or ONNX path/model. spec: a `vnnlib.Property` or an input box
@@ -239,21 +262,18 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
     A, b, group = _spec(prop)
     x0 = (0.5 * (prop.lo + prop.hi)).reshape((1,) + tuple(graph.input_shape))
     box = (prop.lo.reshape(x0.shape), prop.hi.reshape(x0.shape))
-    best = -np.inf
+    best, root = -np.inf, None
     for m in ("crown", method) if method == "alpha-crown" else ("crown",):
         if time.perf_counter() > deadline:
             return done("timeout", "", best)
-        low = propagate.linear_bounds(graph, x0, A[None], eps=np.inf, p=np.inf, box=box, method=m) - b
-        best = max(best, float(_safety(low, group, len(prop.unsafe))[0]))
+        low, root = _root_bounds(graph, x0, box, A, alpha_steps if m == "alpha-crown" else 0)
+        best = max(best, float(_safety(low - b, group, len(prop.unsafe))[0]))
         log(f"{m}: lower bound {best:.4g}")
         if best > 0:
             return done("verified", m, best)
     if not any(isinstance(n.layer, ReLU) for n in graph.nodes):
         return done("unknown", "", best)
-    with jax.enable_x64(True):
-        s = propagate.input_set(x0, np.inf, np.inf, box)
-        shapes = crown.node_shapes(graph, graph.input_shape)
-        root, _, _ = crown.intermediate_bounds(graph, s, shapes, method="crown")
+    shapes = crown.node_shapes(graph, graph.input_shape)
     milp = _milp_stage(graph, prop, root, milp_max_unstable, deadline, log)
     if milp is not None:
         if milp.status == "counterexample":
@@ -264,7 +284,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
             return done("verified", "milp", milp.lower_bound)
         return done("timeout" if milp.status == "time_limit" else "unknown", "", max(best, milp.lower_bound))
     with jax.enable_x64(True):
-        bab = _BaB(graph, prop, root, bab_batch)
+        bab = _BaB(graph, prop, root, bab_batch, bab_steps)
         zero = {z: np.zeros((1,) + tuple(shapes[z]), np.int8)[0] for _, z in bab.relus}
         safety, _, cand, scores = bab.bound([zero])
         heap = [(float(safety[0]), 0, zero, {z: scores[z][0] for z in scores})]
@@ -307,6 +327,39 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         if heap or stuck:
             return done("unknown", "", max(best, heap[0][0] if heap else best), domains=domains)
         return done("verified", "bab", 0.0, domains=domains)
+
+
+_ROOT: dict = {}
+
+
+def _root_bounds(graph, x0, box, A, alpha_steps: int):
+    """(lower bounds `[1, m]` of A f over the box, every node's bounds) in float64: CROWN (alpha_steps = 0) or
+    alpha-CROWN with every intermediate bound's and the output's ReLU slopes optimized. One compiled program per
+    graph and alpha_steps, the weights passed as arguments."""
+    key = (id(graph), alpha_steps, A.shape)
+    hit = _ROOT.get(key)
+    with jax.enable_x64(True):
+        if hit is None or hit[0] is not graph:
+            shapes = crown.node_shapes(graph, graph.input_shape)
+            arrays, rebuild = propagate.weights_as_arguments(graph)
+
+            def run(weights, center, eps, lo, hi, C):
+                g = rebuild(weights)
+                s = crown.InputSet(center, eps, lo, hi, np.inf)
+                bounds, relax, _ = crown.intermediate_bounds(g, s, shapes, method="crown", alpha_steps=alpha_steps)
+                if alpha_steps > 0:
+                    low = crown.alpha_spec_lower(g, s, C, shapes, bounds, relax, steps=alpha_steps)
+                else:
+                    low = crown.spec_lower(g, s, C, shapes, bounds, relax)
+                return low, bounds
+            jitted = jax.jit(run)
+            weights = [jnp.asarray(a, jnp.float64) if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
+            if len(_ROOT) > 8:
+                _ROOT.clear()
+            hit = _ROOT[key] = (graph, lambda *args: jitted(weights, *args))
+        s = propagate.input_set(x0, np.inf, np.inf, box)
+        low, bounds = hit[1](s.center, s.eps, s.lo, s.hi, jnp.asarray(A[None], jnp.float64))
+        return np.asarray(low), [crown.Interval(np.asarray(v.lo), np.asarray(v.hi)) for v in bounds]
 
 
 def _milp_stage(graph, prop, root, max_unstable, deadline, log):

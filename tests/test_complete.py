@@ -63,6 +63,57 @@ def test_branch_and_bound_decides_what_crown_cannot():
     assert used_bab, "no instance needed branch and bound: the test lost its point"
 
 
+def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point():
+    """The branch-and-bound bound of a subdomain (root bounds clamped at the splits, alpha and beta optimized)
+    never exceeds the safety margin of a sampled point that satisfies the subdomain's splits, and the optimized
+    bound is never below the unoptimized one."""
+    import jax
+    from robustjax.bounds import crown
+    g = _net(7, (4, 10, 10, 10, 3))
+    x = np.full(4, 0.5)
+    y = int(predict_float64(g, x[None])[0])
+    lo, hi = x - 0.3, x + 0.3
+    prop = complete.as_property((lo, hi), y, 3)
+    with jax.enable_x64(True):
+        _, root = complete._root_bounds(g, x[None], (lo[None], hi[None]), complete._spec(prop)[0], 10)
+        plain = complete._BaB(g, prop, root, 16, steps=0)
+        beta = complete._BaB(g, prop, root, 16, steps=30)
+    pts = np.random.default_rng(0).uniform(lo, hi, (5000, 4))
+    pre = {}
+    h = pts
+    for k, node in enumerate(g.nodes, 1):
+        h = evaluate_numpy(as_graph([node.layer], h.shape[1:]), h)
+        pre[k] = h
+    A, b, group = complete._spec(prop)
+    true = complete._safety(pre[len(g.nodes)] @ A.T - b, group, len(prop.unsafe))
+    rng = np.random.default_rng(1)
+    splits, masks = [], []
+    for _ in range(24):
+        sp, ok = {}, np.ones(len(pts), bool)
+        anchor = rng.integers(len(pts))
+        for _, z in plain.relus:
+            s = np.zeros(10, np.int8)
+            units = rng.choice(10, 2, replace=False)
+            s[units] = np.where(pre[z][anchor, units] >= 0, 1, -1)
+            sp[z] = s
+            for u in units:
+                ok &= (pre[z][:, u] >= 0) if s[u] > 0 else (pre[z][:, u] <= 0)
+        splits.append(sp)
+        masks.append(ok)
+    with jax.enable_x64(True):
+        low0, inf0 = plain.bound(splits)[:2]
+        low1, inf1 = beta.bound(splits)[:2]
+    checked = 0
+    for i, ok in enumerate(masks):
+        assert low1[i] >= low0[i] - 1e-9
+        if ok.any():
+            assert not inf1[i]
+            assert low1[i] <= true[ok].min() + 1e-9, (i, low1[i], true[ok].min())
+            checked += 1
+    assert checked == len(masks)
+    assert np.mean(low1 - low0) > 0, "beta and alpha never tightened a bound: the test lost its point"
+
+
 def test_property_milp_decides_exactly_at_the_minimal_distance():
     """Boxes of l_inf radius just below / above the exact minimal distance d: the property MILP proves the first
     (a positive lower bound) and returns a float64-confirmed counterexample for the second; verify_property

@@ -127,10 +127,12 @@ def _affine_pull(layer, L, in_shapes, dtype):
 
 
 def backward(graph: Graph, start: int, L, shapes, relax: dict, record: dict | None = None,
-             errors: dict | None = None):
+             errors: dict | None = None, extra: dict | None = None):
     """Pulls Lambda `[B, m, *shape(start)]` from node `start` back to the input.
 
-    relax maps each nonlinear node id below start to its `Relaxation` (ReLU, Activation) or `_Pool`. Returns
+    relax maps each nonlinear node id below start to its `Relaxation` (ReLU, Activation; its arrays per example
+    `[B, *shape]` or per row `[B, m, *shape]`) or `_Pool`. extra: optional {node id: `[B, m, *shape]`} added to
+    the Lambda of that node before it is pulled back (beta-CROWN's split multipliers). Returns
     (Lambda_in `[B, m, *input_shape]`, const `[B, m]`, mag `[B, m]`): for every input x' of the set on which the
     relaxations are valid, Lambda . value(start) >= Lambda_in . x' + const; mag bounds the summed magnitudes
     (for the rounding pad). record: optional dict; the Lambda reaching each ReLU node is stored under its id.
@@ -143,6 +145,8 @@ def backward(graph: Graph, start: int, L, shapes, relax: dict, record: dict | No
     mag = jnp.zeros((B, m), dtype)
     for k in range(start, 0, -1):
         Lk = acc.pop(k, None)
+        if extra and k in extra:
+            Lk = extra[k] if Lk is None else Lk + extra[k]
         if Lk is None:
             continue
         node = graph.nodes[k - 1]
@@ -172,10 +176,10 @@ def backward(graph: Graph, start: int, L, shapes, relax: dict, record: dict | No
             Lz = jax.vmap(lambda c, i: jnp.zeros((m, d_in), dtype).at[:, i].add(c))(coef, pool.index)
             Lz = Lz.reshape((B, m) + tuple(shapes[z]))
         else:
-            r: relaxations.Relaxation = relax[k]
+            ls, lb, us, ub = (v if v.ndim == Lk.ndim else v[:, None] for v in relax[k])
             Lp, Ln = jnp.maximum(Lk, 0), jnp.minimum(Lk, 0)
-            Lz = Lp * r.lower_slope[:, None] + Ln * r.upper_slope[:, None]
-            terms = Lp * r.lower_bias[:, None] + Ln * r.upper_bias[:, None]
+            Lz = Lp * ls + Ln * us
+            terms = Lp * lb + Ln * ub
             axes = tuple(range(2, Lk.ndim))
             const = const + jnp.sum(terms, axes)
             mag = mag + jnp.sum(jnp.abs(terms), axes)
@@ -225,13 +229,15 @@ def _identity_rows(shape, rows, B, dtype):
 
 
 def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "crown", chunk: int = 1024,
-                        slopes: dict | None = None, arith=None):
+                        slopes: dict | None = None, arith=None, alpha_steps: int = 0, alpha_lr: float = 0.1):
     """(bounds of every node `[Interval]`, relaxations of every nonlinear node, local rounding errors) over the
     input set.
 
     method 'ibp': interval bounds only; 'crown': the pre-activation nodes' bounds by backward passes with
-    Lambda = I (in chunks of `chunk` rows), intersected with IBP. arith: the dtype of the arithmetic the bounds
-    hold for (the network evaluated in it; None: exact arithmetic)."""
+    Lambda = I (in chunks of `chunk` rows), intersected with IBP. alpha_steps > 0: every row's own lower slopes
+    of the ReLUs below it are optimized by that many projected Adam steps (alpha-CROWN's optimized intermediate
+    bounds; the best iterate per row is kept, so never looser than CROWN). arith: the dtype of the arithmetic the
+    bounds hold for (the network evaluated in it; None: exact arithmetic)."""
     lo, hi = s.interval()
     B = lo.shape[0]
     dtype = lo.dtype
@@ -258,8 +264,18 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
 
             def rows_bounds(rows, k=k):
                 E = _identity_rows(shapes[k], rows, B, dtype)
-                Lin, c, g = backward(graph, k, jnp.concatenate([E, -E], 1), shapes, relax, errors=errors)
-                low = concretize(s, Lin, c, g, count)
+                C = jnp.concatenate([E, -E], 1)
+
+                def lower(alphas):
+                    Lin, c, g = backward(graph, k, C, shapes, relu_row_relax(relax, alphas), errors=errors)
+                    return concretize(s, Lin, c, g, count)
+                low = lower({})
+                if alpha_steps > 0:
+                    init = {j: jnp.broadcast_to(relax[j].lower_slope[:, None], (B, 2 * step) + tuple(shapes[j]))
+                            for j in relax if j < k and isinstance(graph.nodes[j - 1].layer, ReLU)}
+                    if init:
+                        low = ascend(lower, init, lambda a: jax.tree.map(lambda v: jnp.clip(v, 0.0, 1.0), a),
+                                     alpha_steps, alpha_lr, low)
                 return low[:, :step], -low[:, step:]
             # one compiled chunk in a loop (lax.map), so that memory holds one chunk's backward pass, not all
             clo, chi = jax.lax.map(rows_bounds, jnp.asarray(chunks))                 # [n_chunks, B, step]
@@ -271,6 +287,40 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
         elif isinstance(node.layer, (ReLU, Activation)):
             relax[k] = _relax(node.layer, bounds[node.inputs[0]], None if slopes is None else slopes.get(k))
     return bounds, relax, errors
+
+
+def relu_row_relax(relax: dict, alphas: dict) -> dict:
+    """relax with the lower slopes of ReLU nodes replaced per row where the unit is unstable: alphas maps a ReLU
+    node id to `[B, m, *shape]` slopes in [0, 1] (relu(z) >= a z for every z and a in [0, 1], so any such
+    slope is sound)."""
+    out = dict(relax)
+    for k, a in alphas.items():
+        r = relax[k]
+        unstable = ((r.upper_slope > 0) & (r.upper_slope < 1))[:, None]
+        out[k] = r._replace(lower_slope=jnp.where(unstable, a, r.lower_slope[:, None]))
+    return out
+
+
+def ascend(lower, params, project, steps: int, lr: float, best, *, final: bool = False):
+    """Projected Adam ascent of sum(lower(params)) (finite entries) from params; returns the elementwise max of
+    best and every iterate's lower(params): each iterate's bound is valid, so the result is too. final: also
+    return the last params."""
+    opt = optax.adam(lr)
+
+    def loss(q):
+        v = lower(q)
+        return -jnp.sum(jnp.where(jnp.isfinite(v), v, 0.0)), v
+
+    def body(_, carry):
+        q, state, top = carry
+        (_, v), g = jax.value_and_grad(loss, has_aux=True)(q)
+        g = jax.tree.map(lambda a: jnp.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), g)
+        upd, state = opt.update(g, state, q)
+        return project(optax.apply_updates(q, upd)), state, jnp.maximum(top, v)
+
+    q, _, best = jax.lax.fori_loop(0, steps, body, (params, opt.init(params), best))
+    best = jnp.maximum(best, lower(q))
+    return (best, q) if final else best
 
 
 def relaxations_for(graph: Graph, bounds, slopes: dict | None = None) -> dict:
@@ -359,21 +409,6 @@ def alpha_spec_lower(graph: Graph, s: InputSet, C, shapes, bounds, relax, *, ste
     def lower(params):
         return spec_lower(graph, s, C, shapes, bounds, relax_with(params), errors)
 
-    def loss(params):
-        v = lower(params)
-        return -jnp.sum(jnp.where(jnp.isfinite(v), v, 0.0)), v
-
-    opt = optax.adam(lr)
-
     def project(p):
         return {k: tuple(jnp.clip(a, lo, hi) for a, (lo, hi) in zip(p[k], box[k])) for k in p}
-
-    def body(_, carry):
-        params, state, best = carry
-        (_, v), g = jax.value_and_grad(loss, has_aux=True)(params)
-        g = jax.tree.map(lambda a: jnp.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), g)
-        upd, state = opt.update(g, state, params)
-        return project(optax.apply_updates(params, upd)), state, jnp.maximum(best, v)
-
-    params, _, best = jax.lax.fori_loop(0, steps, body, (init, opt.init(init), best))
-    return jnp.maximum(best, lower(params))
+    return ascend(lower, init, project, steps, lr, best)
