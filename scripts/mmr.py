@@ -98,10 +98,20 @@ def paired(a, b) -> dict | None:
                 q90=float(np.quantile(r, 0.9)), smaller=float(np.mean(r < 0.999)))
 
 
-def evaluate_scheme(f, config: dict, data, log) -> dict:
-    from robustjax import attacks, bounds
+def evaluate_scheme(f, config: dict, data, log, only=None) -> dict:
+    """Errors at eps and the minimal attacks; with `only` (attack names), just those attacks."""
     _, (xte, yte) = data
     out = {"test_error": float(np.mean(predict(f, xte) != yte))}
+    if only is None:
+        out.update(errors_at_eps(f, config, data, log))
+    out.update(minimal_attacks(f, config, data, log, only))
+    return out
+
+
+def errors_at_eps(f, config: dict, data, log) -> dict:
+    from robustjax import attacks, bounds
+    _, (xte, yte) = data
+    out = {}
     n, eps = config["n_eval"], config["eps"]
     xe, ye = xte[:n], yte[:n]
     key = jax.random.key(config["seed"])
@@ -114,37 +124,50 @@ def evaluate_scheme(f, config: dict, data, log) -> dict:
         ok = bounds.verified(f, xe, ye, eps=eps, p=INF, method=config["certify"])
         out["certified_error"] = float(1 - np.mean(ok))
         out["certify_s"] = time.perf_counter() - t0
-    log(f"  test error {out['test_error']:.4f}; at l_inf {eps} on {n} points: PGD error {out['pgd_error']:.3f}"
+    log(f"  at l_inf {eps} on {n} points: PGD error {out['pgd_error']:.3f}"
         + (f", {config['certify']} certified error {out['certified_error']:.3f} ({out['certify_s']:.0f} s)"
            if config["certify"] else "") + f" (load {load1():.1f})")
+    return out
+
+
+def minimal_attacks(f, config: dict, data, log, only=None) -> dict:
+    _, (xte, yte) = data
+    key = jax.random.key(config["seed"])
+    out = {}
     m = config["n_attack"]
     xa, ya = jnp.asarray(xte[:m]), jnp.asarray(yte[:m])
     correct = predict(f, xte[:m]) == yte[:m]
     out["n_attack"], out["n_correct"] = m, int(correct.sum())
     out["attacks"] = {}
     for p in config["norms"]:
-        dist = {}
         for label in config["attacks"][p]:
+            if only is not None and label not in only:
+                continue
             t0 = time.perf_counter()
             r = minimal_attack(label, f, xa, ya, p, config, data, key)
             dt = time.perf_counter() - t0
             d = np.asarray(r.distance, np.float64)
-            dist[label] = d
             dc = d[correct]
             out["attacks"][f"{label} l{_pn(p)}"] = dict(
                 p=_pn(p), attack=label, distance=[float(v) for v in d], median=float(np.median(dc)),
                 success=float(np.mean(np.isfinite(dc))), seconds=dt, load=load1())
             log(f"  {label:12s} l{_pn(p)}: median {np.median(dc):.4f} over {len(dc)} correct points, success "
                 f"{np.mean(np.isfinite(dc)):.2f} ({dt:.0f} s, load {load1():.1f})")
-        if "region" in dist:
-            for label, d in dist.items():
-                if label != "region":
-                    pr = paired(dist["region"][correct], d[correct])
-                    out["attacks"][f"{label} l{_pn(p)}"]["region_ratio"] = pr
+    add_ratios(out["attacks"], correct)
+    out["correct"] = [bool(c) for c in correct]
     return out
 
 
-def run(config: dict, workdir=None, log=print) -> dict:
+def add_ratios(entries: dict, correct) -> None:
+    """region_ratio for every attack entry with a region entry of the same norm (over the correct points)."""
+    correct = np.asarray(correct, bool)
+    for k, a in entries.items():
+        reg = entries.get(f"region l{a['p']}")
+        if a["attack"] != "region" and reg is not None:
+            a["region_ratio"] = paired(np.asarray(reg["distance"])[correct], np.asarray(a["distance"])[correct])
+
+
+def run(config: dict, workdir=None, log=print, only=None) -> dict:
     from robustjax.data import load_split_pair
     config = check_config(config, load_config("mmr"))
     data = load_split_pair("mnist")
@@ -155,14 +178,25 @@ def run(config: dict, workdir=None, log=print) -> dict:
             f"(load {load1():.1f})")
         f, secs = train_scheme(name, spec, config, data, workdir, log)
         res = {"regularizers": [list(s) for s in spec], "train_s": secs, "load_after_train": load1()}
-        res.update(evaluate_scheme(f, config, data, log))
+        res.update(evaluate_scheme(f, config, data, log, only))
+        log(f"  test error {res['test_error']:.4f}")
         result["schemes"][name] = res
     result["total_s"] = time.perf_counter() - t_all
     return result
 
 
-def _f(v, fmt="{:.4f}"):
-    return "-" if v is None else fmt.format(v)
+def merge(old: dict, new: dict, only) -> dict:
+    """old with the attacks in `only` replaced by new's (ratios recomputed); the settings of those attacks and
+    their run times in new's config; `reruns` lists what was replaced."""
+    for name, r in new["schemes"].items():
+        o = old["schemes"][name]
+        o["attacks"].update(r["attacks"])
+        add_ratios(o["attacks"], r["correct"])
+    for label in only:
+        if label in new["config"]:
+            old["config"][label] = new["config"][label]
+    old.setdefault("reruns", []).append(dict(attacks=list(only), total_s=new["total_s"], date=new["date"]))
+    return old
 
 
 def markdown(result: dict, command: str) -> str:
@@ -215,9 +249,14 @@ def main(argv=None) -> bool:
     ap.add_argument("--out", default=None, help="folder for mmr.json")
     ap.add_argument("--md", default=None, help="markdown file for the table")
     ap.add_argument("--workdir", default=None, help="keep the trained nets here")
+    ap.add_argument("--only", default=None, help="comma-separated attacks to (re)run on the nets in --workdir, "
+                    "merged into the mmr.json in --out (errors at eps kept from it)")
     args = ap.parse_args(argv)
     cfg = load_config("mmr", args.config)
-    result = run(cfg, args.workdir, log=lambda s: print(s, flush=True))
+    only = None if args.only is None else tuple(args.only.split(","))
+    result = run(cfg, args.workdir, log=lambda s: print(s, flush=True), only=only)
+    if only is not None:
+        result = merge(json.loads((Path(args.out) / "mmr.json").read_text()), result, only)
     command = "nice -n 10 python scripts/mmr.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

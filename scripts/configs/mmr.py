@@ -31,7 +31,7 @@ DEFAULTS = dict(
     norms=(INF, 2.0),
     attacks={INF: ("deepfool", "pgd_minimal", "region"), 2.0: ("deepfool", "cw", "ddn", "pgd_minimal", "region")},
     deepfool=dict(steps=50, overshoot=0.02),
-    cw=dict(steps=200, binary_search_steps=5, learning_rate=0.01, initial_const=0.1),
+    cw=dict(steps=1000, binary_search_steps=9, learning_rate=0.01, initial_const=1e-3),   # the library defaults
     ddn=dict(steps=100),
     pgd_minimal=dict(),
     region=dict(n_regions=20, restarts=0),
