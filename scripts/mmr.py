@@ -212,8 +212,17 @@ def markdown(result: dict, command: str) -> str:
     for name, r in result["schemes"].items():
         lines.append(f"- {name}: {r['regularizers'] or 'none'}; trained in {r['train_s']:.0f} s "
                      f"(load {r['load_after_train']:.1f} at the end)")
+    lines += ["", "Deviations from the paper (CPU budget): "
+              f"{net['epochs']} epochs instead of 100, no lr drop; lambda and k_B fixed (the paper ramps lambda up "
+              "over 10 epochs and lowers k_B from 10 % to 2 % of the hidden units); MMR is computed on the clean "
+              "points and adversarial training adds CE at PGD points (robustjax's adversarial_training term: "
+              "clean + adversarial loss) where the paper replaces half the batch by 40-step PGD points and "
+              "regularizes the mixed batch; certified errors here are CROWN bounds (the paper: KW and MIP).", ""]
+    if result.get("reruns"):
+        lines += [f"Rerun on the same nets and merged: {r['attacks']} ({r['date']}, {r['total_s']:.0f} s)"
+                  for r in result["reruns"]] + [""]
     eps = cfg["eps"]
-    lines += ["", f"## Errors at l_inf eps = {eps}", "",
+    lines += [f"## Errors at l_inf eps = {eps}", "",
               f"Test error on the 10k test set; PGD error (lower bound of the robust error: {cfg['pgd']}) and "
               f"{cfg['certify']} certified error (upper bound: 1 - fraction verified by "
               f"robustjax.bounds.verified) on the first {cfg['n_eval']} test points.", "",
