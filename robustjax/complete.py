@@ -183,17 +183,17 @@ class _BaB:
         def passes(params, record=None):
             alphas, betas = params
             extra = {z: -betas[z] * splits[z][:, None].astype(dtype) for z in betas}
-            Lin, const, mag = crown.backward(self.graph, last, C, self.shapes, crown.relu_row_relax(relax, alphas),
-                                             record, extra=extra)
+            Lin, const, mag = crown.backward(self.graph, last, C, self.shapes,
+                                             crown.row_relax(self.graph, relax, bounds, alphas), record, extra=extra)
             return crown.concretize(s, Lin, const, mag, count) - jnp.asarray(self.b), Lin
 
-        init = ({k: jnp.broadcast_to(relax[k].lower_slope[:, None], (B, m) + tuple(self.shapes[k])) for k, _ in self.relus},
-                {z: jnp.zeros((B, m) + tuple(self.shapes[z]), dtype) for _, z in self.relus})
+        slopes = crown.row_slopes(self.graph, relax, bounds, last + 1, m)
+        init = (slopes, {z: jnp.zeros((B, m) + tuple(self.shapes[z]), dtype) for _, z in self.relus})
         low = jnp.maximum(passes(init)[0], crown.ibp_spec_lower(bounds, C) - jnp.asarray(self.b))
         params = init
         if self.steps > 0:
             def project(q):
-                return ({k: jnp.clip(v, 0.0, 1.0) for k, v in q[0].items()}, {z: jnp.maximum(v, 0.0) for z, v in q[1].items()})
+                return crown.project_slopes(q[0]), {z: jnp.maximum(v, 0.0) for z, v in q[1].items()}
             low, params = crown.ascend(lambda q: passes(q)[0], init, project, self.steps, self.lr, low, final=True)
         record = {}
         _, Lin = passes(params, record)
@@ -225,7 +225,7 @@ class _BaB:
 
 def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
                     falsify_restarts: int = 64, falsify_steps: int = 50, bab_batch: int = 64,
-                    milp_max_unstable: int = 400, alpha_steps: int = 20, bab_steps: int = 20,
+                    milp_max_unstable: int = 400, alpha_steps: int = 20, alpha_lr: float = 0.1, bab_steps: int = 20,
                     progress: bool = False) -> PropertyResult:
     """Decides a property of a network within time_limit seconds (see the module docstring).
 
@@ -263,15 +263,23 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
     x0 = (0.5 * (prop.lo + prop.hi)).reshape((1,) + tuple(graph.input_shape))
     box = (prop.lo.reshape(x0.shape), prop.hi.reshape(x0.shape))
     best, root = -np.inf, None
-    for m in ("crown", method) if method == "alpha-crown" else ("crown",):
+    branches = any(isinstance(n.layer, ReLU) for n in graph.nodes)
+    rounds = [("crown", 0)] + ([("alpha-crown", alpha_steps)] if method == "alpha-crown" else [])
+    while rounds:
+        m, steps = rounds.pop(0)
         if time.perf_counter() > deadline:
             return done("timeout", "", best)
-        low, root = _root_bounds(graph, x0, box, A, alpha_steps if m == "alpha-crown" else 0)
+        t1 = time.perf_counter()
+        low, root = _root_bounds(graph, x0, box, A, steps, alpha_lr)
         best = max(best, float(_safety(low - b, group, len(prop.unsafe))[0]))
-        log(f"{m}: lower bound {best:.4g}")
+        log(f"{m} ({steps} steps): lower bound {best:.4g}")
         if best > 0:
             return done("verified", m, best)
-    if not any(isinstance(n.layer, ReLU) for n in graph.nodes):
+        rate = (time.perf_counter() - t1) / max(steps, 1)        # s per step, compilation included: an overestimate
+        more = min(4 * steps, int(0.9 * (deadline - time.perf_counter()) / max(rate, 1e-9)))
+        if m == "alpha-crown" and not branches and more > steps:
+            rounds.append((m, more))            # no branching for smooth nets: spend the time on more steps
+    if not branches:
         return done("unknown", "", best)
     shapes = crown.node_shapes(graph, graph.input_shape)
     milp = _milp_stage(graph, prop, root, milp_max_unstable, deadline, log)
@@ -332,23 +340,25 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
 _ROOT: dict = {}
 
 
-def _root_bounds(graph, x0, box, A, alpha_steps: int):
+def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1):
     """(lower bounds `[1, m]` of A f over the box, every node's bounds) in float64: CROWN (alpha_steps = 0) or
-    alpha-CROWN with every intermediate bound's and the output's ReLU slopes optimized. One compiled program per
-    graph and alpha_steps, the weights passed as arguments."""
-    key = (id(graph), alpha_steps, A.shape)
+    alpha-CROWN with every intermediate bound's and the output's slopes optimized by alpha_steps projected Adam
+    steps. Two compiled programs per graph (CROWN; alpha-CROWN for any step count), the weights as arguments."""
+    key = (id(graph), alpha_steps > 0, A.shape, lr)
     hit = _ROOT.get(key)
     with jax.enable_x64(True):
         if hit is None or hit[0] is not graph:
             shapes = crown.node_shapes(graph, graph.input_shape)
             arrays, rebuild = propagate.weights_as_arguments(graph)
+            optimize = alpha_steps > 0
 
-            def run(weights, center, eps, lo, hi, C):
+            def run(weights, steps, center, eps, lo, hi, C):
                 g = rebuild(weights)
                 s = crown.InputSet(center, eps, lo, hi, np.inf)
-                bounds, relax, _ = crown.intermediate_bounds(g, s, shapes, method="crown", alpha_steps=alpha_steps)
-                if alpha_steps > 0:
-                    low = crown.alpha_spec_lower(g, s, C, shapes, bounds, relax, steps=alpha_steps)
+                bounds, relax, _ = crown.intermediate_bounds(g, s, shapes, method="crown",
+                                                             alpha_steps=steps if optimize else 0, alpha_lr=lr)
+                if optimize:
+                    low = crown.alpha_spec_lower(g, s, C, shapes, bounds, relax, steps=steps, lr=lr)
                 else:
                     low = crown.spec_lower(g, s, C, shapes, bounds, relax)
                 return low, bounds
@@ -358,7 +368,8 @@ def _root_bounds(graph, x0, box, A, alpha_steps: int):
                 _ROOT.clear()
             hit = _ROOT[key] = (graph, lambda *args: jitted(weights, *args))
         s = propagate.input_set(x0, np.inf, np.inf, box)
-        low, bounds = hit[1](s.center, s.eps, s.lo, s.hi, jnp.asarray(A[None], jnp.float64))
+        low, bounds = hit[1](jnp.asarray(alpha_steps, jnp.int32), s.center, s.eps, s.lo, s.hi,
+                             jnp.asarray(A[None], jnp.float64))
         return np.asarray(low), [crown.Interval(np.asarray(v.lo), np.asarray(v.hi)) for v in bounds]
 
 

@@ -99,6 +99,32 @@ def test_margin_bounds_crown_dominates_ibp_and_alpha_dominates_crown():
     assert np.any(m["alpha-crown"][off] > m["crown"][off] + 1e-6), "alpha-CROWN should improve somewhere"
 
 
+
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
+def test_optimized_intermediate_bounds_hold_and_never_loosen(act):
+    """alpha-CROWN's optimized intermediate bounds (every row's own slopes) contain every sampled and attacked
+    point's activations at every node and lie inside CROWN's."""
+    from robustjax.bounds import crown, propagate
+    rng = np.random.default_rng(11)
+    g = _net(rng, 6, (12, 12, 12), 3, act)
+    x = rng.uniform(0.3, 0.7, 6)
+    eps = 0.15
+    pts = _into_set(np.concatenate([_ball_points(rng, x, eps, np.inf, 4000), _attack_extremes(g, x, eps, np.inf)]),
+                    x, eps, np.inf)
+    with jax.enable_x64(True):
+        s = propagate.input_set(x[None], eps, np.inf, None)
+        shapes = crown.node_shapes(g, g.input_shape)
+        plain, _, _ = crown.intermediate_bounds(g, s, shapes, method="crown")
+        opt, _, _ = crown.intermediate_bounds(g, s, shapes, method="crown", alpha_steps=15)
+    h, tighter = pts, 0.0
+    for k, node in enumerate(g.nodes, 1):
+        h = evaluate_numpy(as_graph([node.layer], h.shape[1:]), h)
+        lo, hi = np.asarray(opt[k].lo[0]), np.asarray(opt[k].hi[0])
+        assert np.all(h >= lo - 1e-9) and np.all(h <= hi + 1e-9), k
+        assert np.all(lo >= np.asarray(plain[k].lo[0]) - 1e-12) and np.all(hi <= np.asarray(plain[k].hi[0]) + 1e-12)
+        tighter += float(np.sum(np.asarray(plain[k].hi - plain[k].lo) - (hi - lo)))
+    assert tighter > 0, "the optimization tightened nothing: the test lost its point"
+
 @pytest.mark.parametrize("p", [np.inf, 1.0])
 def test_certified_radius_never_exceeds_the_exact_milp_distance(p):
     rng = np.random.default_rng(11 if p == np.inf else 12)

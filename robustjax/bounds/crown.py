@@ -266,16 +266,14 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
                 E = _identity_rows(shapes[k], rows, B, dtype)
                 C = jnp.concatenate([E, -E], 1)
 
-                def lower(alphas):
-                    Lin, c, g = backward(graph, k, C, shapes, relu_row_relax(relax, alphas), errors=errors)
+                def lower(params):
+                    Lin, c, g = backward(graph, k, C, shapes, row_relax(graph, relax, bounds, params), errors=errors)
                     return concretize(s, Lin, c, g, count)
                 low = lower({})
-                if alpha_steps > 0:
-                    init = {j: jnp.broadcast_to(relax[j].lower_slope[:, None], (B, 2 * step) + tuple(shapes[j]))
-                            for j in relax if j < k and isinstance(graph.nodes[j - 1].layer, ReLU)}
+                if _optimizes(alpha_steps):
+                    init = row_slopes(graph, relax, bounds, k, 2 * step)
                     if init:
-                        low = ascend(lower, init, lambda a: jax.tree.map(lambda v: jnp.clip(v, 0.0, 1.0), a),
-                                     alpha_steps, alpha_lr, low)
+                        low = ascend(lower, init, project_slopes, alpha_steps, alpha_lr, low)
                 return low[:, :step], -low[:, step:]
             # one compiled chunk in a loop (lax.map), so that memory holds one chunk's backward pass, not all
             clo, chi = jax.lax.map(rows_bounds, jnp.asarray(chunks))                 # [n_chunks, B, step]
@@ -289,16 +287,58 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
     return bounds, relax, errors
 
 
-def relu_row_relax(relax: dict, alphas: dict) -> dict:
-    """relax with the lower slopes of ReLU nodes replaced per row where the unit is unstable: alphas maps a ReLU
-    node id to `[B, m, *shape]` slopes in [0, 1] (relu(z) >= a z for every z and a in [0, 1], so any such
-    slope is sound)."""
-    out = dict(relax)
-    for k, a in alphas.items():
+def _slope_range(layer, pre: Interval):
+    lo, hi = _act_bounds(layer).slope_range(pre.lo, pre.hi)
+    return lo, jnp.maximum(hi - lo, 0.0)
+
+
+def row_slopes(graph: Graph, relax: dict, bounds, below: int, m: int) -> dict:
+    """CROWN's slopes of every ReLU / activation node below node `below`, repeated for each of m rows, as the
+    parameters `row_relax` reads: `[B, m, *shape]` in [0, 1]; a 1-tuple (the lower slope) for ReLU, (lower,
+    upper) for smooth activations as fractions of the range of sigma' over the pre-activation interval (so one
+    step size fits every layer)."""
+    init = {}
+    for k, node in enumerate(graph.nodes[:below - 1], 1):
+        if k not in relax or not isinstance(node.layer, (ReLU, Activation)):
+            continue
         r = relax[k]
-        unstable = ((r.upper_slope > 0) & (r.upper_slope < 1))[:, None]
-        out[k] = r._replace(lower_slope=jnp.where(unstable, a, r.lower_slope[:, None]))
+        shape = (r.lower_slope.shape[0], m) + r.lower_slope.shape[1:]
+        rows = lambda v: jnp.broadcast_to(v[:, None], shape)  # noqa: E731
+        if isinstance(node.layer, ReLU):
+            init[k] = (rows(r.lower_slope),)
+        else:
+            lo, width = _slope_range(node.layer, bounds[node.inputs[0]])
+            frac = lambda v: jnp.clip((v - lo) / jnp.where(width > 0, width, 1.0), 0.0, 1.0)  # noqa: E731
+            init[k] = (rows(frac(r.lower_slope)), rows(frac(r.upper_slope)))
+    return init
+
+
+def project_slopes(params: dict) -> dict:
+    return jax.tree.map(lambda v: jnp.clip(v, 0.0, 1.0), params)
+
+
+def row_relax(graph: Graph, relax: dict, bounds, params: dict) -> dict:
+    """relax with per-row slopes (`row_slopes`' parameters): ReLU lower slopes replaced where the unit is unstable
+    (relu(z) >= a z for every z and a in [0, 1], so any such slope is sound), smooth activations' lines rebuilt
+    for the given slopes with intercepts valid on the whole pre-activation interval."""
+    out = dict(relax)
+    for k, q in params.items():
+        node, r = graph.nodes[k - 1], relax[k]
+        if isinstance(node.layer, ReLU):
+            unstable = ((r.upper_slope > 0) & (r.upper_slope < 1))[:, None]
+            out[k] = r._replace(lower_slope=jnp.where(unstable, q[0], r.lower_slope[:, None]))
+        else:
+            pre = bounds[node.inputs[0]]
+            lo, width = _slope_range(node.layer, pre)
+            slopes = tuple(lo[:, None] + v * width[:, None] for v in q)
+            out[k] = _relax(node.layer, Interval(jnp.broadcast_to(pre.lo[:, None], q[0].shape),
+                                                 jnp.broadcast_to(pre.hi[:, None], q[0].shape)), slopes)
     return out
+
+
+def _optimizes(steps) -> bool:
+    """steps may be a traced count (one compiled program for every count): then it is assumed positive."""
+    return not isinstance(steps, (int, np.integer)) or steps > 0
 
 
 def ascend(lower, params, project, steps: int, lr: float, best, *, final: bool = False):
@@ -366,49 +406,16 @@ def ibp_spec_lower(bounds, C):
     return jnp.einsum("bmk,bk->bm", jnp.maximum(C, 0), out.lo) + jnp.einsum("bmk,bk->bm", jnp.minimum(C, 0), out.hi)
 
 
-def _slope_box(graph, bounds, relax):
-    """The initial slopes (CROWN's) and the box each is projected onto, per optimizable node."""
-    init, box = {}, {}
-    for k, node in enumerate(graph.nodes, 1):
-        if not isinstance(node.layer, (ReLU, Activation)):
-            continue
-        r = relax[k]
-        pre = bounds[node.inputs[0]]
-        if isinstance(node.layer, ReLU):
-            init[k] = (r.lower_slope,)
-            box[k] = ((jnp.zeros_like(pre.lo), jnp.ones_like(pre.lo)),)
-        else:
-            lo, hi = _act_bounds(node.layer).slope_range(pre.lo, pre.hi)
-            init[k] = (r.lower_slope, r.upper_slope)
-            box[k] = ((lo, hi), (lo, hi))
-    return init, box
-
-
 def alpha_spec_lower(graph: Graph, s: InputSet, C, shapes, bounds, relax, *, steps: int = 20, lr: float = 0.1,
                      errors=None):
-    """alpha-CROWN: the slopes of every activation optimized by projected Adam to raise the sum of the spec's
-    lower bounds (intermediate bounds fixed). Every iterate is a valid bound; the best per row is returned,
-    starting from CROWN's, so never looser than CROWN."""
-    init, box = _slope_box(graph, bounds, relax)
+    """alpha-CROWN: every row's own slopes of every activation (`row_slopes`) optimized by projected Adam to raise
+    the spec's lower bounds (intermediate bounds fixed). Every iterate is a valid bound; the best per row is
+    returned, starting from CROWN's, so never looser than CROWN."""
     best = spec_lower(graph, s, C, shapes, bounds, relax, errors)
-    if not init or steps <= 0:
+    init = row_slopes(graph, relax, bounds, len(graph.nodes) + 1, C.shape[1])
+    if not init or not _optimizes(steps):
         return best
 
-    def relax_with(params):
-        out = dict(relax)
-        for k, node in enumerate(graph.nodes, 1):
-            if k not in params:
-                continue
-            pre = bounds[node.inputs[0]]
-            if isinstance(node.layer, ReLU):
-                out[k] = _relax(node.layer, pre, (params[k][0], None))
-            else:
-                out[k] = _relax(node.layer, pre, params[k])
-        return out
-
     def lower(params):
-        return spec_lower(graph, s, C, shapes, bounds, relax_with(params), errors)
-
-    def project(p):
-        return {k: tuple(jnp.clip(a, lo, hi) for a, (lo, hi) in zip(p[k], box[k])) for k in p}
-    return ascend(lower, init, project, steps, lr, best)
+        return spec_lower(graph, s, C, shapes, bounds, row_relax(graph, relax, bounds, params), errors)
+    return ascend(lower, init, project_slopes, steps, lr, best)
