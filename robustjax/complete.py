@@ -5,13 +5,15 @@
 
 Stages, in order, each only while time is left: (1) falsify: PGD with the property's per-pixel box and random
 restarts, then the region attack (for 'argmax = c' properties of piecewise-affine nets) or PGD on the unsafe
-margin (any linear property); (2) prove with CROWN, then alpha-CROWN; (3) for chains of Dense / Affine / ReLU /
-Flatten layers with at most `milp_max_unstable` unstable ReLUs under the CROWN bounds: the exact MILP of
-`verify.property_milp` (HiGHS, big-M constants from those bounds) with the time left; otherwise branch and bound
-over ReLU splits:
-the open subdomains with the weakest bounds are split on the unstable unit whose relaxation costs the bound
-most (the BaBSR score), both halves bounded in one batch (parent bounds clamped at the split and tightened by
-IBP, the output by a CROWN backward pass), until every subdomain is proven, a candidate point violates the
+margin (any linear property); (2) prove with CROWN, then alpha-CROWN with every intermediate bound's and the
+output's slopes optimized per row (`alpha_steps` projected Adam steps; nets without ReLUs, which cannot be
+branched on, get rounds of more steps until the time is spent); (3) for chains of Dense / Affine / ReLU /
+Flatten layers with at most `milp_max_unstable` unstable ReLUs under those bounds: the exact MILP of
+`verify.property_milp` (HiGHS, big-M constants from those bounds) with the time left; otherwise branch and
+bound over ReLU splits: the open subdomains with the weakest bounds are split on the unstable unit whose
+relaxation costs the bound most (the BaBSR score), both halves bounded in one batch by beta-CROWN (the root's
+intermediate bounds clamped at the splits and tightened by IBP; per-row slopes and one multiplier per split
+optimized by `bab_steps` Adam steps), until every subdomain is proven, a candidate point violates the
 property, or the time is up.
 
 Never a wrong answer: 'verified' rests on sound bounds (float64, padded for rounding; see robustjax.bounds),
