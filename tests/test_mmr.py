@@ -111,8 +111,7 @@ def test_bad_arguments_are_refused(kw):
         regularizers.mmr(1.0, **kw)
 
 
-@pytest.mark.parametrize("p", [INF, 2.0])
-def test_gradient_is_finite_with_dead_units(p):
+def test_gradient_is_finite_with_dead_units(p=2.0):
     """A hidden unit with zero weights has no hyperplane (distance +inf) and a zero gradient norm; the l2
     norm's square root must not give NaN there."""
     m, params, f = _net("mlp", (3,), dtype=jnp.float32, widths=(6, 6), num_classes=3)
