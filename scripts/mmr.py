@@ -27,11 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from robustjax.experiments.configs import check_config, load_config
 
-from scripts.configs import check_config, load_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 INF = float("inf")
 
