@@ -14,8 +14,9 @@ import pytest
 from robustjax import cli, report, verdicts
 from robustjax.experiments import reproduce
 
-# the quick main job itself (over 10 minutes on 2 cores): run with `pytest -m main_job tests/test_reproduce.py`
-pytestmark = pytest.mark.main_job
+# the quick main job itself (minutes on 2 cores): the tests that read its report are marked main_job (run them
+# with `pytest -m main_job tests/test_reproduce.py`); the others run in the default suite
+main_job = pytest.mark.main_job
 
 TOL = 1e-6
 # M = max_k n_k of the width table, derived by hand from the architectures (as in tests/test_zoo.py)
@@ -130,6 +131,7 @@ def quick_report(tmp_path_factory):
     return out
 
 
+@main_job
 def test_quick_report_has_every_section(quick_report):
     out = quick_report
     md = (out / "report.md").read_text()
@@ -158,6 +160,7 @@ def test_quick_report_has_every_section(quick_report):
     assert sum(part in md for part in ("| 3,211,264 |", "| 802,816 |", "| 1,382,976 |")) == 3
 
 
+@main_job
 def test_quick_report_verdicts_are_computed(quick_report):
     """One verdict line per claim, in the report and in verdicts.json, equal to what verdicts.py computes
     from the parts' results.json now (so none can be typed in), each with its rule and its numbers."""
@@ -173,6 +176,7 @@ def test_quick_report_verdicts_are_computed(quick_report):
         assert f"- {v.line()}" in md, v.claim
 
 
+@main_job
 def test_quick_one_hidden_layer_nets_at_most_3_percent(quick_report):
     rows = report.read_json(quick_report / "guarantees" / "results.json")["rows"]
     one_hl = [r for r in rows if r["model"].startswith("1HL")]
@@ -220,3 +224,39 @@ def test_full_scale_refuses_without_gpu(capsys):
 def test_unknown_part_is_an_error():
     with pytest.raises(SystemExit):
         cli.main(["--quick", "--parts", "wormholes"])
+
+
+def test_quick_spatial_reuses_the_attacks_net():
+    """At the quick scale the spatial part trains the attacks part's net (same config), so it is trained once:
+    the two configs must stay equal (else the job silently trains it twice), and fit_shared returns the
+    first part's net to the second."""
+    from robustjax import data, train
+    s = reproduce.ATTACK_SCALES["quick"]
+    attacks_cfg = train.TrainConfig(model="mlp", model_config={"widths": s["widths"], "act": "relu"}, optimizer="adam",
+                                    learning_rate=1e-3, schedule="piecewise", epochs=s["epochs"],
+                                    train_size=s["train_size"], progress=False)
+    c = reproduce._config("spatial", "main")
+    spatial_cfg = train.TrainConfig(model=c["model"], model_config=dict(c["model_config"]), dataset=c["dataset"],
+                                    optimizer=c["optimizer"], learning_rate=c["learning_rate"], schedule=c["schedule"],
+                                    epochs=c["epochs"], batch_size=c["batch_size"], train_size=c["train_size"],
+                                    seed=c["seed"], progress=False)
+    assert reproduce._train_key(attacks_cfg) == reproduce._train_key(spatial_cfg)
+    (xtr, ytr), (xte, yte) = data.load_split_pair("mnist")
+    tiny = train.TrainConfig(model="mlp", model_config={"widths": (8,), "act": "relu"}, optimizer="adam",
+                             learning_rate=1e-3, epochs=1, batch_size=64, train_size=128, progress=False)
+    reproduce._TRAINED.pop(reproduce._train_key(tiny), None)
+    first = reproduce.fit_shared(tiny, (xtr, ytr), (xte[:100], yte[:100]))
+    again = reproduce.fit_shared(tiny, (xtr, ytr), (xte[:100], yte[:100]))
+    assert not first[3] and again[3] and again[0] is first[0] and again[1] == first[1]
+    reproduce._TRAINED.pop(reproduce._train_key(tiny), None)
+
+
+def test_quick_attack_settings_are_cut_only_where_no_verdict_rests():
+    """The quick attack comparison keeps what the region-attack verdict needs (l2 against CW and DeepFool on
+    at least 5 points, CW with its binary search) and cuts regions and restarts (passed to the attack, not
+    changed in its defaults); the CPU and full scales keep the library's restarts."""
+    q = reproduce.ATTACK_SCALES["quick"]
+    assert q["n_region"] >= 5 and q["n"] >= q["n_region"] and q["n_regions"] >= 10 and q["cw_steps"] >= 100
+    assert q["restarts"] is not None and q["other"]["restarts"] == 0
+    for scale in ("cpu", "full"):
+        assert reproduce.ATTACK_SCALES[scale]["restarts"] is None and reproduce.ATTACK_SCALES[scale]["other"] is None
