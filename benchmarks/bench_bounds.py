@@ -49,6 +49,7 @@ import numpy as np
 from robustjax import bounds, certify, models, network, train, verify
 from robustjax.attacks import adversarial_training, ddn, deepfool, pgd_minimal, region
 from robustjax.bounds import lipschitz
+from robustjax.report import load1, machine
 from robustjax.data import load
 
 HERE = Path(__file__).resolve().parent
@@ -148,10 +149,6 @@ def get_net(name, spec, data, args, log) -> Net:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-def load1() -> float:
-    return float(open("/proc/loadavg").read().split()[0])
-
 
 def stats(v) -> dict:
     v = np.asarray(v, float)
@@ -799,7 +796,6 @@ def markdown(rep) -> str:
 
 
 def main():
-    from bench_train import machine  # benchmarks/ is on sys.path when run as a script
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a smoke run on a handful of points")
     ap.add_argument("--sections", default="1,2,3")

@@ -11,27 +11,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import jax
 
 from robustjax import data, train
+from robustjax.report import machine
 
 HERE = Path(__file__).resolve().parent
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {cpu}, {jax.devices()[0].platform}, jax {jax.__version__}"
 
 
 def throughput(config: train.TrainConfig, x, y, *, batch=128, repeats=50) -> dict:

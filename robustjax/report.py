@@ -4,10 +4,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import platform
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+
+def machine() -> str:
+    """'<cores>-core <CPU model>, <jax platform>, jax <version>': what every benchmark states beside its times."""
+    import jax
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {cpu}, {jax.devices()[0].platform}, jax {jax.__version__}"
+
+
+def load1() -> float:
+    """The 1-minute load average (/proc/loadavg), nan where unreadable."""
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def to_jsonable(obj: Any) -> Any:

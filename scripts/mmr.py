@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,29 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax.experiments.configs import check_config, load_config
+from robustjax.report import load1, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
 INF = float("inf")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {cpu}, {jax.devices()[0].platform}, jax {jax.__version__}"
-
-
-def load1() -> float:
-    try:
-        return float(open("/proc/loadavg").read().split()[0])
-    except OSError:
-        return float("nan")
 
 
 def _pn(p) -> str:
