@@ -109,7 +109,10 @@ def _model_config(config: dict, arch: str, act: str, variant: str) -> tuple[str,
     return f"{arch}_skip", base
 
 
-def skip_table(config: dict, data, on_row=None) -> dict:
+def skip_table(config: dict, data, on_row=None, workdir=None, done=None) -> dict:
+    """The skip/rand/SGD table. With a `workdir`, each SGD net trains in workdir/<model>_<act> (train.fit's
+    checkpoints: an interrupted net resumes from its last epoch, a finished one is restored, not retrained);
+    `done` maps (arch, act, variant) to rows finished by an earlier run with the same setting, reused as they are."""
     from robustjax import models, train
     from robustjax.landscape import lstsq
     (xtr, ytr), (xte, yte) = data
@@ -118,6 +121,11 @@ def skip_table(config: dict, data, on_row=None) -> dict:
         for act in config["acts"]:
             for variant in config["variants"]:
                 name, mcfg = _model_config(config, arch, act, variant)
+                if done and (arch, act, variant) in done:
+                    rows.append(done[(arch, act, variant)])
+                    print(f"  {arch:12s} {variant:10s} {act:9s} reused from the earlier run's results_partial.json",
+                          flush=True)
+                    continue
                 t0 = time.perf_counter()
                 row = dict(arch=arch, act=act, variant=variant, model=name, model_config=mcfg,
                            n_train=len(xtr), n_test=len(xte))
@@ -137,7 +145,8 @@ def skip_table(config: dict, data, on_row=None) -> dict:
                     cfg = train.TrainConfig(model=name, model_config=mcfg, dataset=config["dataset"], loss=loss,
                                             epochs=config["epochs"][arch], seed=config["seed"], progress=False,
                                             eval_batch_size=500, **tcfg)
-                    state = train.fit(cfg, (xtr, ytr), None)
+                    state = train.fit(cfg, (xtr, ytr), None,
+                                      None if workdir is None else Path(workdir) / f"{name}_{act}")
                     tr = train.evaluate(state, xtr, ytr, loss=loss, batch_size=500)
                     te = train.evaluate(state, xte, yte, loss=loss, batch_size=500)
                     row.update(method=f"SGD, whole network ({cfg.epochs} epochs, {cfg.optimizer} lr "
@@ -251,8 +260,13 @@ def _plot_bad_news(X, y, minima, starts, curves, res, path):
 
 # ----------------------------------------------------------------------------- main
 
-def run(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
-    """Runs config["parts"]; returns {"widths": ..., "skip": ..., "badnews": ..., "seconds": ...}."""
+def run(config: dict, out_dir: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None) -> dict:
+    """Runs config["parts"]; returns {"widths": ..., "skip": ..., "badnews": ..., "seconds": ...}.
+
+    With a `workdir` the skip table resumes: its SGD nets train in checkpointed run folders under workdir
+    (see skip_table), and the rows of out_dir/results_partial.json, written after each finished row, are
+    reused when that file's setting equals this one's (the rand rows' least-squares fits are not checkpointed
+    otherwise: a row interrupted mid-fit is redone)."""
     defaults = _defaults()
     bad = set(config) - set(defaults)
     if bad:
@@ -284,15 +298,26 @@ def run(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
         data = ((xtr[:config["n_train"]], ytr[:config["n_train"]]), (xte[:config["n_test"]], yte[:config["n_test"]]))
         del xtr, xte
         t0 = time.perf_counter()
+        setting = {k: config[k] for k in ("dataset", "n_train", "n_test", "vgg", "densenet", "skip_units", "epochs",
+                                          "train", "seed", "lstsq_method")}
+        setting_json = json.loads(json.dumps(setting, default=str))
 
         def partial(rows):   # a killed run keeps the rows it finished
             if out is not None:
-                (out / "results_partial.json").write_text(json.dumps({"skip": {"rows": rows}}, indent=1, default=str))
+                (out / "results_partial.json").write_text(json.dumps({"skip": {"rows": rows, "setting": setting}},
+                                                                     indent=1, default=str))
 
-        res = skip_table(config, data, on_row=partial)
+        done = {}
+        if workdir is not None and out is not None and (out / "results_partial.json").is_file():
+            try:
+                earlier = json.loads((out / "results_partial.json").read_text())["skip"]
+            except (OSError, ValueError, KeyError, TypeError):
+                earlier = {}
+            if earlier.get("setting") == setting_json:
+                done = {(r["arch"], r["act"], r["variant"]): r for r in earlier.get("rows", [])}
+        res = skip_table(config, data, on_row=partial, workdir=workdir, done=done)
         res["seconds"] = round(time.perf_counter() - t0, 1)
-        res["setting"] = {k: config[k] for k in ("dataset", "n_train", "n_test", "vgg", "densenet", "skip_units", "epochs",
-                                                  "train", "seed", "lstsq_method")}
+        res["setting"] = setting
         results["skip"] = res
         md = skip_markdown(res, config)
         print(md, flush=True)
