@@ -5,11 +5,15 @@
                                          #   parts need $ROBUSTJAX_DATA with cifar10.npz)
     robustjax --full                     # the talk's scale: needs a GPU (refused without one)
     robustjax --quick --parts attacks,guarantees --out reports/x
+    robustjax --full --plan              # the parts, their settings and estimated GPU-hours (FULL_ESTIMATES); no GPU needed
+    robustjax --full --out DIR --resume  # continue DIR: parts finished there are reused, the others run (the landscape
+                                         #   part's nets from their checkpoints in DIR/landscape/ckpt), report rebuilt
 
 The report folder holds report.md (every table of the talk beside ours: the width table, the
 skip/rand table, Zhang et al.'s random labels, the cross-Lipschitz guarantees, the attack comparison,
 spatial attacks and far from the data), the figures, results.json per part, the settings of every
-number, each part's wall time (timings.json, with the machine's load), and one verdict per claim of the
+number, each part's wall time (timings.json, with the machine's load; per part also in <part>/part.json, the
+record that the part finished, which `--resume` checks), and one verdict per claim of the
 talk (verdicts.json; the rules are in robustjax/verdicts.py, computed from the parts' results.json).
 """
 from __future__ import annotations
@@ -105,7 +109,9 @@ def has_cifar10() -> bool:
 
 # ----------------------------------------------------------------------------- parts
 
-def run_landscape(scale: str, out: Path) -> dict:
+def run_landscape(scale: str, out: Path, workdir: Path | None = None) -> dict:
+    """The landscape part; with a `workdir` its SGD nets train in checkpointed run folders there and the skip
+    table's finished rows are kept in out/results_partial.json, so an interrupted part resumes (landscape.run)."""
     cfg = _config("landscape", {"quick": "test", "cpu": "quick", "full": "full"}[scale])
     if scale == "quick":
         # softplus only, and no plain VGG11: at this scale 30 Adam epochs leave plain VGG11 at chance (13 % train
@@ -118,7 +124,7 @@ def run_landscape(scale: str, out: Path) -> dict:
                    train=dict(cfg["train"], learning_rate=2e-3),
                    widths_models=("vgg11", "vgg16", "inception_v3", "inception_v4", "squeezenet", "enet",
                                   "googlenet", "resnet50", "xception"))
-    return _part("landscape").run(cfg, out)
+    return _part("landscape").run(cfg, out, workdir=workdir)
 
 
 def run_random_labels(scale: str, out: Path) -> dict:
@@ -303,16 +309,134 @@ TITLES = {"landscape": "Why training works: wide layers, skip networks, rand aga
 TALK_KEYS = {"landscape": ("widths", "skip"), "random_labels": ("random_labels",), "guarantees": ("guarantees",), "attacks": ("attacks",),
              "spatial": ("spatial",), "ood": ("ood",)}
 
+# GPU-hours of each part at the full scale (`robustjax --full --plan` prints them, the full report's preamble
+# repeats them): estimates, each from the basis it states, not measurements of this script end to end (no GPU
+# has run `--full` yet). Ranges: train steps varied 1.5-2x between two fresh GPU machines of the same kind
+# (benchmarks/parallel.md). The parts other than landscape and attacks use the CPU scale's configs at --full too.
+FULL_ESTIMATES = {
+    "landscape": dict(
+        hours=(2.0, 4.0),
+        setting="width table; CIFAR-10 skip table at the talk's scale (configs/landscape.py 'full': N = 50,000, "
+                "10,000 test images, full-width VGG11 / VGG16 / DenseNet121, M = 65,536 skip units, plain and "
+                "skip-SGD x sigmoid and softplus = 12 trainings of 100 SGD epochs = 39,100 steps each at batch 128, "
+                "6 rand least-squares fits); bad-news figure",
+        basis="1.6 GPU-hours of train steps at the step times measured on an H100 (benchmarks/parallel.md: "
+              "vgg11_skip 2.1 ms, vgg16_skip 3.3 ms, densenet121_skip 30.8 ms per step; 0.09 + 0.15 + 1.34 h), "
+              "x1-2 for the step-time spread between machines, plus compilation (up to 104 s per net measured, "
+              "~0.15 h for 12 nets), evaluation, per-epoch checkpoints and the 6 rand fits (a 50,000 x 65,536 "
+              "feature matrix each, 'minutes' by benchmarks/parallel.md, not measured at this size); the config's "
+              "own budget, 6-10 GPU-hours, is the cautious bound"),
+    "random_labels": dict(
+        hours=(0.01, 0.05),
+        setting="configs/random_labels.py 'mnist' (the CPU scale's): MLP 784-512-512-10, N = 5,000, 120 epochs "
+                "x 3 settings (true labels, random labels, random inputs)",
+        basis="14,040 MLP steps at batch 128 (0.2-0.45 ms per step for the one-hidden-layer MLP on an H100, "
+              "benchmarks/parallel.md) plus per-epoch evaluation and compilation; the config states about 1 min "
+              "on 2 CPU cores"),
+    "guarantees": dict(
+        hours=(0.05, 0.2),
+        setting="configs/cross_lipschitz.py 'mnist' (the CPU scale's): 8 one-hidden-layer MNIST nets x 4 epochs "
+                "on 30k images, 2 kernel machines, 2 CIFAR-10 nets x 3 epochs; certified radii on 2,000 test "
+                "points, the linearized attack on 500",
+        basis="about 9,000 train steps (the cross-Lipschitz ones cost more per step) plus certification; the "
+              "config states ~10 CPU-min on 2 cores (~40 min niced on busy cores)"),
+    "attacks": dict(
+        hours=(7.0, 20.0),
+        setting="ATTACK_SCALES['full']: MLP 784-1024-10 ReLU, 10 epochs; DeepFool, CW (1000 steps x 9), DDN, "
+                "minimal PGD on 1,000 test points; the region attack on the same 1,000 points in l2, l1 and "
+                "l_inf with 400 regions and restarts from every other class, in one process",
+        basis="the region attack dominates: 3.0 s per MNIST point with 50 regions in one process on the H100 "
+              "machine (model on the GPU), 1.0 s on the 2-core CPU (benchmarks/parallel.md), scaled linearly to "
+              "400 regions (8-24 s per point) x 1,000 points x 3 norms (l1 and l_inf not measured, taken as l2); "
+              "the other attacks are minutes (CW 1.9 ms per example on the GPU). The region attack's process pool "
+              "(0.37 s per point with 50 regions over 16 processes, measured) would make it ~2.5 h; this part "
+              "does not use it yet"),
+    "spatial": dict(
+        hours=(0.02, 0.1),
+        setting="configs/spatial.py 'mnist' (the CPU scale's): MMR CNN, 2 epochs on 60k; grid of 31 angles x 7 "
+                "x 7 shifts and a first-order search on 500 test points",
+        basis="938 CNN steps (0.7 ms per step for mmr_cnn at batch 128 on an H100, benchmarks/parallel.md) and "
+              "760k forward passes of the grid; the config states about 3 min on 2 busy CPU cores"),
+    "ood": dict(
+        hours=(0.02, 0.2),
+        setting="configs/ood.py 'mnist' (the CPU scale's): MMR CNN, plain / CEDA / ACET, 2 epochs on 30k each; "
+                "adversarial noise (40 steps x 2 restarts), the alpha scan on 200 noise points",
+        basis="about 1,400 CNN steps (ACET with 5 PGD steps each) plus evaluation; the config states about 6 "
+              "min on 2 busy CPU cores"),
+}
 
-def section(part: str, folder: Path, seconds: float, result: dict):
+
+def _hours(lo: float, hi: float) -> str:
+    fmt = (lambda h: f"{h:.2f}".rstrip("0").rstrip(".")) if hi < 1 else (lambda h: f"{h:.1f}".rstrip("0").rstrip("."))
+    return f"{fmt(lo)}-{fmt(hi)}"
+
+
+def plan_text(scale: str, parts) -> str:
+    """What `robustjax [--quick|--full] --plan` prints: the parts in order, and at the full scale each one's
+    setting, estimated GPU-hours and their basis (FULL_ESTIMATES), the total, and how to resume."""
+    lines = [f"robustjax{' --quick' if scale == 'quick' else (' --full' if scale == 'full' else '')}: "
+             f"{len(parts)} part(s), run in this order, each into OUT/<part>/ (results.json, tables, figures)"]
+    if scale != "full":
+        lines += [f"  {p:14s} {TITLES[p]}" for p in parts]
+        lines.append("GPU-hour estimates are stated for --full only (this scale runs on the CPU).")
+        return "\n".join(lines)
+    lines.append("Estimated GPU-hours (estimates from the stated basis, not measurements; one H100-class GPU):")
+    for p in parts:
+        e = FULL_ESTIMATES[p]
+        lines += [f"  {p:14s} {_hours(*e['hours']):>9s} GPU-hours  {TITLES[p]}",
+                  f"      setting: {e['setting']}", f"      basis:   {e['basis']}"]
+    lo = sum(FULL_ESTIMATES[p]["hours"][0] for p in parts)
+    hi = sum(FULL_ESTIMATES[p]["hours"][1] for p in parts)
+    lines.append(f"  {'total':14s} {_hours(lo, hi):>9s} GPU-hours (estimate)")
+    if "landscape" in parts:
+        lines.append("The CIFAR-10 skip table alone: --full --parts landscape, "
+                     f"{_hours(*FULL_ESTIMATES['landscape']['hours'])} GPU-hours (estimate).")
+    lines.append("Resumable per part: rerun the same command with --out DIR --resume; finished parts (results.json "
+                 "and a completion record) are reused, an interrupted one restarts, the landscape part's SGD nets "
+                 "from their last per-epoch checkpoint in DIR/landscape/ckpt (and its finished rows are kept).")
+    return "\n".join(lines)
+
+
+def section(part: str, folder: Path, seconds: float, result: dict, reused: str | None = None):
     from robustjax import report
     talk = "\n".join(f"- **The talk ({k}):** {TALK[k]}" for k in TALK_KEYS[part])
     setting = result.get("setting") if isinstance(result, dict) else None
+    when = f" (an earlier run's, finished {reused}; reused by --resume)" if reused else ""
     text = talk + (f"\n\n**Our setting:** {setting}" if isinstance(setting, str) else "") + \
-        f"\n\nWall time of this part: {seconds:.0f} s. Raw numbers: `{folder.name}/results.json`."
+        f"\n\nWall time of this part: {seconds:.0f} s{when}. Raw numbers: `{folder.name}/results.json`."
     tables = [p.read_text() for p in sorted(folder.glob("*.md"))]
     figures = [f"{folder.name}/{p.name}" for p in sorted(folder.glob("*.png"))]
     return report.Section(TITLES[part], text, tables, figures)
+
+
+# parts whose training resumes inside the part from checkpoints under OUT/<part>/ckpt (train.fit's run folders);
+# the others restart from scratch when interrupted (minutes at every scale, but for the full attacks part,
+# whose region attack keeps no partial state)
+CHECKPOINTED = ("landscape",)
+DONE = "part.json"   # written into OUT/<part>/ after its results.json: the part finished at the scale it records
+
+
+def finished_part(folder: Path, scale: str) -> tuple[dict | None, str]:
+    """(the completion record of OUT/<part>, "") when that part finished at `scale`: its part.json (written
+    last) records this scale, its results.json reads and every figure results.json lists exists; else (None,
+    why it must run)."""
+    from robustjax import report
+    done, res = folder / DONE, folder / "results.json"
+    if not res.is_file():
+        return None, "no results.json"
+    if not done.is_file():
+        return None, "results.json without a completion record (interrupted, or written by an older version)"
+    try:
+        record, result = report.read_json(done), report.read_json(res)
+    except (OSError, ValueError) as e:
+        return None, f"unreadable ({type(e).__name__})"
+    if record.get("scale") != scale:
+        return None, f"finished at the {record.get('scale')} scale, not {scale}"
+    figures = result.get("figures", []) if isinstance(result, dict) else []
+    missing = [f for f in figures if isinstance(f, str) and not (folder / f).is_file()]
+    if missing:
+        return None, f"figure(s) missing: {', '.join(missing)}"
+    return record, ""
 
 
 def main(argv=None) -> int:
@@ -323,16 +447,27 @@ def main(argv=None) -> int:
     g.add_argument("--full", action="store_true", help="the talk's scale (needs a GPU)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--out", default=None, help="report folder (default reports/<scale>-<timestamp>)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the report folder --out: reuse the parts that finished there at this scale, rerun "
+                         "the others (the landscape part's nets from their checkpoints), rebuild the report")
+    ap.add_argument("--plan", action="store_true",
+                    help="print the parts, their settings and (with --full) estimated GPU-hours, then exit")
     args = ap.parse_args(argv)
     scale = "quick" if args.quick else ("full" if args.full else "cpu")
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     bad = [p for p in parts if p not in PARTS]
     if bad:
         ap.error(f"unknown part(s) {bad}; known: {', '.join(PARTS)}")
+    if args.plan:
+        print(plan_text(scale, parts))
+        return 0
+    if args.resume and not args.out:
+        ap.error("--resume needs --out, the report folder to continue")
     if scale == "full" and not has_gpu():
         print("robustjax --full runs the talk's scale (CIFAR-10 skip networks at width 64, 100 epochs each; the "
               "region attack on 1000 points with 400 regions): it needs a GPU, and none is visible to JAX here. "
-              "Run `robustjax` for the reduced CPU scale or `robustjax --quick` for the minutes-long version.",
+              "Run `robustjax` for the reduced CPU scale or `robustjax --quick` for the minutes-long version; "
+              "`robustjax --full --plan` prints the full scale's parts and estimated GPU-hours.",
               file=sys.stderr)
         return 2
     if scale != "quick" and any(p in parts for p in ("landscape",)) and not has_cifar10():
@@ -344,20 +479,41 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from robustjax import report
     load_start = read_load()
-    sections, timings, cpu, compiled = [], {}, {}, {}
+    sections, timings, cpu, compiled, reused = [], {}, {}, {}, {}
     count_compiles()
     t_all, c_all = time.perf_counter(), time.process_time()
     for i, part in enumerate(parts):
-        print(f"[{i + 1}/{len(parts)}] {TITLES[part]} ({scale})", flush=True)
         folder = out / part
+        if args.resume:
+            record, why = finished_part(folder, scale)
+            if record is not None:
+                timings[part], cpu[part], compiled[part] = record["seconds"], record["cpu_seconds"], record["compile"]
+                reused[part] = record.get("finished", "earlier")
+                sections.append(section(part, folder, timings[part], report.read_json(folder / "results.json"),
+                                        reused=reused[part]))
+                print(f"[{i + 1}/{len(parts)}] {TITLES[part]} ({scale}): reused, finished {reused[part]} "
+                      f"({timings[part]:.0f} s then) -> {folder}", flush=True)
+                continue
+            print(f"[{i + 1}/{len(parts)}] {TITLES[part]} ({scale}): running ({why})", flush=True)
+        else:
+            print(f"[{i + 1}/{len(parts)}] {TITLES[part]} ({scale})", flush=True)
         folder.mkdir(exist_ok=True)
+        (folder / DONE).unlink(missing_ok=True)      # until this run of the part finishes
+        # checkpoints at the full scale, and wherever a run may be resumed
+        kw = {"workdir": folder / "ckpt"} if part in CHECKPOINTED and (scale == "full" or args.resume) else {}
         t0, c0, k0, n0 = time.perf_counter(), time.process_time(), _COMPILE["seconds"], _COMPILE["count"]
-        result = RUNNERS[part](scale, folder)
+        result = RUNNERS[part](scale, folder, **kw)
         timings[part] = time.perf_counter() - t0
         cpu[part] = time.process_time() - c0
         compiled[part] = {"seconds": _COMPILE["seconds"] - k0, "programs": _COMPILE["count"] - n0}
+        report.write_json(folder / DONE, {"scale": scale, "seconds": timings[part], "cpu_seconds": cpu[part],
+                                          "compile": compiled[part],
+                                          "finished": datetime.datetime.now().isoformat(timespec="seconds")})
         sections.append(section(part, folder, timings[part], result))
         print(f"      done in {timings[part]:.0f} s -> {folder}", flush=True)
+    if reused:
+        print(f"reused from {out} (--resume): {', '.join(reused)}; run now: "
+              f"{', '.join(p for p in timings if p not in reused) or 'none'}", flush=True)
     import jax
     from robustjax import verdicts
     # the verdicts are computed from the numbers the parts wrote (read back from their results.json)
@@ -366,6 +522,9 @@ def main(argv=None) -> int:
     found = verdicts.all_verdicts(written)
     total = time.perf_counter() - t_all
     cpu["total"] = time.process_time() - c_all
+    if reused:   # the report's totals cover every part, the reused ones at their earlier times
+        total += sum(timings[p] for p in reused)
+        cpu["total"] += sum(cpu[p] for p in reused)
     load_end = read_load()
     load_text = "" if None in (load_start, load_end) else f", 1-minute load {load_start:.2f} at the start and {load_end:.2f} at the end"
     scale_text = {"quick": "every part trained just enough to test its claim, on the embedded MNIST (no download), "
@@ -382,6 +541,16 @@ def main(argv=None) -> int:
            f"than the wall time): {cpu['total']:.0f} s; " + ", ".join(f"{k} {cpu[k]:.0f} s" for k in timings) + ". Of the wall "
            "time, tracing and compiling (JAX's compile events): " + ", ".join(
                f"{k} {v['seconds']:.0f} s ({v['programs']} programs)" for k, v in compiled.items()) + ".")
+    if reused:
+        pre += (f"\n\nResumed (`--resume`): {', '.join(reused)} reused from an earlier run into this folder "
+                f"(finished {', '.join(f'{p} {w}' for p, w in reused.items())}; their times are that run's), "
+                f"{', '.join(p for p in timings if p not in reused) or 'no part'} run now.")
+    if scale == "full":
+        lo, hi = (sum(FULL_ESTIMATES[p]["hours"][j] for p in timings) for j in (0, 1))
+        pre += ("\n\nEstimated GPU-hours per part before the run (`robustjax --full --plan`; estimates from the basis "
+                "stated in scripts/reproduce.py FULL_ESTIMATES, not measurements; the wall times above are the "
+                "measurements): " + ", ".join(f"{p} {_hours(*FULL_ESTIMATES[p]['hours'])}" for p in timings)
+                + f"; total {_hours(lo, hi)}.")
     verdict_section = report.Section(
         "Verdicts: the talk's claims at this scale",
         "Each line is computed by robustjax/verdicts.py from the numbers in this report (the parts' results.json) "

@@ -260,3 +260,121 @@ def test_quick_attack_settings_are_cut_only_where_no_verdict_rests():
     assert q["restarts"] is not None and q["other"]["restarts"] == 0
     for scale in ("cpu", "full"):
         assert reproduce.ATTACK_SCALES[scale]["restarts"] is None and reproduce.ATTACK_SCALES[scale]["other"] is None
+
+
+def test_full_plan_states_every_part_with_gpu_hours(capsys):
+    """`robustjax --full --plan` needs no GPU: every part with its estimated GPU-hours, setting and basis,
+    and the total (the sum of the parts' ranges); it trains nothing and writes nothing."""
+    assert set(reproduce.FULL_ESTIMATES) == set(reproduce.PARTS)
+    assert cli.main(["--full", "--plan", "--out", "/nonexistent/never"]) == 0
+    text = capsys.readouterr().out
+    for part, e in reproduce.FULL_ESTIMATES.items():
+        lo, hi = e["hours"]
+        assert 0 < lo <= hi and e["basis"] and e["setting"], part
+        assert re.search(rf"^  {part} +{re.escape(reproduce._hours(lo, hi))} GPU-hours", text, re.M), part
+    lo = sum(e["hours"][0] for e in reproduce.FULL_ESTIMATES.values())
+    hi = sum(e["hours"][1] for e in reproduce.FULL_ESTIMATES.values())
+    assert re.search(rf"total +{re.escape(reproduce._hours(lo, hi))} GPU-hours \(estimate\)", text)
+    assert "estimate" in text and "--resume" in text
+    # the skip table's estimate rests on the 1.6 GPU-hours of steps measured in benchmarks/parallel.md
+    assert "1.6 GPU-hours" in reproduce.FULL_ESTIMATES["landscape"]["basis"]
+    assert cli.main(["--full", "--plan", "--parts", "landscape"]) == 0
+    only = capsys.readouterr().out
+    assert "landscape" in only and "attacks " not in only
+
+
+def _fake_runners(monkeypatch, calls, fail=()):
+    """Part runners that train nothing: each writes a results.json naming one figure, and the figure; the
+    parts in `fail` raise after writing a partial results.json (as a killed part leaves one)."""
+    from robustjax import report as rep
+
+    def runner(part):
+        def run(scale, out, **kw):
+            calls.append((part, scale, kw))
+            result = {"setting": f"fake {part} at {scale}", "figures": [f"{part}.png"]}
+            if part in fail:
+                rep.write_json(out / "results.json", {"setting": "half"})
+                raise KeyboardInterrupt(part)
+            (out / f"{part}.png").write_bytes(b"png")
+            (out / f"{part}.md").write_text(f"| fake table of {part} |\n")
+            rep.write_json(out / "results.json", result)
+            return result
+        return run
+    monkeypatch.setattr(reproduce, "RUNNERS", {p: runner(p) for p in reproduce.PARTS})
+
+
+def test_resume_reuses_finished_parts_and_reruns_the_others(tmp_path, monkeypatch, capsys):
+    """--resume skips a part whose results.json, figures and completion record exist (reusing its results
+    in the rebuilt report and verdicts), reruns one killed mid-way (results.json but no completion record)
+    and one never started, and passes the landscape part its checkpoint folder OUT/landscape/ckpt."""
+    out = tmp_path / "report"
+    parts = "landscape,attacks,ood"
+    calls = []
+    _fake_runners(monkeypatch, calls, fail=("attacks",))
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--quick", "--parts", parts, "--out", str(out)])
+    assert [c[0] for c in calls] == ["landscape", "attacks"]
+    assert calls[0][2] == {}                       # the quick scale without --resume keeps no checkpoints
+    assert (out / "landscape" / reproduce.DONE).is_file() and not (out / "attacks" / reproduce.DONE).exists()
+    assert (out / "attacks" / "results.json").is_file()            # the killed part's partial file
+    assert not (out / "report.md").exists()
+
+    calls.clear()
+    _fake_runners(monkeypatch, calls)
+    capsys.readouterr()
+    assert cli.main(["--quick", "--parts", parts, "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert [c[0] for c in calls] == ["attacks", "ood"]              # landscape reused, not rerun
+    assert [c[2] for c in calls] == [{}, {}]                        # parts without checkpoints inside
+    assert "reused" in printed and "reused from" in printed and "landscape" in printed.split("reused from")[1]
+    assert "completion record" in printed and "no results.json" in printed     # why attacks and ood ran
+    md = (out / "report.md").read_text()
+    for part in parts.split(","):                                   # the report covers every part again
+        assert f"## {reproduce.TITLES[part]}" in md and f"fake {part} at quick" in md and f"({part}/{part}.png)" in md
+    assert "reused by --resume" in md and "Resumed (`--resume`): landscape" in md
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(parts.split(",")) <= set(timings)
+    written = {p: report.read_json(out / p / "results.json") for p in parts.split(",")}
+    saved = json.loads((out / "verdicts.json").read_text())
+    assert [v["claim"] for v in saved] == [v.claim for v in verdicts.all_verdicts(written)]
+
+    # everything finished: a second --resume reruns nothing; at another scale nothing is reused
+    calls.clear()
+    assert cli.main(["--quick", "--parts", parts, "--out", str(out), "--resume"]) == 0
+    assert calls == []
+    assert cli.main(["--parts", "ood", "--out", str(out), "--resume"]) == 0
+    assert [c[:2] for c in calls] == [("ood", "cpu")]
+    # a finished part whose figure went missing is rerun
+    calls.clear()
+    (out / "attacks" / "attacks.png").unlink()
+    assert cli.main(["--quick", "--parts", "attacks", "--out", str(out), "--resume"]) == 0
+    assert [c[0] for c in calls] == ["attacks"]
+    # a part that resumes inside from train.fit's checkpoints gets its folder OUT/<part>/ckpt
+    calls.clear()
+    assert cli.main(["--quick", "--parts", "landscape", "--out", str(tmp_path / "fresh"), "--resume"]) == 0
+    assert calls == [("landscape", "quick", {"workdir": tmp_path / "fresh" / "landscape" / "ckpt"})]
+
+
+def test_resume_needs_out():
+    with pytest.raises(SystemExit):
+        cli.main(["--quick", "--resume"])
+
+
+def test_full_report_states_the_estimates(tmp_path, monkeypatch):
+    """The full report's preamble repeats the plan's GPU-hours beside the measured times (fake runners and a
+    pretended GPU: nothing trains); at the full scale the landscape part always gets its checkpoint folder."""
+    calls = []
+    _fake_runners(monkeypatch, calls)
+    monkeypatch.setattr(reproduce, "has_gpu", lambda: True)
+    monkeypatch.setattr(reproduce, "has_cifar10", lambda: True)
+    out = tmp_path / "full"
+    assert cli.main(["--full", "--parts", "landscape,ood", "--out", str(out)]) == 0
+    assert calls[0] == ("landscape", "full", {"workdir": out / "landscape" / "ckpt"})
+    md = (out / "report.md").read_text()
+    est = reproduce.FULL_ESTIMATES
+    assert "Estimated GPU-hours per part" in md and "not measurements" in md
+    for part in ("landscape", "ood"):
+        assert f"{part} {reproduce._hours(*est[part]['hours'])}" in md
+    total = reproduce._hours(est["landscape"]["hours"][0] + est["ood"]["hours"][0],
+                             est["landscape"]["hours"][1] + est["ood"]["hours"][1])
+    assert f"total {total}." in md
