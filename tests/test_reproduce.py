@@ -378,3 +378,26 @@ def test_full_report_states_the_estimates(tmp_path, monkeypatch):
     total = reproduce._hours(est["landscape"]["hours"][0] + est["ood"]["hours"][0],
                              est["landscape"]["hours"][1] + est["ood"]["hours"][1])
     assert f"total {total}." in md
+
+
+def test_landscape_skip_table_resumes_from_its_checkpoints(tmp_path):
+    """The landscape part's resume inside a part: with a workdir its SGD net trains in a checkpointed
+    train.fit run folder; a rerun whose finished rows were lost restores the net (no new training epoch
+    in metrics.jsonl) and gets the same numbers; a rerun with its rows intact reuses them."""
+    from robustjax.experiments import landscape
+    cfg = landscape.load_config("test")
+    cfg.update(parts=("skip",), variants=("skip_sgd",), dataset="mnist", n_train=64, n_test=64)
+    out, ckpt = tmp_path / "landscape", tmp_path / "landscape" / "ckpt"
+    first = landscape.run(cfg, out, workdir=ckpt)["skip"]["rows"]
+    (run_dir,) = [p for p in ckpt.iterdir() if p.is_dir()]
+    assert list(run_dir.glob("ckpt-*.json"))
+    epochs = (run_dir / "metrics.jsonl").read_text().count("\n")
+    partial = json.loads((out / "results_partial.json").read_text())
+    assert partial["skip"]["rows"] and partial["skip"]["setting"]["n_train"] == 64
+    (out / "results_partial.json").write_text(json.dumps({"skip": {"rows": [], "setting": partial["skip"]["setting"]}}))
+    again = landscape.run(cfg, out, workdir=ckpt)["skip"]["rows"]
+    assert (run_dir / "metrics.jsonl").read_text().count("\n") == epochs      # restored, not retrained
+    key = [(r["variant"], r["train_accuracy"], r["test_accuracy"]) for r in first]
+    assert [(r["variant"], r["train_accuracy"], r["test_accuracy"]) for r in again] == key
+    reused = landscape.run(cfg, out, workdir=ckpt)["skip"]["rows"]
+    assert reused == json.loads(json.dumps(again, default=str))
