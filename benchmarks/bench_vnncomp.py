@@ -80,9 +80,15 @@ def main(argv=None):
                          tools={t: r for t, (r, _) in theirs.items()}))
         print(f"{net} {Path(spec_rel).name}: {status} ({res.stage or '-'}) {wall:.1f} s, 2021: "
               f"{sorted({r for r, _ in theirs.values() if r in ('holds', 'violated')}) or 'undecided'}", flush=True)
+        save(args, rows, answers, finished=False)
+    save(args, rows, answers, finished=True)
+
+
+def save(args, rows, answers, *, finished: bool):
+    """Writes the JSON and the markdown (after every instance, so that a stopped run keeps what it decided)."""
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M"), skip=args.skip, machine=f"{platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} cores", timeout_s=args.timeout, per_net=args.per_net, load_end=_load(),
-                nets=args.nets)
+                nets=args.nets, finished=finished)
     out = Path(args.out)
     runs = [dict(meta=meta, rows=rows)]
     if args.merge and out.exists():
@@ -117,6 +123,7 @@ def write_md(runs, answers):
         meta = run["meta"]
         lines.append(f"- nets {meta.get('nets', 'relu,sigmoid')}: {meta['date']}, {meta['machine']}, time limit "
                      f"{meta['timeout_s']:.0f} s per instance (the competition's: 300 s), {len(run['rows'])} instances "
+                     f"{'' if meta.get('finished', True) else '(run stopped before its end) '}"
                      f"({_which(meta)}); load at the end "
                      f"{meta['load_end']}, before each instance in the JSON.")
     lines += ["", "| net | instances | robustjax holds | robustjax violated | against a unanimous 2021 answer | " +
