@@ -289,23 +289,14 @@ def _zero_literal(v) -> bool:
     return isinstance(v, jcore.Literal) and np.ndim(v.val) == 0 and float(v.val) == 0.0
 
 
-def _sub_closed_jaxpr(eqn):
-    from jax.extend import core as jcore
-    for k in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        j = eqn.params.get(k)
-        if isinstance(j, jcore.ClosedJaxpr):
-            return j.jaxpr, j.consts
-        if isinstance(j, jcore.Jaxpr):
-            return j, []
-    return None
-
-
 def _eval_capturing(jaxpr, consts, args, dependent, found: list):
     """Evaluates `jaxpr` on args (JAX values: tracers welcome), appending the input of every ReLU whose input
     depends on the network input (`dependent[i]` for args) to `found`; ReLU = `max(a, 0)` with a literal 0 or
     a call named "relu" (jax.nn.relu). Other calls (jit, custom_jvp, remat) are evaluated equation by
     equation, so ReLUs inside them are found too. Returns (outputs, their dependence flags)."""
     from jax.extend import core as jcore
+
+    from robustjax.network.trace import sub_jaxpr
     env, dep = {}, {}
 
     def read(v):
@@ -325,8 +316,8 @@ def _eval_capturing(jaxpr, consts, args, dependent, found: list):
             a = vals[0] if (is_relu_call or deps[0]) else vals[1]
             found.append(a)
             outs, out_deps = [jnp.maximum(a, 0)], [True]
-        elif name in _RELU_CALLS and _sub_closed_jaxpr(eqn) is not None:
-            sub, sub_consts = _sub_closed_jaxpr(eqn)
+        elif name in _RELU_CALLS and sub_jaxpr(eqn) is not None:
+            sub, sub_consts = sub_jaxpr(eqn)
             outs, out_deps = _eval_capturing(sub, sub_consts, vals, deps, found)
         else:
             bound = eqn.primitive.get_bind_params(eqn.params)

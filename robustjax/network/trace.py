@@ -214,14 +214,22 @@ PRIMITIVES: dict[str, Callable] = {
 }
 
 
-def _sub_jaxpr(eqn):
+def sub_jaxpr(eqn):
+    """(jaxpr, consts) of a call equation's body (jit, custom_jvp, remat, ...), None if it has none."""
     for k in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         j = eqn.params.get(k)
         if isinstance(j, jcore.ClosedJaxpr):
             return j.jaxpr, j.consts
         if isinstance(j, jcore.Jaxpr):
             return j, []
-    _fail(eqn, "a call whose body cannot be read")
+    return None
+
+
+def _sub_jaxpr(eqn):
+    body = sub_jaxpr(eqn)
+    if body is None:
+        _fail(eqn, "a call whose body cannot be read")
+    return body
 
 
 def _trace_jaxpr(jaxpr, consts, args, b: _Builder):
