@@ -9,8 +9,8 @@ margin (any linear property); (2) prove with CROWN, then alpha-CROWN with every 
 output's slopes optimized per row (`alpha_steps` projected Adam steps; nets without ReLUs, which cannot be
 branched on, get rounds of more steps until the time is spent); (3) for chains of Dense / Affine / ReLU /
 Flatten layers with at most `milp_max_unstable` unstable ReLUs under those bounds: the exact MILP of
-`verify.property_milp` (HiGHS, big-M constants from those bounds) with the time left; otherwise branch and
-bound over ReLU splits: the open subdomains with the weakest bounds are split on the unstable unit whose
+`verify.property_milp` (HiGHS, big-M constants from those bounds) with `milp_share` of the time left; then,
+or otherwise, branch and bound over ReLU splits: the open subdomains with the weakest bounds are split on the unstable unit whose
 relaxation costs the bound most (the BaBSR score), both halves bounded in one batch by beta-CROWN (the root's
 intermediate bounds clamped at the splits and tightened by IBP; per-row slopes and one multiplier per split
 optimized by `bab_steps` Adam steps), until every subdomain is proven, a candidate point violates the
@@ -227,7 +227,8 @@ class _BaB:
 
 def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
                     falsify_restarts: int = 64, falsify_steps: int = 50, bab_batch: int = 64,
-                    milp_max_unstable: int = 400, alpha_steps: int = 20, alpha_lr: float = 0.1, bab_steps: int = 20,
+                    milp_max_unstable: int = 400, milp_share: float = 0.5, alpha_steps: int = 20,
+                    alpha_lr: float = 0.1, bab_steps: int = 20,
                     progress: bool = False) -> PropertyResult:
     """Decides a property of a network within time_limit seconds (see the module docstring).
 
@@ -284,7 +285,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
     if not branches:
         return done("unknown", "", best)
     shapes = crown.node_shapes(graph, graph.input_shape)
-    milp = _milp_stage(graph, prop, root, milp_max_unstable, deadline, log)
+    milp = _milp_stage(graph, prop, root, milp_max_unstable, deadline, log, milp_share)
     if milp is not None:
         if milp.status == "counterexample":
             hit = _check(graph, prop, milp.x)
@@ -292,7 +293,10 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
                 return done("counterexample", "milp", hit=hit)
         if milp.status == "verified":
             return done("verified", "milp", milp.lower_bound)
-        return done("timeout" if milp.status == "time_limit" else "unknown", "", max(best, milp.lower_bound))
+        best = max(best, milp.lower_bound)
+        if milp.status != "time_limit" or time.perf_counter() > deadline:
+            return done("timeout" if milp.status == "time_limit" else "unknown", "", best)
+        log("MILP undecided in its share of the time: branch and bound")
     with jax.enable_x64(True):
         bab = _BaB(graph, prop, root, bab_batch, bab_steps)
         zero = {z: np.zeros((1,) + tuple(shapes[z]), np.int8)[0] for _, z in bab.relus}
@@ -375,8 +379,9 @@ def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1):
         return np.asarray(low), [crown.Interval(np.asarray(v.lo), np.asarray(v.hi)) for v in bounds]
 
 
-def _milp_stage(graph, prop, root, max_unstable, deadline, log):
-    """verify.property_milp on the root's CROWN bounds for an eligible chain (module docstring), else None."""
+def _milp_stage(graph, prop, root, max_unstable, deadline, log, share: float = 1.0):
+    """verify.property_milp on the root's bounds for an eligible chain (module docstring) with `share` of the time
+    left, else None."""
     from robustjax import verify
     try:
         layers = verify.chain_layers(graph, "verify_property")
@@ -389,8 +394,8 @@ def _milp_stage(graph, prop, root, max_unstable, deadline, log):
     if unstable > max_unstable:
         log(f"{unstable} unstable ReLUs > milp_max_unstable = {max_unstable}: branch and bound")
         return None
-    left = deadline - time.perf_counter()
-    log(f"MILP over {unstable} unstable ReLUs, {left:.0f} s left")
+    left = share * (deadline - time.perf_counter())
+    log(f"MILP over {unstable} unstable ReLUs, {left:.0f} s")
     if left <= 0:
         return verify.PropertyMILP("time_limit", -np.inf, None, 0.0)
     return verify.property_milp(layers, prop, time_limit=left, bounds=bounds)
