@@ -343,39 +343,15 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         return done("verified", "bab", 0.0, domains=domains)
 
 
-_ROOT: dict = {}
-
-
 def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1):
     """(lower bounds `[1, m]` of A f over the box, every node's bounds) in float64: CROWN (alpha_steps = 0) or
     alpha-CROWN with every intermediate bound's and the output's slopes optimized by alpha_steps projected Adam
-    steps. Two compiled programs per graph (CROWN; alpha-CROWN for any step count), the weights as arguments."""
-    key = (id(graph), alpha_steps > 0, A.shape, lr)
-    hit = _ROOT.get(key)
+    steps (`propagate.compiled`: one program per graph for any step count)."""
     with jax.enable_x64(True):
-        if hit is None or hit[0] is not graph:
-            shapes = crown.node_shapes(graph, graph.input_shape)
-            arrays, rebuild = propagate.weights_as_arguments(graph)
-            optimize = alpha_steps > 0
-
-            def run(weights, steps, center, eps, lo, hi, C):
-                g = rebuild(weights)
-                s = crown.InputSet(center, eps, lo, hi, np.inf)
-                bounds, relax, _ = crown.intermediate_bounds(g, s, shapes, method="crown",
-                                                             alpha_steps=steps if optimize else 0, alpha_lr=lr)
-                if optimize:
-                    low = crown.alpha_spec_lower(g, s, C, shapes, bounds, relax, steps=steps, lr=lr)
-                else:
-                    low = crown.spec_lower(g, s, C, shapes, bounds, relax)
-                return low, bounds
-            jitted = jax.jit(run)
-            weights = [jnp.asarray(a, jnp.float64) if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
-            if len(_ROOT) > 8:
-                _ROOT.clear()
-            hit = _ROOT[key] = (graph, lambda *args: jitted(weights, *args))
         s = propagate.input_set(x0, np.inf, np.inf, box)
-        low, bounds = hit[1](jnp.asarray(alpha_steps, jnp.int32), s.center, s.eps, s.lo, s.hi,
-                             jnp.asarray(A[None], jnp.float64))
+        fn = propagate.compiled(graph, "alpha-crown" if alpha_steps > 0 else "crown", np.inf,
+                                alpha_intermediate=True, alpha_lr=lr)
+        low, bounds = fn(alpha_steps, s.center, s.eps, s.lo, s.hi, jnp.asarray(A[None], jnp.float64))
         return np.asarray(low), [crown.Interval(np.asarray(v.lo), np.asarray(v.hi)) for v in bounds]
 
 

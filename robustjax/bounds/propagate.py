@@ -84,32 +84,39 @@ def weights_as_arguments(graph: Graph):
     return [leaves[i] for i in idx], rebuild
 
 
-def _compiled(graph: Graph, method: str, p: float, alpha_steps: int, dtype) -> Callable:
-    """One jitted (set arrays, C) -> (spec lower bounds, output bounds) per graph and options."""
-    key = (id(graph), method, p, alpha_steps, None if dtype is None else np.dtype(dtype).name)
+def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermediate: bool = False,
+             alpha_lr: float = 0.1) -> Callable:
+    """One jitted program per graph and options: fn(alpha_steps, center, eps, lo, hi, C) -> (spec lower bounds
+    `[B, m]`, the bounds of every node), in the dtype of its arguments (float64 under `jax.enable_x64`).
+    alpha_steps is an argument, so every step count shares the program. alpha_intermediate (alpha-crown only):
+    every intermediate bound's slopes are optimized too (`crown.intermediate_bounds`), not only the output's."""
+    key = (id(graph), method, p, None if dtype is None else np.dtype(dtype).name, alpha_intermediate, alpha_lr)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is graph:
         return hit[1]
     shapes = crown.node_shapes(graph, graph.input_shape)
     arrays, rebuild = weights_as_arguments(graph)
+    alpha = method == "alpha-crown"
 
-    def run(weights, center, eps, lo, hi, C):
+    def run(weights, steps, center, eps, lo, hi, C):
         g = rebuild(weights)
         s = crown.InputSet(center, eps, lo, hi, p)
         inner = "ibp" if method in ("ibp", "crown-ibp") else "crown"
-        bounds, relax, errors = crown.intermediate_bounds(g, s, shapes, method=inner, arith=dtype)
+        bounds, relax, errors = crown.intermediate_bounds(g, s, shapes, method=inner, arith=dtype,
+                                                          alpha_steps=steps if alpha and alpha_intermediate else 0,
+                                                          alpha_lr=alpha_lr)
         if method == "ibp":
             low = crown.ibp_spec_lower(bounds, C)
-        elif method == "alpha-crown":
-            low = crown.alpha_spec_lower(g, s, C, shapes, bounds, relax, steps=alpha_steps, errors=errors)
+        elif alpha:
+            low = crown.alpha_spec_lower(g, s, C, shapes, bounds, relax, steps=steps, lr=alpha_lr, errors=errors)
         else:
             low = crown.spec_lower(g, s, C, shapes, bounds, relax, errors)
-        return low, bounds[-1].lo, bounds[-1].hi
+        return low, bounds
     jitted = jax.jit(run)
 
-    def fn(*args):
+    def fn(steps, *args):
         return jitted([jnp.asarray(a, jnp.float64) if np.issubdtype(a.dtype, np.floating) else a for a in arrays],
-                      *args)
+                      jnp.asarray(steps, jnp.int32), *args)
     if len(_CACHE) > 32:
         _CACHE.clear()
     _CACHE[key] = (graph, fn)
@@ -124,12 +131,12 @@ def _run(net, x, C, *, eps, p, box, method, alpha_steps, dtype):
         raise ValueError(f"x has example shape {tuple(x.shape[1:])}, the network expects {tuple(graph.input_shape)}")
     with jax.enable_x64(True):
         s = input_set(x, eps, p, box)
-        fn = _compiled(graph, method, s.p, int(alpha_steps), dtype)
+        fn = compiled(graph, method, s.p, dtype)
         if x.shape[0] == 0:
             k = crown.node_shapes(graph, graph.input_shape)[-1][0]
             return np.zeros((0, C.shape[1])), np.zeros((0, k)), np.zeros((0, k))
-        low, olo, ohi = fn(s.center, s.eps, s.lo, s.hi, jnp.asarray(C, jnp.float64))
-        return np.asarray(low), np.asarray(olo), np.asarray(ohi)
+        low, bounds = fn(int(alpha_steps), s.center, s.eps, s.lo, s.hi, jnp.asarray(C, jnp.float64))
+        return np.asarray(low), np.asarray(bounds[-1].lo), np.asarray(bounds[-1].hi)
 
 
 def linear_bounds(net, x, C, *, eps, p=np.inf, box=None, method: str = "crown", alpha_steps: int = 20,
