@@ -47,7 +47,7 @@ def _regularizer(kind: str, lam, *, structure: str, net: dict, centers=None, gam
 
 
 def train_one(dataset: str, data, net: dict, kind: str, lam, *, seed: int, kernel: dict | None = None,
-              samples: int = 1):
+              samples: int = 1, progress: bool = False):
     """Trains one model; returns (state, structure, train seconds)."""
     from robustjax import train
     (xtr, ytr), (xte, yte) = data
@@ -58,7 +58,7 @@ def train_one(dataset: str, data, net: dict, kind: str, lam, *, seed: int, kerne
         cfg = train.TrainConfig(model="one_hidden_layer", model_config=mc, dataset=dataset,
                                 optimizer=net["optimizer"], learning_rate=net["learning_rate"],
                                 momentum=net["momentum"], epochs=net["epochs"], batch_size=net["batch_size"],
-                                train_size=net["train_size"], seed=seed, progress=False)
+                                train_size=net["train_size"], seed=seed, progress=progress)
         reg = _regularizer(kind, lam, structure="one_hidden_layer", net=net, samples=samples)
         init_kwargs = None
     else:
@@ -67,7 +67,7 @@ def train_one(dataset: str, data, net: dict, kind: str, lam, *, seed: int, kerne
         cfg = train.TrainConfig(model="gaussian_kernel", model_config={"num_centers": n, "gamma": kernel["gamma"]},
                                 dataset=dataset, optimizer=kernel["optimizer"], learning_rate=kernel["learning_rate"],
                                 epochs=kernel["epochs"], batch_size=kernel["batch_size"],
-                                train_size=kernel["train_size"], seed=seed, progress=False)
+                                train_size=kernel["train_size"], seed=seed, progress=progress)
         reg = _regularizer(kind, lam, structure="gaussian_kernel", net=net, centers=centers, gamma=kernel["gamma"],
                            samples=samples)
         init_kwargs = {"centers": centers}
@@ -154,18 +154,19 @@ def run(config: dict, out_dir: str | Path | None = None) -> dict:
             cache[dataset] = data.load_split_pair(dataset)
         (xtr, ytr), (xte, yte) = cache[dataset]
         state, structure, train_s = train_one(dataset, cache[dataset], net, kind, lam, seed=config["seed"],
-                                              kernel=kernel, samples=config["stochastic_samples"])
+                                              kernel=kernel, samples=config["stochastic_samples"],
+                                              progress=config["progress"])
         res = evaluate_one(state, structure, xte, yte, config)
         epochs = (kernel or net)["epochs"]
         size = (kernel or net)["train_size"] or len(xtr)
         row = {"dataset": dataset, "model": "gaussian_kernel" if kernel else f"1HL-{net['hidden']}",
                "method": name, "lambda": lam if not isinstance(lam, tuple) else f"drop {lam[0]}/{lam[1]}",
-               "epochs": epochs, "train_size": size, "train_seconds": train_s, **res}
+               "epochs": epochs, "train_size": size, "train_seconds": train_s, "load1_after": report.load1(), **res}
         rows.append(row)
         print(json.dumps(report.to_jsonable(row)), flush=True)
-    result = {"config": config, "rows": rows, "figures": []}
-    if out_dir is not None:
-        write_outputs(result, out_dir)
+        result = {"config": config, "rows": rows, "figures": []}
+        if out_dir is not None:
+            write_outputs(result, out_dir)
     return result
 
 
