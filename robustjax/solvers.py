@@ -2,8 +2,9 @@
 
     min ||z - x||_p  s.t.  G z >= h,  lo <= z <= hi,
 
-as a QP for p = 2 (OSQP) and an LP for p = 1 and inf (HiGHS's dual simplex through scipy, or OSQP). One
-problem per call, numpy float64 in and out; `solve_min_norm` is the whole interface.
+as a QP for p = 2 (`robustjax.qp`'s exact dual Newton solver in float64 JAX, OSQP where it does not finish, or
+OSQP alone) and an LP for p = 1 and inf (HiGHS's dual simplex through scipy, or OSQP). One problem per call,
+numpy float64 in and out; `solve_min_norm` is the whole interface.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import osqp
 import scipy.sparse as sp
 from scipy import optimize
 
+from robustjax import qp
 from robustjax.geometry import check_norm
 
 LP_SOLVERS = ("highs", "osqp")
+QP_SOLVERS = ("dual", "osqp")
 
 _OSQP_SETTINGS = dict(verbose=False, eps_abs=1e-7, eps_rel=1e-7, eps_prim_inf=1e-8, eps_dual_inf=1e-8,
                       max_iter=20000, polishing=True, polish_refine_iter=10)
@@ -77,19 +80,22 @@ def _highs_lp(x, G, rhs, dlo, dhi, p):
     return res.x[:d] if p == np.inf else res.x[:d] - res.x[d:]
 
 
-def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs"):
+def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs", qp_solver: str = "dual"):
     """min ||z - x||_p s.t. G z >= h, lo <= z <= hi; x `[d]`, G `[m, d]`, h `[m]`, lo/hi `[d]`.
 
     p = 2: the QP min 1/2 ||delta||^2; p = inf: the LP min tau s.t. |delta_i| <= tau; p = 1: the LP
     min 1^T (delta+ + delta-) with delta = delta+ - delta-, delta+- >= 0. delta = z - x.
 
-    The QP goes to OSQP; the LPs to HiGHS's dual simplex by default (`lp_solver="highs"`), or to OSQP
-    (ADMM: an order of magnitude slower or more on these LPs). Returns z `[d]`, or None when the solver
-    reports infeasibility.
+    The QP goes to `robustjax.qp.solve` (`qp_solver="dual"`: optimal to 1e-9 in distance, or infeasible with
+    a Farkas certificate; OSQP where it reaches its iteration limit) or to OSQP alone (`"osqp"`, the
+    reference); the LPs to HiGHS's dual simplex by default (`lp_solver="highs"`), or to OSQP (ADMM: an order
+    of magnitude slower or more on these LPs). Returns z `[d]`, or None when the problem is infeasible.
     """
     p = check_norm(p)
     if lp_solver not in LP_SOLVERS:
         raise ValueError(f"lp_solver must be one of {LP_SOLVERS}, got {lp_solver!r}")
+    if qp_solver not in QP_SOLVERS:
+        raise ValueError(f"qp_solver must be one of {QP_SOLVERS}, got {qp_solver!r}")
     x, G, h = np.asarray(x, np.float64), np.asarray(G, np.float64), np.asarray(h, np.float64)
     if G.ndim != 2 or G.shape[1] != x.size or h.shape != (G.shape[0],):
         raise ValueError(f"G must be [m, {x.size}] and h [m] for x of {x.size} entries; got G {G.shape}, h {h.shape}")
@@ -100,6 +106,13 @@ def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs"):
     if p != 2 and lp_solver == "highs":
         sol = _highs_lp(x, G, rhs, dlo, dhi, p)
         return None if sol is None else x + sol
+    if p == 2 and qp_solver == "dual":
+        scale = np.maximum(np.linalg.norm(G, axis=1), 1e-300)
+        z, _, status = qp.solve(x, G / scale[:, None], h / scale, lo, hi)
+        if status == qp.OPTIMAL:
+            return z
+        if status == qp.INFEASIBLE:
+            return None
     if p == 2:
         A = sp.vstack([sp.eye(d), sp.csr_matrix(G)])
         sol = _osqp(sp.eye(d), np.zeros(d), A, np.concatenate([dlo, rhs]), np.concatenate([dhi, inf]))

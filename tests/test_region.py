@@ -204,6 +204,21 @@ def test_info_determinism_and_misclassified():
     assert r1.distance[3] == 0 and r1.success[3] and np.array_equal(r1.x_adv[3], x[3])
 
 
+def test_dual_qp_equals_osqp_in_the_search():
+    """The l2 search with robustjax.qp's exact QPs (the default) and with OSQP (the reference) ends at the same
+    distances: the two solvers agree to OSQP's tolerance, so the searches take the same path."""
+    layers = random_net(11, [10, 16, 16, 4])
+    f = as_logits_fn(layers)
+    x = np.random.default_rng(11).uniform(0.2, 0.8, size=(4, 10)).astype(np.float32)
+    labels = np.argmax(verify.forward(layers, x), 1)
+    a = region(f, x, labels, p=2, key=jax.random.key(2), n_regions=20)
+    b = region(f, x, labels, p=2, key=jax.random.key(2), n_regions=20, qp_solver="osqp")
+    check_valid(f, x, labels, a)
+    np.testing.assert_allclose(a.distance, b.distance, rtol=1e-3)
+    with pytest.raises(ValueError, match="qp_solver"):
+        region(f, x, labels, p=2, key=jax.random.key(0), qp_solver="cvxopt")
+
+
 @pytest.mark.parametrize("p", [2, 1])
 def test_process_pool_equals_one_process(p):
     """processes=2 (spawned workers, logits_fn by cloudpickle) gives the one-process distances; the result

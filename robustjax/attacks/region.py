@@ -42,13 +42,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax import parallel, validate
+from robustjax import parallel, qp, validate
 from robustjax.attacks.region_oracle import ROW_CHUNK, RegionOracle, make_oracle, pad_rows_index
 from robustjax.attacks.region_starts import (cheap_attacks, nearest_other_class, start_points, targeted_starts,
                                             verified)
 from robustjax.attacks.result import AttackResult, check_inputs, finalize, keep_best
 from robustjax.geometry import Box, as_box, check_norm, halfspace_box_distance, lp_norm, vector_norm
-from robustjax.solvers import LP_SOLVERS, solve_min_norm
+from robustjax.solvers import LP_SOLVERS, QP_SOLVERS, solve_min_norm
 
 
 class Problem(NamedTuple):
@@ -65,6 +65,7 @@ class Problem(NamedTuple):
     max_targets: int | None
     max_rounds: int
     lp_solver: str
+    qp_solver: str = "dual"
 
 
 class SearchState(NamedTuple):
@@ -104,6 +105,7 @@ def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx):
     idx = np.asarray(sorted(set(int(i) for i in seed_idx) & set(np.flatnonzero(live).tolist())), np.int64)
     y_j = jnp.asarray(y)
     cache = np.zeros((0, pb.x.size))
+    lam = None
     n_qp = n_rows = 0
     z = None
     for _ in range(pb.max_rounds):
@@ -117,7 +119,12 @@ def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx):
         nrm = np.maximum(np.linalg.norm(S, axis=1), 1e-12)
         G = np.concatenate([G0, S / nrm[:, None]])
         h = np.concatenate([h0, b / nrm])
-        z = solve_min_norm(pb.x, G, h, pb.lo, pb.hi, pb.p, lp_solver=pb.lp_solver)
+        if pb.p == 2 and pb.qp_solver == "dual":       # warm-started from the last round's multipliers
+            z, lam, status = qp.solve(pb.x, G, h, pb.lo, pb.hi, lam)
+            z = None if status == qp.INFEASIBLE else z if status == qp.OPTIMAL else \
+                solve_min_norm(pb.x, G, h, pb.lo, pb.hi, 2, qp_solver="osqp")
+        else:
+            z = solve_min_norm(pb.x, G, h, pb.lo, pb.hi, pb.p, lp_solver=pb.lp_solver, qp_solver=pb.qp_solver)
         n_qp, n_rows = n_qp + 1, n_rows + len(idx)
         if z is None or vector_norm(z - pb.x, pb.p) >= best_d:
             return None, n_qp, n_rows
@@ -298,7 +305,7 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, c
         for i in np.flatnonzero(clean == labels):      # misclassified inputs keep x, distance 0
             ti = time.perf_counter()
             pb = Problem(oracle, xf[i], int(labels[i]), lo[i], hi[i], p, o["batch_regions"], o["gamma"],
-                         o["max_targets"], o["max_rounds"], o["lp_solver"])
+                         o["max_targets"], o["max_rounds"], o["lp_solver"], o["qp_solver"])
             K = int(oracle.logits(jnp.asarray(xf[i:i + 1], jnp.float32)).shape[1])
             restarts = (K - 1 if K - 1 <= 9 else 3) if o["restarts"] is None else o["restarts"]
             best[i], best_d[i], traj[i], calls[i], n_qp[i], rows[i], snaps[i] = attack_example(
@@ -334,7 +341,7 @@ def _snapshot_steps(snapshots, n_regions: int) -> tuple[int, ...]:
 
 def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int = 100, batch_regions: int = 10,
            x_start=None, x_train=None, y_train=None, preacts_fn: Callable | None = None, gamma: float = 6.0,
-           max_targets: int | None = None, max_rounds: int = 50, lp_solver: str = "highs",
+           max_targets: int | None = None, max_rounds: int = 50, lp_solver: str = "highs", qp_solver: str = "dual",
            restarts: int | None = None, restart_regions: int | None = None, processes: int | None = None,
            progress: bool = False, snapshots: Sequence[int] = ()) -> AttackResult:
     """The randomized region attack: the closest adversarial point found, clipped to the box, re-verified.
@@ -357,7 +364,9 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
         `network.trace` cannot read.
       gamma: sampling radius exponent (r^gamma, r ~ U[0, 1]).
       max_targets: at most this many target classes per region (lowest lower bounds first); None: all.
-      max_rounds: active-set rounds per convex problem. lp_solver: "highs" or "osqp" for the p = 1, inf LPs.
+      max_rounds: active-set rounds per convex problem. lp_solver: "highs" or "osqp" for the p = 1, inf LPs;
+        qp_solver: "dual" (`robustjax.qp`: exact, jitted, warm-started across the rounds; OSQP where it does
+        not finish) or "osqp" (the reference) for the p = 2 QPs.
       restarts, restart_regions: after the main search, searches from targeted starts of `restarts` classes
         (`region_starts.targeted_starts`; a search from one start tends to stay in its class's basin), about
         `restart_regions` regions each (None: max(batch_regions, n_regions // 5)), split among them by their
@@ -392,6 +401,8 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
     steps = _snapshot_steps(snapshots, n_regions)
     if lp_solver not in LP_SOLVERS:
         raise ValueError(f"lp_solver must be one of {LP_SOLVERS}, got {lp_solver!r}")
+    if qp_solver not in QP_SOLVERS:
+        raise ValueError(f"qp_solver must be one of {QP_SOLVERS}, got {qp_solver!r}")
     t0 = time.perf_counter()
     x, labels, _ = check_inputs(logits_fn, x, labels, box)
     box = as_box(box, x)
@@ -401,7 +412,7 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
     options = dict(n_regions=n_regions, batch_regions=batch_regions, preacts_fn=preacts_fn,
                    gamma=validate.positive_float(gamma, "gamma"),
                    max_targets=None if max_targets is None else validate.positive_int(max_targets, "max_targets"),
-                   max_rounds=validate.positive_int(max_rounds, "max_rounds"), lp_solver=lp_solver,
+                   max_rounds=validate.positive_int(max_rounds, "max_rounds"), lp_solver=lp_solver, qp_solver=qp_solver,
                    restarts=restarts, restart_regions=restart_regions or max(batch_regions, n_regions // 5),
                    snapshots=steps)
     none = np.zeros((n, 0), np.float32)
