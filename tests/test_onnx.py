@@ -107,3 +107,44 @@ def test_unsupported_operator_names_the_node():
         from_onnx(m)
     with pytest.raises(ValueError, match="cannot read ONNX model"):
         from_onnx("/nonexistent/model.onnx")
+
+
+def test_leaky_relu_clip_and_uncounted_padding_as_piecewise_affine_layers():
+    """LeakyRelu, Clip (one- and two-sided, bounds as inputs) and AveragePool with padding left out of the
+    count equal onnxruntime; the graph stays piecewise affine, and CROWN's bounds contain sampled outputs."""
+    from robustjax import bounds
+    nodes = [
+        helper.make_node("Conv", ["x", "K1", "c1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("LeakyRelu", ["a"], ["l"], alpha=0.1),
+        helper.make_node("AveragePool", ["l"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                         count_include_pad=0),
+        helper.make_node("Clip", ["ap", "lo", "hi"], ["c"]),
+        helper.make_node("Clip", ["c", "lo2"], ["c2"]),
+        helper.make_node("Clip", ["c2", "", "hi2"], ["c3"]),
+        helper.make_node("Flatten", ["c3"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1),
+    ]
+    scalar = lambda v, n: numpy_helper.from_array(np.array(v, np.float32), n)  # noqa: E731
+    inits = [_init("K1", (2, 1, 3, 3), 1.0), _init("c1", (2,)), scalar(-0.2, "lo"), scalar(0.3, "hi"),
+             scalar(-0.1, "lo2"), scalar(0.25, "hi2"), _init("W", (3, 18)), _init("b", (3,))]
+    g = _compare(_model(nodes, inits, (1, 6, 6), 3), (1, 6, 6))
+    assert g.is_piecewise_affine()
+    x = RNG.uniform(0, 1, (1, 1, 6, 6)).astype(np.float32)
+    iv = bounds.output_bounds(g, x, eps=0.05, p=np.inf)
+    pts = np.clip(x + RNG.uniform(-0.05, 0.05, (200, 1, 6, 6)), 0, 1)      # in the ball and in any box [0, 1]
+    out = evaluate_numpy(g, pts)
+    assert np.all(out >= np.asarray(iv.lo) - 1e-9) and np.all(out <= np.asarray(iv.hi) + 1e-9)
+
+
+def test_clip_attribute_form_and_bad_bounds():
+    def clip_model(opset, **kw):
+        nodes = [helper.make_node("Clip", ["x"], ["c"], **kw), helper.make_node("Gemm", ["c", "W", "b"], ["y"], transB=1)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                                  [_init("W", (2, 4)), _init("b", (2,))])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        m.ir_version = 7
+        return m
+    _compare(clip_model(10, min=0.2, max=0.7), (4,))
+    with pytest.raises(ValueError, match=r"Clip.*min 0.69.* > max 0.2"):
+        from_onnx(clip_model(10, min=0.7, max=0.2))

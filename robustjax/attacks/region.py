@@ -10,7 +10,8 @@ class t the attack solves the convex problem
 
     min ||z - x||_p  s.t.  z in Q(y),  f_t(z) >= f_c(z),  lo <= z <= hi
 
-(`robustjax.solvers.solve_min_norm`: a QP for p = 2, an LP for p = 1 and inf), keeps the closest verified
+(a QP for p = 2: `robustjax.qp`, jitted and exact in float64, warm-started across the active-set rounds; an LP
+for p = 1 and inf: `robustjax.solvers.solve_min_norm`, HiGHS), keeps the closest verified
 adversarial point and samples the next regions around it (x_r = x_best + dir ||x_best - x|| r^gamma, dir
 tilted toward x), plus the neighbouring regions across the faces binding at the best solution.
 

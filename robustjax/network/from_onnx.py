@@ -4,8 +4,8 @@
     logits = network.evaluate(graph, x)    # x `[batch, *graph.input_shape]`, in the ONNX layout (e.g. NCHW)
 
 Supported operators (inference semantics): Gemm, MatMul (with a constant), Add / Sub / Mul / Div (with a
-constant, or Add / Sub of two tensors), Conv, Relu, Sigmoid, Tanh, Softplus, MaxPool, AveragePool (no padding,
-or padding counted), GlobalAveragePool, BatchNormalization (folded into an affine layer), Flatten, Reshape
+constant, or Add / Sub of two tensors), Conv, Relu, LeakyRelu and Clip (as ReLUs, affine layers and Adds),
+Sigmoid, Tanh, Softplus, MaxPool, AveragePool (padding counted or not), GlobalAveragePool, BatchNormalization (folded into an affine layer), Flatten, Reshape
 (constant shape), Unsqueeze, Transpose, Concat, Constant, Identity, Dropout. Input normalization inside the
 graph stays in it (Sub / Div become affine layers). Shape arithmetic on constants is folded while reading:
 Shape of a graph tensor (its batch entry a marker that Reshape takes as the batch axis), Gather, Unsqueeze and
@@ -175,14 +175,68 @@ def _maxpool(b, node, a):
 
 
 def _avgpool(b, node, a):
+    """A depthwise Conv of 1 / (k0 k1); with uncounted padding (count_include_pad = 0) then an Affine scale
+    k0 k1 / (the window's count of real entries at each output position): still a fixed linear map."""
     x = node.input[0]
-    C = b.shapes[b.ids[x]][0]
-    k, s, pads = _pool_common(a, node, b.shapes[b.ids[x]])
-    if any(p != (0, 0) for p in pads) and not a.get("count_include_pad", 0):
-        _fail(node, "padding with count_include_pad = 0 is not an affine map of fixed weights")
+    in_shape = b.shapes[b.ids[x]]
+    C = in_shape[0]
+    k, s, pads = _pool_common(a, node, in_shape)
     W = np.full((C, 1) + k, 1.0 / (k[0] * k[1]))
-    dn = lax.conv_dimension_numbers((1,) + b.shapes[b.ids[x]], W.shape, ("NCHW", "OIHW", "NCHW"))
-    b.add(Conv(W, np.zeros((C, 1, 1)), s, pads, (1, 1), (1, 1), dn, C), [x], node.output[0])
+    dn = lax.conv_dimension_numbers((1,) + in_shape, W.shape, ("NCHW", "OIHW", "NCHW"))
+    conv = Conv(W, np.zeros((C, 1, 1)), s, pads, (1, 1), (1, 1), dn, C)
+    if all(p == (0, 0) for p in pads) or a.get("count_include_pad", 0):
+        b.add(conv, [x], node.output[0])
+        return
+    ones = jnp.ones((1, 1) + in_shape[1:], jnp.float32)
+    count = np.asarray(lax.conv_general_dilated(ones, jnp.ones((1, 1) + k, jnp.float32), s, pads))[0]   # [1, Ho, Wo]
+    summed = b.add(conv, [x], None)
+    b.add(Affine(k[0] * k[1] / count.astype(np.float64), np.zeros((1, 1, 1))), [summed], node.output[0])
+
+
+def _leaky_relu(b, node, a):
+    """alpha x + (1 - alpha) relu(x): ReLU, two Affine scales and an Add (piecewise affine, as the bounds read it)."""
+    x = node.input[0]
+    alpha = float(a.get("alpha", 0.01))
+    tail = (1,) * len(b.shapes[b.ids[x]])
+    r = b.add(ReLU(), [x], None)
+    pos = b.add(Affine(np.full(tail, 1.0 - alpha), np.zeros(tail)), [r], None)
+    lin = b.add(Affine(np.full(tail, alpha), np.zeros(tail)), [x], None)
+    b.add(Add(), [pos, lin], node.output[0])
+
+
+def _clip(b, node, a):
+    """clip(x, lo, hi) = lo + relu(x - lo) - relu(x - hi) (and the one-sided forms), from scalar constant bounds
+    (inputs 2 and 3 from opset 11, attributes min / max before)."""
+    x = node.input[0]
+    bounds = []
+    for i, name in ((1, "min"), (2, "max")):
+        if len(node.input) > i and node.input[i]:
+            if node.input[i] not in b.consts or np.size(b.consts[node.input[i]]) != 1:
+                _fail(node, f"the {name} bound must be a scalar constant")
+            bounds.append(float(np.asarray(b.consts[node.input[i]]).reshape(())))
+        else:
+            v = a.get(name)
+            bounds.append(None if v is None or abs(v) >= 3.0e38 else float(v))
+    lo, hi = bounds
+    if lo is not None and hi is not None and lo > hi:
+        _fail(node, f"min {lo} > max {hi}")
+    tail = (1,) * len(b.shapes[b.ids[x]])
+    c = lambda v: np.full(tail, float(v))  # noqa: E731
+    if lo is None and hi is None:
+        b.ids[node.output[0]] = b.ids[x]
+        return
+    if hi is None:                                                   # lo + relu(x - lo)
+        r = b.add(ReLU(), [b.add(Affine(c(1), c(-lo)), [x], None)], None)
+        b.add(Affine(c(1), c(lo)), [r], node.output[0])
+        return
+    if lo is None:                                                   # hi - relu(hi - x)
+        r = b.add(ReLU(), [b.add(Affine(c(-1), c(hi)), [x], None)], None)
+        b.add(Affine(c(-1), c(hi)), [r], node.output[0])
+        return
+    up = b.add(ReLU(), [b.add(Affine(c(1), c(-lo)), [x], None)], None)
+    over = b.add(ReLU(), [b.add(Affine(c(1), c(-hi)), [x], None)], None)
+    neg = b.add(Affine(c(-1), c(lo)), [over], None)
+    b.add(Add(), [up, neg], node.output[0])
 
 
 def _batchnorm(b, node, a):
@@ -359,7 +413,7 @@ OPS = {
     "AveragePool": _avgpool, "BatchNormalization": _batchnorm, "Flatten": _flatten, "Reshape": _reshape,
     "Transpose": _transpose, "Concat": _concat, "Constant": _constant, "Identity": _alias, "Dropout": _alias,
     "Shape": _shape, "Gather": _gather, "Unsqueeze": _unsqueeze, "Greater": _greater, "Where": _where,
-    "GlobalAveragePool": _global_avgpool,
+    "GlobalAveragePool": _global_avgpool, "LeakyRelu": _leaky_relu, "Clip": _clip,
 }
 
 
