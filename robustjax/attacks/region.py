@@ -95,16 +95,18 @@ def search_init(z0, d0) -> SearchState:
                        0, 0, 0, 0, 0)
 
 
-def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx):
+def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx, known: dict | None = None):
     """Active-set solve of min ||z - x||_p over Q(y), G0 z >= h0 and the box.
 
-    Returns (None, solves, rows) when infeasible or no better than best_d, else ((z, the region rows used,
-    unit normals `[k, d]` of the region faces binding at z), solves, rows)."""
+    known: region rows of y already fetched {index: row `[d]`}, read and extended (one dict per region
+    serves all its targets). Returns (None, solves, rows) when infeasible or no better than best_d, else
+    ((z, the region rows used, unit normals `[k, d]` of the region faces binding at z), solves, rows)."""
     sigma = np.sign(sw_y)
     live = sigma != 0
     scale = np.maximum(np.abs(sw_y).max(initial=0.0), 1e-12)
     idx = np.asarray(sorted(set(int(i) for i in seed_idx) & set(np.flatnonzero(live).tolist())), np.int64)
     y_j = jnp.asarray(y)
+    known = {} if known is None else known
     cache = np.zeros((0, pb.x.size))
     lam = None
     n_qp = n_rows = 0
@@ -112,9 +114,12 @@ def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx):
     for _ in range(pb.max_rounds):
         if len(idx) > len(cache):
             new = idx[len(cache):]
-            parts = [np.asarray(pb.oracle.rows(y_j, jnp.asarray(pad_rows_index(new[k:k + ROW_CHUNK]))))
-                     [:len(new[k:k + ROW_CHUNK])] for k in range(0, len(new), ROW_CHUNK)]
-            cache = np.concatenate([cache] + [q.astype(np.float64) for q in parts])
+            fetch = np.asarray([i for i in new if int(i) not in known], np.int64)
+            for k in range(0, len(fetch), ROW_CHUNK):
+                part = fetch[k:k + ROW_CHUNK]
+                got = np.asarray(pb.oracle.rows(y_j, jnp.asarray(pad_rows_index(part))))[:len(part)]
+                known.update(zip(part.tolist(), got.astype(np.float64)))
+            cache = np.concatenate([cache, np.stack([known[int(i)] for i in new])])
         S = sigma[idx][:, None] * cache
         b = -sigma[idx] * (sw_y[idx] - cache @ y)   # sigma (s(y) + J (z - y)) >= 0  <=>  S z >= b
         nrm = np.maximum(np.linalg.norm(S, axis=1), 1e-12)
@@ -182,6 +187,7 @@ def search_step(pb: Problem, s: SearchState, key, n: int, trace: list | None = N
     traj = np.empty(n)
     for r in range(n):
         order = np.argsort(lb[r])[:pb.max_targets]
+        known = {}
         for t in order:
             if lb[r, t] >= best_d * (1 - 1e-6):
                 break
@@ -189,7 +195,7 @@ def search_step(pb: Problem, s: SearchState, key, n: int, trace: list | None = N
             bt = -(outn[r, t] - outn[r, pb.c] - wt @ Yn[r])
             nt = max(np.linalg.norm(wt), 1e-30)
             sol, q, k = region_solve(pb, Yn[r], swn[r], (wt / nt)[None], np.array([(bt + 1e-6 * nt) / nt]),
-                                     best_d, seed_idx)
+                                     best_d, seed_idx, known)
             n_qp, n_rows = n_qp + q, n_rows + k
             if sol is None:
                 continue
