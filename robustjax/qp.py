@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 OPTIMAL, INFEASIBLE, MAX_ITER = 0, 1, 2
-_WORK_ROWS = 64         # Newton systems on at most this many gathered rows (all m when more multipliers move)
+_WORK_ROWS = 64         # Newton systems on max(this, m / 2) gathered rows (all m when more multipliers move)
 _MIN_STEP = 2.0 ** -40   # the Armijo search along the projection arc halves the step down to this
 _ARMIJO = 1e-4
 
@@ -86,7 +86,7 @@ def min_l2(x, G, h, lo, hi, mask=None, lam0=None, *, max_iter: int = 100, tol: f
 
     def newton(work, free, g, reg):
         """The Newton direction on the multipliers in `work` (zero elsewhere): (G_W diag(free) G_W^T + reg I)
-        d_W = -g_W, on a gathered block of _WORK_ROWS rows when the work set fits, else on all m."""
+        d_W = -g_W, on a gathered block of n_work rows when the work set fits, else on all m."""
         def solve(Gw, gw, valid):
             Hw = (Gw * free) @ Gw.T
             Hw = jnp.where(valid[:, None] & valid[None, :], Hw, 0) + jnp.diag(jnp.where(valid, reg, 1.0))
@@ -127,7 +127,7 @@ def min_l2(x, G, h, lo, hi, mask=None, lam0=None, *, max_iter: int = 100, tol: f
         new = jnp.where(stuck, lam, cand)
         return (it + 1, new) + kkt(new) + (stuck,)
 
-    n_work = min(m, _WORK_ROWS)
+    n_work = min(m, max(_WORK_ROWS, m // 2))
     init = (jnp.int32(0), lam) + kkt(lam) + (jnp.bool_(False),)
     it, lam, z, _, _, res, infeasible, _ = jax.lax.while_loop(cond, body, init)
     status = jnp.where(res <= tol, OPTIMAL, jnp.where(infeasible, INFEASIBLE, MAX_ITER))
