@@ -29,7 +29,7 @@ classes' basins; `processes` spreads examples over worker processes with `robust
 
 Guarantees: every returned example is clipped to the box and re-verified with the real model (`finalize`);
 the distance is an upper bound on the minimal adversarial distance, never below it; and it is never above
-the distance of the cheap attacks it starts from (DeepFool, DDN and minimal PGD in l_p, re-verified by
+the distance of the cheap attacks it starts from (DeepFool, DDN-1000 and minimal PGD in l_p, re-verified by
 their own `finalize`; not when x_start replaces them): per example the closer point is kept (`keep_best`).
 """
 from __future__ import annotations
