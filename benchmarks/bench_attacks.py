@@ -389,10 +389,10 @@ def main():
                                                                    if v['at'] else "")
                       for k, v in TRAIN.items()),
                   region_note=f"robustjax.attacks.region, n_regions={args.n_regions} and its defaults: starts "
-                              f"from the best of DeepFool, DDN and minimal PGD per example (never returned worse "
+                              f"from the best of DeepFool, DDN-1000 and minimal PGD per example (never returned worse "
                               f"than them) and the nearest differently classified training point; then searches "
-                              f"from targeted starts of every other class (K = 10), about n_regions / 5 regions "
-                              f"each, and a final search from the winner; norms "
+                              f"from targeted starts of other classes (all 9 in l1 and l_inf, 3 in l2), about "
+                              f"n_regions / 5 regions each, and a final search from the winner; norms "
                               f"{[_pn(p) for p in args.region_norms]}; {args.region_processes} worker process(es), "
                               f"time per example = a worker's wall time for it (the cheap starts run in the parent "
                               f"and are not included)",
