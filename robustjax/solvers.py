@@ -80,6 +80,20 @@ def _highs_lp(x, G, rhs, dlo, dhi, p):
     return res.x[:d] if p == np.inf else res.x[:d] - res.x[d:]
 
 
+def min_l2(x, G, h, lo, hi, lam0=None):
+    """The p = 2 problem of `solve_min_norm` by `robustjax.qp.solve` (rows scaled to unit norm; lam0 `[m]` a
+    warm start for the multipliers of those scaled rows), OSQP where it reaches its iteration limit.
+    Returns (z `[d]` or None when infeasible, the multipliers `[m]` of the scaled rows: the next warm start)."""
+    G, h = np.asarray(G, np.float64), np.asarray(h, np.float64)
+    scale = np.maximum(np.linalg.norm(G, axis=1), 1e-300)
+    z, lam, status = qp.solve(x, G / scale[:, None], h / scale, lo, hi, lam0)
+    if status == qp.OPTIMAL:
+        return z, lam
+    if status == qp.INFEASIBLE:
+        return None, lam
+    return solve_min_norm(x, G, h, lo, hi, 2, qp_solver="osqp"), lam
+
+
 def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs", qp_solver: str = "dual"):
     """min ||z - x||_p s.t. G z >= h, lo <= z <= hi; x `[d]`, G `[m, d]`, h `[m]`, lo/hi `[d]`.
 
@@ -107,12 +121,7 @@ def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs", qp_solver: s
         sol = _highs_lp(x, G, rhs, dlo, dhi, p)
         return None if sol is None else x + sol
     if p == 2 and qp_solver == "dual":
-        scale = np.maximum(np.linalg.norm(G, axis=1), 1e-300)
-        z, _, status = qp.solve(x, G / scale[:, None], h / scale, lo, hi)
-        if status == qp.OPTIMAL:
-            return z
-        if status == qp.INFEASIBLE:
-            return None
+        return min_l2(x, G, h, lo, hi)[0]
     if p == 2:
         A = sp.vstack([sp.eye(d), sp.csr_matrix(G)])
         sol = _osqp(sp.eye(d), np.zeros(d), A, np.concatenate([dlo, rhs]), np.concatenate([dhi, inf]))

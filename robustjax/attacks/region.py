@@ -43,13 +43,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax import parallel, qp, validate
+from robustjax import parallel, validate
 from robustjax.attacks.region_oracle import ROW_CHUNK, RegionOracle, make_oracle, pad_rows_index
 from robustjax.attacks.region_starts import (cheap_attacks, nearest_other_class, start_points, targeted_starts,
                                             verified)
 from robustjax.attacks.result import AttackResult, check_inputs, finalize, keep_best
 from robustjax.geometry import Box, as_box, check_norm, halfspace_box_distance, lp_norm, vector_norm
-from robustjax.solvers import LP_SOLVERS, QP_SOLVERS, solve_min_norm
+from robustjax.solvers import LP_SOLVERS, QP_SOLVERS, min_l2, solve_min_norm
 
 
 class Problem(NamedTuple):
@@ -126,9 +126,7 @@ def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx, known: dict | N
         G = np.concatenate([G0, S / nrm[:, None]])
         h = np.concatenate([h0, b / nrm])
         if pb.p == 2 and pb.qp_solver == "dual":       # warm-started from the last round's multipliers
-            z, lam, status = qp.solve(pb.x, G, h, pb.lo, pb.hi, lam)
-            z = None if status == qp.INFEASIBLE else z if status == qp.OPTIMAL else \
-                solve_min_norm(pb.x, G, h, pb.lo, pb.hi, 2, qp_solver="osqp")
+            z, lam = min_l2(pb.x, G, h, pb.lo, pb.hi, lam)
         else:
             z = solve_min_norm(pb.x, G, h, pb.lo, pb.hi, pb.p, lp_solver=pb.lp_solver, qp_solver=pb.qp_solver)
         n_qp, n_rows = n_qp + 1, n_rows + len(idx)

@@ -189,6 +189,6 @@ def targeted_starts(oracle: RegionOracle, x, c, lo, hi, p, *, exclude, top, step
         r = fab(oracle.logits, np.tile(x.astype(np.float32), (n, 1)), np.full(n, c), p=p, key=jax.random.key(c),
                 box=Box(np.tile(lo.astype(np.float32), (n, 1)), np.tile(hi.astype(np.float32), (n, 1))),
                 target=np.asarray(targets), steps=fab_steps)
-        calls += int(np.sum(r.model_calls)) if np.ndim(r.model_calls) else int(r.model_calls) * n
+        calls += int(np.sum(r.model_calls))
         add(np.asarray(r.x_adv, np.float64)[r.success])
     return sorted(found.values(), key=lambda s: s[1])[:top], calls
