@@ -93,8 +93,13 @@ def save(args, rows, answers, *, finished: bool):
     runs = [dict(meta=meta, rows=rows)]
     if args.merge and out.exists():
         old = json.loads(out.read_text())
-        kept = [r for r in old.get("runs", [old])
-                if (r["meta"].get("nets", "relu,sigmoid"), r["meta"].get("skip", 0)) != (args.nets, args.skip)]
+        def span(meta):
+            skip = meta.get("skip", 0)
+            return set(range(skip, skip + meta["per_net"] if meta.get("per_net") else 36))
+        new = span(vars(args))
+        kept = [r for r in old.get("runs", [old])          # runs of other nets, or of other instances of these nets
+                if not (set(r["meta"].get("nets", "relu,sigmoid").split(",")) & set(args.nets.split(",")))
+                or not (span(r["meta"]) & new)]
         runs = kept + runs
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(runs=runs), indent=1, default=float))

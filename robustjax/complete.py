@@ -43,7 +43,8 @@ class PropertyResult(NamedTuple):
     counterexample: `[*input_shape]` float64 point (None unless status is 'counterexample'); outputs: its logits.
     lower_bound: the best proven lower bound of min over the box of the safety margin (> 0 proves the property;
       the margin of a disjunct is the largest of b - A f over its rows, negated: see `Property.unsafe_margin`).
-    stage: what decided ('pgd', 'region', 'crown', 'alpha-crown', 'bab', or '' when undecided).
+    stage: what decided ('pgd', 'region', 'crown', 'alpha-crown', 'refine' (alpha-CROWN on MILP-refined
+      intermediate bounds), 'milp', 'bab', or '' when undecided).
     domains: branch-and-bound subdomains bounded. time_s: wall time.
     """
     status: str
@@ -150,13 +151,17 @@ def _region_falsify(graph, prop, key):
 
 
 class _BaB:
-    """Batched branch and bound over ReLU splits: intermediate bounds fixed at the root's (clamped at the splits
-    and tightened by IBP), the output bound by beta-CROWN: per-row ReLU slopes (alpha) and one multiplier per
-    split unit (beta >= 0, the Lagrangian term -beta * sign * z of the split constraint sign * z >= 0) optimized
-    by `steps` projected Adam steps per batch. Every iterate is a sound bound on the subdomain (Wang et al.,
-    "Beta-CROWN", NeurIPS 2021, Theorem 3.1); the best per row is kept."""
+    """Batched branch and bound over ReLU splits. Intermediate bounds of a subdomain: intermediate="crown"
+    re-bounds every node by CROWN with the split units clamped (so a split in an early layer tightens every
+    later layer), intersected with the root's; "ibp" clamps the root's bounds and tightens them by IBP only.
+    The output bound by beta-CROWN: per-row ReLU slopes (alpha) and one multiplier per split unit (beta >= 0,
+    the Lagrangian term -beta * sign * z of the split constraint sign * z >= 0) optimized by `steps` projected
+    Adam steps per batch. Every iterate is a sound bound on the subdomain (Wang et al., "Beta-CROWN", NeurIPS
+    2021, Theorem 3.1); the best per row is kept. branching: "babsr" splits the unit whose relaxation costs the
+    output bound most (BaBSR's score); "shallow" the best-scoring unit of the earliest layer that has unstable
+    units (on deep nets a split there tightens every later layer's bounds)."""
 
-    def __init__(self, graph, prop, root_bounds, batch, steps=20, lr=0.1):
+    def __init__(self, graph, prop, root_bounds, batch, steps=20, lr=0.1, intermediate="crown", branching="shallow"):
         self.graph = graph
         self.A, self.b, self.group = _spec(prop)
         self.G = len(prop.unsafe)
@@ -164,7 +169,7 @@ class _BaB:
         self.shapes = crown.node_shapes(graph, graph.input_shape)
         self.root = root_bounds
         self.batch = batch
-        self.steps, self.lr = steps, lr
+        self.steps, self.lr, self.intermediate, self.branching = steps, lr, intermediate, branching
         lo, hi = jnp.asarray(prop.lo), jnp.asarray(prop.hi)
         self.set1 = (0.5 * (lo + hi), hi - lo, lo, hi)
         self._fn = jax.jit(self._bound)
@@ -176,7 +181,14 @@ class _BaB:
                            jnp.broadcast_to(hi, (B,) + hi.shape), np.inf)
         parent = [crown.Interval(jnp.broadcast_to(b.lo, (B,) + b.lo.shape[1:]), jnp.broadcast_to(b.hi, (B,) + b.hi.shape[1:]))
                   for b in self.root]
-        bounds, infeasible = crown.refine(self.graph, parent, splits)
+        if self.intermediate == "crown":
+            bounds, _, _ = crown.intermediate_bounds(self.graph, s, self.shapes, chunk=B * 2 * max(
+                int(np.prod(self.shapes[z])) for _, z in self.relus), given=parent, splits=splits)
+            infeasible = jnp.zeros((B,), bool)
+            for v in bounds:
+                infeasible |= jnp.any((v.lo > v.hi).reshape(B, -1), -1)
+        else:
+            bounds, infeasible = crown.refine(self.graph, parent, splits)
         relax = crown.relaxations_for(self.graph, bounds)
         C = jnp.broadcast_to(jnp.asarray(self.A), (B,) + self.A.shape)
         m, last, count = C.shape[1], len(self.graph.nodes), crown.n_ops(self.shapes)
@@ -201,13 +213,16 @@ class _BaB:
         _, Lin = passes(params, record)
         x_star = jnp.where(Lin.reshape(B, m, -1) > 0, s.lo[:, None], s.hi[:, None])
         scores = {}
-        for k, z in self.relus:
+        for depth, (k, z) in enumerate(self.relus):
             l, u = bounds[z].lo, bounds[z].hi
             unstable = (l < 0) & (u > 0) & (splits[z] == 0)
             intercept = jnp.where(unstable, u * (-l) / jnp.where(unstable, u - l, 1.0), 0.0)
             lam = record.get(k)
             w = jnp.sum(jnp.maximum(-lam, 0.0), 1) if lam is not None else jnp.ones_like(l)
-            scores[z] = jnp.where(unstable, w * intercept + 1e-12 * intercept, -1.0)
+            score = w * intercept + 1e-12 * intercept
+            if self.branching == "shallow":     # the earliest layer with an unstable unit first, BaBSR within it
+                score = (len(self.relus) - depth) + score / (1.0 + score)
+            scores[z] = jnp.where(unstable, score, -1.0)
         return low, infeasible, x_star, scores
 
     def bound(self, splits: list):
@@ -228,7 +243,8 @@ class _BaB:
 def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
                     falsify_restarts: int = 64, falsify_steps: int = 50, bab_batch: int = 64,
                     milp_max_unstable: int = 400, milp_share: float = 0.5, alpha_steps: int = 20,
-                    alpha_lr: float = 0.1, bab_steps: int = 20,
+                    alpha_lr: float = 0.1, bab_steps: int = 20, refine_layers: int = 0, refine_time: float = 2.0,
+                    refine_share: float = 0.4, bab_intermediate: str = "crown", bab_branching: str = "shallow",
                     progress: bool = False) -> PropertyResult:
     """Decides a property of a network within time_limit seconds (see the module docstring).
 
@@ -237,6 +253,10 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
     """
     t0 = time.perf_counter()
     time_limit = validate.positive_float(time_limit, "time_limit")
+    for name, value, allowed in (("bab_intermediate", bab_intermediate, ("crown", "ibp")),
+                                 ("bab_branching", bab_branching, ("shallow", "babsr"))):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     deadline = t0 + time_limit
     graph = _as_graph(net, spec)
     K = crown.node_shapes(graph, graph.input_shape)[-1][0]
@@ -284,6 +304,16 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
             rounds.append((m, more))            # no branching for smooth nets: spend the time on more steps
     if not branches:
         return done("unknown", "", best)
+    if refine_layers > 0 and time.perf_counter() < deadline:
+        stop = time.perf_counter() + refine_share * (deadline - time.perf_counter())
+        refined = _refine_stage(graph, prop, root, x0, box, A, refine_layers, refine_time, stop, log)
+        if refined is not None and time.perf_counter() < deadline:
+            low, root = _root_bounds(graph, x0, box, A, alpha_steps if method == "alpha-crown" else 0, alpha_lr,
+                                     given=refined)
+            best = max(best, float(_safety(low - b, group, len(prop.unsafe))[0]))
+            log(f"{method} on the refined bounds: lower bound {best:.4g}")
+            if best > 0:
+                return done("verified", "refine", best)
     shapes = crown.node_shapes(graph, graph.input_shape)
     milp = _milp_stage(graph, prop, root, milp_max_unstable, deadline, log, milp_share)
     if milp is not None:
@@ -298,7 +328,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
             return done("timeout" if milp.status == "time_limit" else "unknown", "", best)
         log("MILP undecided in its share of the time: branch and bound")
     with jax.enable_x64(True):
-        bab = _BaB(graph, prop, root, bab_batch, bab_steps)
+        bab = _BaB(graph, prop, root, bab_batch, bab_steps, intermediate=bab_intermediate, branching=bab_branching)
         zero = {z: np.zeros((1,) + tuple(shapes[z]), np.int8)[0] for _, z in bab.relus}
         safety, _, cand, scores = bab.bound([zero])
         heap = [(float(safety[0]), 0, zero, {z: scores[z][0] for z in scores})]
@@ -343,16 +373,46 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         return done("verified", "bab", 0.0, domains=domains)
 
 
-def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1):
+def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1, given=None):
     """(lower bounds `[1, m]` of A f over the box, every node's bounds) in float64: CROWN (alpha_steps = 0) or
     alpha-CROWN with every intermediate bound's and the output's slopes optimized by alpha_steps projected Adam
-    steps (`propagate.compiled`: one program per graph for any step count)."""
+    steps (`propagate.compiled`: one program per graph for any step count). given: known bounds of every node
+    (e.g. the refinement stage's), intersected as they are computed."""
     with jax.enable_x64(True):
         s = propagate.input_set(x0, np.inf, np.inf, box)
         fn = propagate.compiled(graph, "alpha-crown" if alpha_steps > 0 else "crown", np.inf,
                                 alpha_intermediate=True, alpha_lr=lr)
-        low, bounds = fn(alpha_steps, s.center, s.eps, s.lo, s.hi, jnp.asarray(A[None], jnp.float64))
+        if given is not None:
+            given = [crown.Interval(jnp.asarray(v.lo, jnp.float64), jnp.asarray(v.hi, jnp.float64)) for v in given]
+        low, bounds = fn(alpha_steps, s.center, s.eps, s.lo, s.hi, jnp.asarray(A[None], jnp.float64), given=given)
         return np.asarray(low), [crown.Interval(np.asarray(v.lo), np.asarray(v.hi)) for v in bounds]
+
+
+def _refine_stage(graph, prop, root, x0, box, A, n_layers: int, unit_time: float, deadline, log):
+    """ERAN-style MILP refinement (`verify.tighten_bounds_milp`) of the unstable pre-activations of the 2nd to
+    (n_layers + 1)-th ReLU layers of a chain, in order, each followed by CROWN with the refined bounds given, so
+    that the next layer's MILP and every later bound use them; until `deadline`. Returns the new bounds of every
+    node, or None for a graph that is not a chain of Dense / Affine / ReLU / Flatten layers."""
+    from robustjax import verify
+    try:
+        layers = verify.chain_layers(graph, "verify_property")
+    except ValueError:
+        return None
+    pre = [k - 1 for k, layer in enumerate(layers) if isinstance(layer, ReLU) and k > 0][1:1 + n_layers]
+    root = list(root)
+    for j in pre:
+        if time.perf_counter() > deadline:
+            break
+        flat = [(np.asarray(v.lo[0], np.float64).reshape(-1), np.asarray(v.hi[0], np.float64).reshape(-1))
+                for v in root[1:]]
+        before = int(np.sum((flat[j][0] < 0) & (flat[j][1] > 0)))
+        lo, hi = verify.tighten_bounds_milp(layers, prop.lo, prop.hi, flat, j, time_limit=unit_time,
+                                            deadline=deadline)
+        shape = root[j + 1].lo.shape
+        root[j + 1] = crown.Interval(lo.reshape(shape), hi.reshape(shape))
+        _, root = _root_bounds(graph, x0, box, A, 0, given=root)
+        log(f"MILP refinement of layer {j}: unstable {before} -> {int(np.sum((lo < 0) & (hi > 0)))}")
+    return root
 
 
 def _milp_stage(graph, prop, root, max_unstable, deadline, log, share: float = 1.0):

@@ -45,7 +45,8 @@ def test_decisions_agree_with_the_exact_milp_distance():
     assert {"verified", "counterexample"} <= seen
 
 
-def test_branch_and_bound_decides_what_crown_cannot():
+@pytest.mark.parametrize("branching,intermediate", [("shallow", "crown"), ("babsr", "ibp")])
+def test_branch_and_bound_decides_what_crown_cannot(branching, intermediate):
     g = _net(3, (4, 16, 16, 2))
     rng = np.random.default_rng(4)
     x = rng.uniform(0.3, 0.7, (8, 4))
@@ -57,16 +58,19 @@ def test_branch_and_bound_decides_what_crown_cannot():
         d = verify.min_adversarial_milp(list(g.layers), x[i], int(y[i]), p=np.inf, time_limit=30).distance
         eps = 0.97 * d
         res = complete.verify_property(g, (np.clip(x[i] - eps, 0, 1), np.clip(x[i] + eps, 0, 1)), int(y[i]),
-                                       time_limit=60, bab_batch=16, milp_max_unstable=0)
+                                       time_limit=60, bab_batch=16, milp_max_unstable=0, bab_branching=branching,
+                                       bab_intermediate=intermediate)
         assert res.status in ("verified", "unknown", "timeout"), res
         used_bab |= res.stage == "bab"
     assert used_bab, "no instance needed branch and bound: the test lost its point"
 
 
-def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point():
-    """The branch-and-bound bound of a subdomain (root bounds clamped at the splits, alpha and beta optimized)
-    never exceeds the safety margin of a sampled point that satisfies the subdomain's splits, and the optimized
-    bound is never below the unoptimized one."""
+@pytest.mark.parametrize("intermediate", ["crown", "ibp"])
+def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point(intermediate):
+    """The branch-and-bound bound of a subdomain (intermediate bounds re-bounded by CROWN with the splits known,
+    or the root's clamped and tightened by IBP; alpha and beta optimized) never exceeds the safety margin of a
+    sampled point that satisfies the subdomain's splits, and the optimized bound is never below the unoptimized
+    one. With CROWN, every node's subdomain bounds contain every such point's values."""
     import jax
     from robustjax.bounds import crown
     g = _net(7, (4, 10, 10, 10, 3))
@@ -76,8 +80,8 @@ def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point():
     prop = complete.as_property((lo, hi), y, 3)
     with jax.enable_x64(True):
         _, root = complete._root_bounds(g, x[None], (lo[None], hi[None]), complete._spec(prop)[0], 10)
-        plain = complete._BaB(g, prop, root, 16, steps=0)
-        beta = complete._BaB(g, prop, root, 16, steps=30)
+        plain = complete._BaB(g, prop, root, 16, steps=0, intermediate=intermediate)
+        beta = complete._BaB(g, prop, root, 16, steps=30, intermediate=intermediate)
     pts = np.random.default_rng(0).uniform(lo, hi, (5000, 4))
     pre = {}
     h = pts
@@ -112,6 +116,18 @@ def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point():
             checked += 1
     assert checked == len(masks)
     assert np.mean(low1 - low0) > 0, "beta and alpha never tightened a bound: the test lost its point"
+    if intermediate == "crown":
+        with jax.enable_x64(True):
+            s = crown.InputSet(np.full((1, 4), 0.5), np.full((1,), 1e30), lo[None], hi[None], np.inf)
+            shapes = crown.node_shapes(g, g.input_shape)
+            for sp, ok in zip(splits, masks):
+                bounds, _, _ = crown.intermediate_bounds(g, s, shapes, given=root,
+                                                         splits={z: v[None] for z, v in sp.items()})
+                for k in pre:
+                    assert np.all(pre[k][ok] >= np.asarray(bounds[k].lo[0]) - 1e-9), k
+                    assert np.all(pre[k][ok] <= np.asarray(bounds[k].hi[0]) + 1e-9), k
+                tighter = [np.all(np.asarray(bounds[k].lo) >= root[k].lo - 1e-12) for k in pre]
+                assert all(tighter)
 
 
 def test_property_milp_decides_exactly_at_the_minimal_distance():
@@ -221,5 +237,7 @@ def test_bad_input_is_named():
         complete.verify_property(g, (np.zeros(5), np.ones(5)), 4)
     with pytest.raises(ValueError, match="the property has 4 inputs, the network 5"):
         complete.verify_property(g, (np.zeros(4), np.ones(4)), 0)
+    with pytest.raises(ValueError, match="bab_branching must be one of"):
+        complete.verify_property(g, (np.zeros(5), np.ones(5)), 0, bab_branching="fsb")
     with pytest.raises(ValueError, match="time_limit"):
         complete.verify_property(g, (np.zeros(5), np.ones(5)), 0, time_limit=-1)

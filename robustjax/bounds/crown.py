@@ -229,7 +229,8 @@ def _identity_rows(shape, rows, B, dtype):
 
 
 def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "crown", chunk: int = 1024,
-                        slopes: dict | None = None, arith=None, alpha_steps: int = 0, alpha_lr: float = 0.1):
+                        slopes: dict | None = None, arith=None, alpha_steps: int = 0, alpha_lr: float = 0.1,
+                        given: list | None = None, splits: dict | None = None):
     """(bounds of every node `[Interval]`, relaxations of every nonlinear node, local rounding errors) over the
     input set.
 
@@ -237,7 +238,11 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
     Lambda = I (in chunks of `chunk` rows), intersected with IBP. alpha_steps > 0: every row's own lower slopes
     of the ReLUs below it are optimized by that many projected Adam steps (alpha-CROWN's optimized intermediate
     bounds; the best iterate per row is kept, so never looser than CROWN). arith: the dtype of the arithmetic the
-    bounds hold for (the network evaluated in it; None: exact arithmetic)."""
+    bounds hold for (the network evaluated in it; None: exact arithmetic). given: known bounds of every node
+    `[Interval]` (e.g. tightened by MILP), intersected with each node's as it is computed, so that every later
+    node's bounds and relaxations use them. splits: ReLU splits as in `refine` (node id -> `[B, *shape]` in
+    {-1, 0, 1}), the split units' intervals clamped as they are computed: bounds over the subdomain, every later
+    node re-bounded with the splits known (an empty interval marks an infeasible subdomain)."""
     lo, hi = s.interval()
     B = lo.shape[0]
     dtype = lo.dtype
@@ -279,6 +284,10 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
             clo, chi = jax.lax.map(rows_bounds, jnp.asarray(chunks))                 # [n_chunks, B, step]
             clo, chi = (jnp.moveaxis(v, 0, 1).reshape(B, -1)[:, :n].reshape(b.lo.shape) for v in (clo, chi))
             b = Interval(jnp.maximum(b.lo, clo), jnp.minimum(b.hi, chi))
+        if given is not None:
+            b = Interval(jnp.maximum(b.lo, given[k].lo), jnp.minimum(b.hi, given[k].hi))
+        if splits is not None and k in splits:
+            b = _clamp(b, splits[k])
         bounds.append(b)
         if isinstance(node.layer, MaxPool):
             relax[k] = _pool_relax(node.layer, bounds[node.inputs[0]])
@@ -374,6 +383,10 @@ def relaxations_for(graph: Graph, bounds, slopes: dict | None = None) -> dict:
     return relax
 
 
+def _clamp(b: Interval, sp) -> Interval:
+    return Interval(jnp.where(sp > 0, jnp.maximum(b.lo, 0.0), b.lo), jnp.where(sp < 0, jnp.minimum(b.hi, 0.0), b.hi))
+
+
 def refine(graph: Graph, bounds, splits: dict):
     """Bounds on a subdomain of ReLU splits: splits maps a ReLU input node id to `[B, *shape]` in {-1, 0, 1}
     (1: the unit is active, z >= 0; -1: inactive, z <= 0). The split units' intervals are clamped and IBP
@@ -385,8 +398,7 @@ def refine(graph: Graph, bounds, splits: dict):
         b = ibp.IBP[type(node.layer)](node.layer, *[out[i] for i in node.inputs])
         b = Interval(jnp.maximum(b.lo, bounds[k].lo), jnp.minimum(b.hi, bounds[k].hi))
         if k in splits:
-            sp = splits[k]
-            b = Interval(jnp.where(sp > 0, jnp.maximum(b.lo, 0.0), b.lo), jnp.where(sp < 0, jnp.minimum(b.hi, 0.0), b.hi))
+            b = _clamp(b, splits[k])
             infeasible |= jnp.any((b.lo > b.hi).reshape(b.lo.shape[0], -1), -1)
         out.append(b)
     return out, infeasible

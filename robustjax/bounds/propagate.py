@@ -89,7 +89,8 @@ def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermedi
     """One jitted program per graph and options: fn(alpha_steps, center, eps, lo, hi, C) -> (spec lower bounds
     `[B, m]`, the bounds of every node), in the dtype of its arguments (float64 under `jax.enable_x64`).
     alpha_steps is an argument, so every step count shares the program. alpha_intermediate (alpha-crown only):
-    every intermediate bound's slopes are optimized too (`crown.intermediate_bounds`), not only the output's."""
+    every intermediate bound's slopes are optimized too (`crown.intermediate_bounds`), not only the output's.
+    given (optional keyword of fn): known bounds of every node `[Interval]`, intersected as they are computed."""
     key = (id(graph), method, p, None if dtype is None else np.dtype(dtype).name, alpha_intermediate, alpha_lr)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is graph:
@@ -98,13 +99,13 @@ def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermedi
     arrays, rebuild = weights_as_arguments(graph)
     alpha = method == "alpha-crown"
 
-    def run(weights, steps, center, eps, lo, hi, C):
+    def run(weights, steps, center, eps, lo, hi, C, given):
         g = rebuild(weights)
         s = crown.InputSet(center, eps, lo, hi, p)
         inner = "ibp" if method in ("ibp", "crown-ibp") else "crown"
         bounds, relax, errors = crown.intermediate_bounds(g, s, shapes, method=inner, arith=dtype,
                                                           alpha_steps=steps if alpha and alpha_intermediate else 0,
-                                                          alpha_lr=alpha_lr)
+                                                          alpha_lr=alpha_lr, given=given)
         if method == "ibp":
             low = crown.ibp_spec_lower(bounds, C)
         elif alpha:
@@ -114,9 +115,9 @@ def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermedi
         return low, bounds
     jitted = jax.jit(run)
 
-    def fn(steps, *args):
+    def fn(steps, center, eps, lo, hi, C, given=None):
         return jitted([jnp.asarray(a, jnp.float64) if np.issubdtype(a.dtype, np.floating) else a for a in arrays],
-                      jnp.asarray(steps, jnp.int32), *args)
+                      jnp.asarray(steps, jnp.int32), center, eps, lo, hi, C, given)
     if len(_CACHE) > 32:
         _CACHE.clear()
     _CACHE[key] = (graph, fn)
