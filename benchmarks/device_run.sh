@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU half of the benchmarks (issue 6; also the cross-Lipschitz step), as run on a lent GPU machine
+# The GPU half of the benchmarks (issue 6; also the cross-Lipschitz step and the batched region attack), as run on a lent GPU machine
 # through the device tool. That machine has no network and its own jax/flax/optax, so osqp travels as a
 # wheel in .whl/ and robustjax runs from the checkout (PYTHONPATH). Results land in $OUT.
 set -uo pipefail
@@ -17,4 +17,8 @@ cp benchmarks/results/parallel_gpu1.json "$OUT/" 2>/dev/null
 [ -n "${SKIP_CL:-}" ] || timeout "${CL_TIMEOUT:-130}" python3 benchmarks/bench_cross_lipschitz.py --skip-variance > "$OUT/cross_lipschitz.log" 2>&1
 echo "bench_cross_lipschitz rc=$?"; sed -n '/^## gpu/,/^$/p' "$OUT/cross_lipschitz.log"; tail -5 "$OUT/cross_lipschitz.log"
 cp benchmarks/results/cross_lipschitz_step.json "$OUT/" 2>/dev/null
+# issue 16: the l2 region attack's sequential vs batched (vmapped) rounds on the GPU, beside the CPU's figures
+[ -n "${SKIP_REGION:-}" ] || timeout "${REGION_TIMEOUT:-300}" python3 benchmarks/bench_region_batched.py --n 8 --regions 100 > "$OUT/region_batched.log" 2>&1
+echo "bench_region_batched rc=$?"; grep -v Warn "$OUT/region_batched.log" | tail -6
+cp benchmarks/results/region_batched_gpu.json benchmarks/region_batched_gpu.md "$OUT/" 2>/dev/null
 exit 0

@@ -10,11 +10,15 @@ output's slopes optimized per row (`alpha_steps` projected Adam steps; nets with
 branched on, get rounds of more steps until the time is spent); (3) for chains of Dense / Affine / ReLU /
 Flatten layers with at most `milp_max_unstable` unstable ReLUs under those bounds: the exact MILP of
 `verify.property_milp` (HiGHS, big-M constants from those bounds) with `milp_share` of the time left; then,
-or otherwise, branch and bound over ReLU splits: the open subdomains with the weakest bounds are split on the unstable unit whose
-relaxation costs the bound most (the BaBSR score), both halves bounded in one batch by beta-CROWN (the root's
-intermediate bounds clamped at the splits and tightened by IBP; per-row slopes and one multiplier per split
-optimized by `bab_steps` Adam steps), until every subdomain is proven, a candidate point violates the
-property, or the time is up.
+or otherwise, branch and bound over ReLU splits: the open subdomains with the weakest bounds are split on an
+unstable unit of the earliest layer that has one (`bab_branching="shallow"`; "babsr": the unit whose relaxation
+costs the bound most anywhere), both halves bounded in one batch by beta-CROWN (every intermediate layer
+re-bounded by CROWN with the splits clamped, `bab_intermediate="crown"`, or the root's bounds clamped and
+tightened by IBP, "ibp"; per-row slopes and one multiplier per split optimized by `bab_steps` Adam steps),
+until every subdomain is proven, a candidate point violates the property, or the time is up. Optional
+(`refine_layers` > 0, chains only): before branching, ERAN's MILP refinement of the intermediate bounds of the
+first hidden layers (`verify.tighten_bounds_milp`, `refine_time` s per unit and side, `refine_share` of the
+time left), then alpha-CROWN on the refined bounds.
 
 Never a wrong answer: 'verified' rests on sound bounds (float64, padded for rounding; see robustjax.bounds),
 'counterexample' only for a point inside the box whose outputs, evaluated in float64 from the network's

@@ -16,7 +16,7 @@ import pytest
 
 from robustjax import models, network, verify
 from robustjax.attacks import Box
-from robustjax.attacks.region import Problem, region, region_solve
+from robustjax.attacks.region import Problem, region, region_solve, region_solve_batch
 from robustjax.attacks.region_oracle import make_oracle, switch_fn
 from robustjax.attacks.region_starts import cheap_attacks
 from robustjax.geometry import halfspace_box_distance, halfspace_box_step, lp_norm
@@ -82,7 +82,8 @@ def test_lp_solvers_agree(p):
 def test_region_problem_equals_a_dense_grid():
     """One region's l2 problem (`region_solve`: the active-set loop over the region rows) on a 2-D ReLU net:
     its optimum equals the closest point of a 801 x 801 grid of the box that has y's pattern and is classified
-    t, up to the grid spacing, and is never above it."""
+    t, up to the grid spacing, and is never above it. `region_solve_batch` (the lockstep, vmapped path) solves all
+    these problems in one call to the same optima."""
     layers = random_net(8, [2, 10, 10, 3])      # two classes share the box
     f = as_logits_fn(layers)
     graph = network.as_graph(layers)._replace(input_shape=(2,))
@@ -108,10 +109,23 @@ def test_region_problem_equals_a_dense_grid():
         w = r.F[:, t] - r.F[:, c]
         pb = Problem(oracle, x, c, np.zeros(2), np.ones(2), 2.0, 10, 6.0, None, 50, "highs")
         sw = oracle.probe(jnp.asarray(y[None], jnp.float32))[1][0]
-        sol, _, _ = region_solve(pb, y, np.asarray(sw, np.float64), (w / np.linalg.norm(w))[None],
-                                 np.array([(r.f0[c] - r.f0[t]) / np.linalg.norm(w)]), np.inf, np.zeros(0))
+        G0, h0 = (w / np.linalg.norm(w))[None], np.array([(r.f0[c] - r.f0[t]) / np.linalg.norm(w)])
+        sol, _, _ = region_solve(pb, y, np.asarray(sw, np.float64), G0, h0, np.inf, np.zeros(0))
         assert sol is not None                              # y itself is feasible
         dist = np.linalg.norm(sol[0] - x)
+        tasks = [(y, np.asarray(sw, np.float64), G0, h0, {})]
+        for y2 in g[rng.choice(np.flatnonzero(pred != c), 3)] + rng.uniform(-4e-4, 4e-4, size=(3, 2)):
+            r2 = network.region_map(graph, y2)
+            t2 = int(np.argmax(verify.forward(layers, y2[None])))
+            w2 = r2.F[:, t2] - r2.F[:, c]
+            sw2 = np.asarray(oracle.probe(jnp.asarray(y2[None], jnp.float32))[1][0], np.float64)
+            tasks.append((y2, sw2, (w2 / np.linalg.norm(w2))[None], np.array([(r2.f0[c] - r2.f0[t2]) / np.linalg.norm(w2)]), {}))
+        one = [region_solve(pb, *task[:4], np.inf, np.zeros(0))[0] for task in tasks]
+        batch, _, _ = region_solve_batch(pb, tasks, np.inf, np.zeros(0))
+        for a, b in zip(one, batch):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_allclose(np.linalg.norm(b[0] - x), np.linalg.norm(a[0] - x), rtol=1e-6, atol=1e-9)
         if ok.any():
             grid = np.min(np.linalg.norm(g[ok] - x, axis=1))
             assert dist <= grid + 1e-6
@@ -162,15 +176,17 @@ def test_within_one_percent_of_milp(p):
     assert compared >= 5
 
 
-def test_within_one_percent_of_exact_l2_2d():
-    """2-8-8-3 ReLU nets: exact <= region <= 1.01 exact (exact by walking all linear regions)."""
+@pytest.mark.parametrize("batched", [False, True])
+def test_within_one_percent_of_exact_l2_2d(batched):
+    """2-8-8-3 ReLU nets: exact <= region <= 1.01 exact (exact by walking all linear regions), with the sequential
+    and the batched (lockstep, vmapped) rounds."""
     compared = 0
     for seed in range(3):
         layers = random_net(seed + 2, [2, 8, 8, 3])
         f = as_logits_fn(layers)
         x = np.random.default_rng(seed + 7).uniform(size=(4, 2)).astype(np.float32)
         labels = np.argmax(verify.forward(layers, x), 1)
-        res = region(f, x, labels, p=2, key=jax.random.key(seed), n_regions=30)
+        res = region(f, x, labels, p=2, key=jax.random.key(seed), n_regions=30, batched=batched)
         check_valid(f, x, labels, res)
         for i in range(4):
             ex = verify.min_adversarial_l2_2d(layers, x[i], int(labels[i]))

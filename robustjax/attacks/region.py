@@ -26,6 +26,9 @@ Per example the search is `search_init` / `search_step` over a `SearchState`; st
 widens the sampling and crosses the binding faces with larger steps (`escape_probes`); then searches from
 targeted starts of every other class (K <= 10; `restart_budget` splits the regions) look into the other
 classes' basins; `processes` spreads examples over worker processes with `robustjax.parallel.map_rows`.
+With `batched` (l2; meant for accelerators) a round's promising (region, target) problems run their
+active-set rounds in lockstep (`region_solve_batch`): one vmapped QP call, one vmapped row fetch and one vmapped
+region check per active-set round for all of them, in place of hundreds of small launches.
 
 Guarantees: every returned example is clipped to the box and re-verified with the real model (`finalize`);
 the distance is an upper bound on the minimal adversarial distance, never below it; and it is never above
@@ -67,6 +70,7 @@ class Problem(NamedTuple):
     max_rounds: int
     lp_solver: str
     qp_solver: str = "dual"
+    batched: bool = False
 
 
 class SearchState(NamedTuple):
@@ -143,6 +147,122 @@ def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx, known: dict | N
     return (z, idx, np.zeros((0, pb.x.size))), n_qp, n_rows
 
 
+def _padded_count(n: int) -> int:
+    """Batch sizes padded to a power of two: few compiled shapes."""
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def _fetch_rows(pb: Problem, states: list):
+    """Every state's region rows idx[len(cache):] into its cache, those not in its `known` fetched in vmapped vjps
+    (`oracle.rows_batch`, ROW_CHUNK rows per region and call); states sharing a `known` (one region) share the
+    fetches."""
+    need = {}
+    for st in states:
+        for i in st["idx"][len(st["cache"]):]:
+            if int(i) not in st["known"]:
+                need.setdefault(id(st["known"]), (st["known"], st["y"], set()))[2].add(int(i))
+    jobs = [(known, y, np.asarray(sorted(rows), np.int64)[k:k + ROW_CHUNK])
+            for known, y, rows in need.values() for k in range(0, len(rows), ROW_CHUNK)]
+    if jobs:
+        P = _padded_count(len(jobs))
+        Y = np.stack([y for _, y, _ in jobs] + [jobs[0][1]] * (P - len(jobs))).astype(np.float32)
+        I = np.stack([pad_rows_index(ix) for _, _, ix in jobs] + [pad_rows_index(jobs[0][2])] * (P - len(jobs)))
+        got = np.asarray(pb.oracle.rows_batch(jnp.asarray(Y), jnp.asarray(I)), np.float64)
+        for (known, _, ix), g in zip(jobs, got):
+            known.update(zip(ix.tolist(), g[:len(ix)]))
+    for st in states:
+        new = st["idx"][len(st["cache"]):]
+        if len(new):
+            st["cache"] = np.concatenate([st["cache"], np.stack([st["known"][int(i)] for i in new])])
+
+
+def _solve_l2_batch(pb: Problem, Gs: list, hs: list, lams: list) -> list:
+    """[(z `[d]` or None when infeasible, multipliers)] of min ||z - x||_2 s.t. G z >= h and the box for every
+    (G, h) (unit-norm rows), in one `qp.min_l2_batch` call (problems padded to a power of two, rows to a common
+    `qp.padded_rows`); OSQP (`solve_min_norm`) for a problem that reaches the iteration limit."""
+    from robustjax import qp
+    T, d = len(Gs), pb.x.size
+    P, mp = _padded_count(T), qp.padded_rows(max(len(G) for G in Gs))
+    Gp, hp, mask, lp = np.zeros((P, mp, d)), np.zeros((P, mp)), np.zeros((P, mp), bool), np.zeros((P, mp))
+    for j, (G, h, lam) in enumerate(zip(Gs, hs, lams)):
+        Gp[j, :len(G)], hp[j, :len(G)], mask[j, :len(G)] = G, h, True
+        if lam is not None:
+            lp[j, :len(lam)] = lam
+    with jax.enable_x64(True):
+        X, LO, HI = (jnp.broadcast_to(jnp.asarray(v, jnp.float64), (P, d)) for v in (pb.x, pb.lo, pb.hi))
+        sol = qp.min_l2_batch(X, jnp.asarray(Gp), jnp.asarray(hp), LO, HI, jnp.asarray(mask), jnp.asarray(lp))
+        z, lam, status = np.asarray(sol.z), np.asarray(sol.lam), np.asarray(sol.status)
+    out = []
+    for j, G in enumerate(Gs):
+        if status[j] == qp.OPTIMAL:
+            out.append((z[j], lam[j, :len(G)]))
+        elif status[j] == qp.INFEASIBLE:
+            out.append((None, lam[j, :len(G)]))
+        else:
+            out.append((solve_min_norm(pb.x, G, hs[j], pb.lo, pb.hi, 2, qp_solver="osqp"), lam[j, :len(G)]))
+    return out
+
+
+def region_solve_batch(pb: Problem, tasks: list, best_d: float, seed_idx) -> tuple[list, int, int]:
+    """`region_solve` for many (region, target) problems at once (p = 2, the dual QP): the active-set rounds run
+    in lockstep, each solving every unfinished problem in one vmapped QP call (`_solve_l2_batch`), fetching
+    their new region rows in vmapped vjps and checking their regions in one vmapped linearization
+    (`oracle.lin_batch`). tasks: [(y `[d]`, sw_y `[n]`, G0 `[k, d]` unit rows, h0 `[k]`, known)], `known` as in
+    region_solve (one dict per region, shared by its targets). Returns ([region_solve's first output per
+    task], solver calls, rows handed to the solver)."""
+    d = pb.x.size
+    states = []
+    for y, sw_y, G0, h0, known in tasks:
+        sigma = np.sign(sw_y)
+        live = sigma != 0
+        idx = np.asarray(sorted(set(int(i) for i in seed_idx) & set(np.flatnonzero(live).tolist())), np.int64)
+        states.append(dict(y=np.asarray(y, np.float64), sw=sw_y, G0=G0, h0=h0, known=known, sigma=sigma, live=live,
+                           scale=max(np.abs(sw_y).max(initial=0.0), 1e-12), idx=idx, cache=np.zeros((0, d)), lam=None))
+    out = [None] * len(tasks)
+    active = list(range(len(tasks)))
+    n_qp = n_rows = 0
+    for _ in range(pb.max_rounds):
+        if not active:
+            break
+        _fetch_rows(pb, [states[i] for i in active])
+        for i in active:
+            st = states[i]
+            S = st["sigma"][st["idx"]][:, None] * st["cache"]
+            b = -st["sigma"][st["idx"]] * (st["sw"][st["idx"]] - st["cache"] @ st["y"])
+            nrm = np.maximum(np.linalg.norm(S, axis=1), 1e-12)
+            st["G"], st["h"] = np.concatenate([st["G0"], S / nrm[:, None]]), np.concatenate([st["h0"], b / nrm])
+        sols = _solve_l2_batch(pb, [states[i]["G"] for i in active], [states[i]["h"] for i in active],
+                               [states[i]["lam"] for i in active])
+        n_qp, n_rows = n_qp + len(active), n_rows + sum(len(states[i]["idx"]) for i in active)
+        kept = []
+        for i, (z, lam) in zip(active, sols):
+            states[i]["lam"], states[i]["z"] = lam, z
+            out[i] = None
+            if z is not None and vector_norm(z - pb.x, 2) < best_d:
+                kept.append(i)
+        if not kept:
+            break
+        P = _padded_count(len(kept))
+        Y = np.stack([states[i]["y"] for i in kept] + [states[kept[0]]["y"]] * (P - len(kept))).astype(np.float32)
+        Z = np.stack([states[i]["z"] for i in kept] + [states[kept[0]]["z"]] * (P - len(kept))).astype(np.float32)
+        lins = np.asarray(pb.oracle.lin_batch(jnp.asarray(Y), jnp.asarray(Z)))
+        active = []
+        for i, li in zip(kept, lins):
+            st, z = states[i], states[i]["z"]
+            viol = (st["sigma"] * li < -1e-6 * st["scale"]) & st["live"]
+            viol[st["idx"]] = False
+            if not viol.any():
+                k0 = len(st["G0"])
+                slack = st["G"][k0:] @ z - st["h"][k0:]
+                binding = slack <= 1e-4 * max(np.linalg.norm(z - pb.x), 1e-9)
+                out[i] = (z, st["idx"], st["G"][k0:][binding])
+                continue
+            st["idx"] = np.concatenate([st["idx"], np.flatnonzero(viol)])
+            out[i] = (z, st["idx"], np.zeros((0, d)))       # the answer if the rounds run out
+            active.append(i)
+    return out, n_qp, n_rows
+
+
 def escape_probes(s: SearchState, x, k: int, most: int) -> list:
     """At most `most` probe points across the incumbent's binding faces at a step growing with the stall
     count k (1e-3, 1e-2, ... of ||z - x||), each face alone and (from k = 2) pairs of faces: a way out of a
@@ -180,33 +300,56 @@ def search_step(pb: Problem, s: SearchState, key, n: int, trace: list | None = N
                                         n_extra, p=pb.p, R=R)
     lb = np.asarray(lb, np.float64)
     Yn, outn, swn, wn = (np.asarray(a, np.float64) for a in (Y, out, sw, w))
-    best, best_d, seed_idx, faces, z_sol = s.best, s.best_d, s.seed_idx, s.faces, s.z_sol
-    calls, n_qp, n_rows = s.calls + n * (1 + out.shape[1]), s.n_qp, s.n_rows
-    traj = np.empty(n)
-    for r in range(n):
-        order = np.argsort(lb[r])[:pb.max_targets]
-        known = {}
-        for t in order:
-            if lb[r, t] >= best_d * (1 - 1e-6):
-                break
+    cur = dict(best=s.best, best_d=s.best_d, seed_idx=s.seed_idx, faces=s.faces, z_sol=s.z_sol, pending=pending,
+               calls=s.calls + n * (1 + out.shape[1]), n_qp=s.n_qp, n_rows=s.n_rows)
+
+    def targets(r):
+        """(G0 `[1, d]`, h0 `[1]`) of region r's promising targets, lowest lower bound first."""
+        for t in np.argsort(lb[r])[:pb.max_targets]:
+            if lb[r, t] >= cur["best_d"] * (1 - 1e-6):
+                return
             wt = wn[r, t]
             bt = -(outn[r, t] - outn[r, pb.c] - wt @ Yn[r])
             nt = max(np.linalg.norm(wt), 1e-30)
-            sol, q, k = region_solve(pb, Yn[r], swn[r], (wt / nt)[None], np.array([(bt + 1e-6 * nt) / nt]),
-                                     best_d, seed_idx, known)
-            n_qp, n_rows = n_qp + q, n_rows + k
-            if sol is None:
-                continue
-            z, act, fc = sol
-            cand, dz = verified(pb.oracle, pb.x, pb.c, z, pb.lo, pb.hi, pb.p)
-            calls += pb.oracle.ray_calls
-            if dz < best_d:
-                best, best_d, seed_idx, faces, z_sol = cand, dz, act, fc, z
-                step = 1e-4 * np.linalg.norm(z - pb.x) + 1e-7
-                pending = [z - step * nrm for nrm in fc[:R]]
-        traj[r] = best_d
+            yield (wt / nt)[None], np.array([(bt + 1e-6 * nt) / nt])
+
+    def accept(sol):
+        if sol is None:
+            return
+        z, act, fc = sol
+        cand, dz = verified(pb.oracle, pb.x, pb.c, z, pb.lo, pb.hi, pb.p)
+        cur["calls"] += pb.oracle.ray_calls
+        if dz < cur["best_d"]:
+            step = 1e-4 * np.linalg.norm(z - pb.x) + 1e-7
+            cur.update(best=cand, best_d=dz, seed_idx=act, faces=fc, z_sol=z, pending=[z - step * nrm for nrm in fc[:R]])
+
+    batched = pb.batched and pb.p == 2 and pb.qp_solver == "dual"
+    if batched:           # every promising (region, target) of the round in lockstep (pruned at the round's start)
+        tasks, owner = [], []
+        for r in range(n):
+            known = {}
+            for G0, h0 in targets(r):
+                tasks.append((Yn[r], swn[r], G0, h0, known))
+                owner.append(r)
+        sols, q, k = region_solve_batch(pb, tasks, cur["best_d"], cur["seed_idx"]) if tasks else ([], 0, 0)
+        cur["n_qp"], cur["n_rows"] = cur["n_qp"] + q, cur["n_rows"] + k
+    traj = np.empty(n)
+    for r in range(n):
+        if batched:
+            for sol in (sol for sol, o in zip(sols, owner) if o == r):
+                accept(sol)
+        else:
+            known = {}
+            for G0, h0 in targets(r):
+                sol, q, k = region_solve(pb, Yn[r], swn[r], G0, h0, cur["best_d"], cur["seed_idx"], known)
+                cur["n_qp"], cur["n_rows"] = cur["n_qp"] + q, cur["n_rows"] + k
+                accept(sol)
+        traj[r] = cur["best_d"]
         if trace is not None:
-            trace.append(best)
+            trace.append(cur["best"])
+    best, best_d, seed_idx, faces, z_sol, pending = (cur[k] for k in ("best", "best_d", "seed_idx", "faces",
+                                                                        "z_sol", "pending"))
+    calls, n_qp, n_rows = cur["calls"], cur["n_qp"], cur["n_rows"]
     stall = 0 if best_d < s.best_d * (1 - 1e-9) else s.stall + 1
     return SearchState(best, best_d, seed_idx, tuple(pending), faces, z_sol, stall, s.done + n, calls, n_qp,
                        n_rows), traj
@@ -310,7 +453,7 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, c
         for i in np.flatnonzero(clean == labels):      # misclassified inputs keep x, distance 0
             ti = time.perf_counter()
             pb = Problem(oracle, xf[i], int(labels[i]), lo[i], hi[i], p, o["batch_regions"], o["gamma"],
-                         o["max_targets"], o["max_rounds"], o["lp_solver"], o["qp_solver"])
+                         o["max_targets"], o["max_rounds"], o["lp_solver"], o["qp_solver"], o["batched"])
             K = int(oracle.logits(jnp.asarray(xf[i:i + 1], jnp.float32)).shape[1])
             restarts = (min(K - 1, 3) if p == 2 else K - 1 if K - 1 <= 9 else 3) if o["restarts"] is None \
                 else o["restarts"]
@@ -349,7 +492,7 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
            x_start=None, x_train=None, y_train=None, preacts_fn: Callable | None = None, gamma: float = 6.0,
            max_targets: int | None = None, max_rounds: int = 50, lp_solver: str = "highs", qp_solver: str = "dual",
            restarts: int | None = None, restart_regions: int | None = None, processes: int | None = None,
-           progress: bool = False, snapshots: Sequence[int] = ()) -> AttackResult:
+           progress: bool = False, snapshots: Sequence[int] = (), batched: bool = False) -> AttackResult:
     """The randomized region attack: the closest adversarial point found, clipped to the box, re-verified.
 
     Args:
@@ -386,6 +529,11 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
         progress: a bar over the chunks.
       snapshots: region counts in [1, n_regions] after which the best point so far is recorded (sorted,
         duplicates dropped; the attack itself is the same with or without them).
+      batched: p = 2 with qp_solver "dual": all promising (region, target) problems of a round solved in
+        lockstep, each active-set round one vmapped QP call for all of them (`region_solve_batch`), pruned by
+        the round's starting distance (so more problems than the sequential search, which prunes by the best
+        distance so far, in far fewer launches: meant for accelerators; on the CPU it is slower,
+        benchmarks/region_batched_cpu.md).
 
     Returns:
       AttackResult; distance is a verified upper bound on the minimal l_p distance. info: trajectory
@@ -421,7 +569,7 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
                    max_targets=None if max_targets is None else validate.positive_int(max_targets, "max_targets"),
                    max_rounds=validate.positive_int(max_rounds, "max_rounds"), lp_solver=lp_solver, qp_solver=qp_solver,
                    restarts=restarts, restart_regions=restart_regions or max(batch_regions, n_regions // 5),
-                   snapshots=steps)
+                   snapshots=steps, batched=bool(batched))
     none = np.zeros((n, 0), np.float32)
     starts = none if x_start is None else \
         np.asarray(validate.batch(x_start, "x_start", example_shape=xn.shape[1:]), np.float32).reshape(n, -1)

@@ -73,6 +73,8 @@ class RegionOracle(NamedTuple):
     ray: Callable         # (x, z, c, lo, hi) -> (point [d], found): first adversarial point on x -> z
     round: Callable       # one round of sampled regions: (Y, logits, switches, w, lower bounds)
     ray_calls: int        # model calls of one ray (grid points + bisection steps)
+    lin_batch: Callable   # (Y [T, d], Z [T, d]) -> lin of each pair [T, n]
+    rows_batch: Callable  # (Y [T, d], idx [T, ROW_CHUNK]) -> rows [T, ROW_CHUNK, d]
 
 
 @functools.lru_cache(maxsize=8)
@@ -137,7 +139,7 @@ def make_oracle(logits_fn, preacts_fn, example_shape: tuple, dtype, n_grid: int 
         return Y, out, sw, w, jnp.where(jnp.arange(out.shape[1])[None] == c, jnp.inf, lb)
 
     return RegionOracle(jax.jit(jax.vmap(one_probe)), lin, rows, jax.jit(batched_logits), ray, round_fn,
-                        n_grid + n_bisect)
+                        n_grid + n_bisect, jax.jit(jax.vmap(lin)), jax.jit(jax.vmap(rows)))
 
 
 def pad_rows_index(idx) -> np.ndarray:
