@@ -63,13 +63,15 @@ def _farkas(G, h, lo, hi, lam):
     return jnp.sum(jnp.maximum(a * lo, a * hi)) - mu @ h
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter",))
-def min_l2(x, G, h, lo, hi, mask=None, lam0=None, *, max_iter: int = 100, tol: float = 1e-9) -> QPSolution:
+@functools.partial(jax.jit, static_argnames=("max_iter", "gather"))
+def min_l2(x, G, h, lo, hi, mask=None, lam0=None, *, max_iter: int = 100, tol: float = 1e-9,
+           gather: bool = True) -> QPSolution:
     """min 1/2 ||z - x||^2 s.t. G z >= h (rows with mask True), lo <= z <= hi, for one problem (vmap for many).
 
     x, lo, hi `[d]`; G `[m, d]` (scale rows to unit norm: tol is then a distance); h `[m]`; mask `[m]` bool
     (None: all rows); lam0 `[m]` a warm start (>= 0; None: zeros). The dtype is x's (float64 under x64 for
-    the tolerances used here). Returns a `QPSolution`."""
+    the tolerances used here). gather: Newton systems on the gathered work rows when they fit (a `lax.cond`;
+    under vmap both branches run, so the batched form solves on all rows). Returns a `QPSolution`."""
     dt = x.dtype
     m = G.shape[0]
     mask = jnp.ones(m, bool) if mask is None else mask
@@ -127,14 +129,14 @@ def min_l2(x, G, h, lo, hi, mask=None, lam0=None, *, max_iter: int = 100, tol: f
         new = jnp.where(stuck, lam, cand)
         return (it + 1, new) + kkt(new) + (stuck,)
 
-    n_work = min(m, max(_WORK_ROWS, m // 2))
+    n_work = min(m, max(_WORK_ROWS, m // 2)) if gather else m
     init = (jnp.int32(0), lam) + kkt(lam) + (jnp.bool_(False),)
     it, lam, z, _, _, res, infeasible, _ = jax.lax.while_loop(cond, body, init)
     status = jnp.where(res <= tol, OPTIMAL, jnp.where(infeasible, INFEASIBLE, MAX_ITER))
     return QPSolution(z, lam, status.astype(jnp.int32), it, res)
 
 
-min_l2_batch = jax.jit(jax.vmap(min_l2.__wrapped__, in_axes=(0, 0, 0, 0, 0, 0, 0)),
+min_l2_batch = jax.jit(jax.vmap(functools.partial(min_l2.__wrapped__, gather=False), in_axes=(0, 0, 0, 0, 0, 0, 0)),
                        static_argnames=("max_iter",))
 
 
