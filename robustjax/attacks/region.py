@@ -100,51 +100,13 @@ def search_init(z0, d0) -> SearchState:
 
 
 def region_solve(pb: Problem, y, sw_y, G0, h0, best_d, seed_idx, known: dict | None = None):
-    """Active-set solve of min ||z - x||_p over Q(y), G0 z >= h0 and the box.
+    """Active-set solve of min ||z - x||_p over Q(y), G0 z >= h0 and the box (`region_solve_batch` of one task).
 
     known: region rows of y already fetched {index: row `[d]`}, read and extended (one dict per region
     serves all its targets). Returns (None, solves, rows) when infeasible or no better than best_d, else
     ((z, the region rows used, unit normals `[k, d]` of the region faces binding at z), solves, rows)."""
-    sigma = np.sign(sw_y)
-    live = sigma != 0
-    scale = np.maximum(np.abs(sw_y).max(initial=0.0), 1e-12)
-    idx = np.asarray(sorted(set(int(i) for i in seed_idx) & set(np.flatnonzero(live).tolist())), np.int64)
-    y_j = jnp.asarray(y)
-    known = {} if known is None else known
-    cache = np.zeros((0, pb.x.size))
-    lam = None
-    n_qp = n_rows = 0
-    z = None
-    for _ in range(pb.max_rounds):
-        if len(idx) > len(cache):
-            new = idx[len(cache):]
-            fetch = np.asarray([i for i in new if int(i) not in known], np.int64)
-            for k in range(0, len(fetch), ROW_CHUNK):
-                part = fetch[k:k + ROW_CHUNK]
-                got = np.asarray(pb.oracle.rows(y_j, jnp.asarray(pad_rows_index(part))))[:len(part)]
-                known.update(zip(part.tolist(), got.astype(np.float64)))
-            cache = np.concatenate([cache, np.stack([known[int(i)] for i in new])])
-        S = sigma[idx][:, None] * cache
-        b = -sigma[idx] * (sw_y[idx] - cache @ y)   # sigma (s(y) + J (z - y)) >= 0  <=>  S z >= b
-        nrm = np.maximum(np.linalg.norm(S, axis=1), 1e-12)
-        G = np.concatenate([G0, S / nrm[:, None]])
-        h = np.concatenate([h0, b / nrm])
-        if pb.p == 2 and pb.qp_solver == "dual":       # warm-started from the last round's multipliers
-            z, lam = min_l2(pb.x, G, h, pb.lo, pb.hi, lam)
-        else:
-            z = solve_min_norm(pb.x, G, h, pb.lo, pb.hi, pb.p, lp_solver=pb.lp_solver, qp_solver=pb.qp_solver)
-        n_qp, n_rows = n_qp + 1, n_rows + len(idx)
-        if z is None or vector_norm(z - pb.x, pb.p) >= best_d:
-            return None, n_qp, n_rows
-        viol = sigma * np.asarray(pb.oracle.lin(y_j, jnp.asarray(z, jnp.float32))) < -1e-6 * scale
-        viol &= live
-        viol[idx] = False
-        if not viol.any():
-            slack = G[1:] @ z - h[1:]                      # region rows (unit normals): distance to each face
-            binding = slack <= 1e-4 * max(np.linalg.norm(z - pb.x), 1e-9)
-            return (z, idx, G[1:][binding]), n_qp, n_rows
-        idx = np.concatenate([idx, np.flatnonzero(viol)])
-    return (z, idx, np.zeros((0, pb.x.size))), n_qp, n_rows
+    sols, n_qp, n_rows = region_solve_batch(pb, [(y, sw_y, G0, h0, {} if known is None else known)], best_d, seed_idx)
+    return sols[0], n_qp, n_rows
 
 
 def _padded_count(n: int) -> int:
@@ -203,9 +165,21 @@ def _solve_l2_batch(pb: Problem, Gs: list, hs: list, lams: list) -> list:
     return out
 
 
+def _solve_many(pb: Problem, Gs: list, hs: list, lams: list) -> list:
+    """[(z `[d]` or None when infeasible, multipliers or None)] of min ||z - x||_p s.t. G z >= h and the box for
+    every (G, h): several l2 problems with the dual QP in one vmapped call (`_solve_l2_batch`); one at a time
+    otherwise (`solvers.min_l2`, warm-started, or `solve_min_norm`)."""
+    if pb.p == 2 and pb.qp_solver == "dual":
+        if len(Gs) > 1:
+            return _solve_l2_batch(pb, Gs, hs, lams)
+        return [min_l2(pb.x, G, h, pb.lo, pb.hi, lam) for G, h, lam in zip(Gs, hs, lams)]
+    return [(solve_min_norm(pb.x, G, h, pb.lo, pb.hi, pb.p, lp_solver=pb.lp_solver, qp_solver=pb.qp_solver), None)
+            for G, h in zip(Gs, hs)]
+
+
 def region_solve_batch(pb: Problem, tasks: list, best_d: float, seed_idx) -> tuple[list, int, int]:
-    """`region_solve` for many (region, target) problems at once (p = 2, the dual QP): the active-set rounds run
-    in lockstep, each solving every unfinished problem in one vmapped QP call (`_solve_l2_batch`), fetching
+    """`region_solve` for many (region, target) problems at once: the active-set rounds run in lockstep, each
+    solving every unfinished problem (`_solve_many`: one vmapped QP call for l2 with the dual QP), fetching
     their new region rows in vmapped vjps and checking their regions in one vmapped linearization
     (`oracle.lin_batch`). tasks: [(y `[d]`, sw_y `[n]`, G0 `[k, d]` unit rows, h0 `[k]`, known)], `known` as in
     region_solve (one dict per region, shared by its targets). Returns ([region_solve's first output per
@@ -231,14 +205,14 @@ def region_solve_batch(pb: Problem, tasks: list, best_d: float, seed_idx) -> tup
             b = -st["sigma"][st["idx"]] * (st["sw"][st["idx"]] - st["cache"] @ st["y"])
             nrm = np.maximum(np.linalg.norm(S, axis=1), 1e-12)
             st["G"], st["h"] = np.concatenate([st["G0"], S / nrm[:, None]]), np.concatenate([st["h0"], b / nrm])
-        sols = _solve_l2_batch(pb, [states[i]["G"] for i in active], [states[i]["h"] for i in active],
-                               [states[i]["lam"] for i in active])
+        sols = _solve_many(pb, [states[i]["G"] for i in active], [states[i]["h"] for i in active],
+                           [states[i]["lam"] for i in active])
         n_qp, n_rows = n_qp + len(active), n_rows + sum(len(states[i]["idx"]) for i in active)
         kept = []
         for i, (z, lam) in zip(active, sols):
             states[i]["lam"], states[i]["z"] = lam, z
             out[i] = None
-            if z is not None and vector_norm(z - pb.x, 2) < best_d:
+            if z is not None and vector_norm(z - pb.x, pb.p) < best_d:
                 kept.append(i)
         if not kept:
             break
