@@ -182,13 +182,16 @@ class _Model:
         self.rhi.append(np.broadcast_to(hi, (m,)))
         self.n_rows += m
 
-    def solve(self, time_limit, rel_gap):
-        nv = len(self.lb)
+    def arrays(self):
+        """The problem for `scipy.optimize.milp`: dict(integrality, constraints, bounds) (without the cost)."""
         A = sparse.csr_matrix((np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols))),
-                              shape=(self.n_rows, nv))
-        cons = optimize.LinearConstraint(A, np.concatenate(self.rlo), np.concatenate(self.rhi))
-        return optimize.milp(np.asarray(self.c), integrality=np.asarray(self.integ), constraints=cons,
-                             bounds=optimize.Bounds(np.asarray(self.lb), np.asarray(self.ub)),
+                              shape=(self.n_rows, len(self.lb)))
+        return dict(integrality=np.asarray(self.integ),
+                    constraints=optimize.LinearConstraint(A, np.concatenate(self.rlo), np.concatenate(self.rhi)),
+                    bounds=optimize.Bounds(np.asarray(self.lb), np.asarray(self.ub)))
+
+    def solve(self, time_limit, rel_gap):
+        return optimize.milp(np.asarray(self.c), **self.arrays(),
                              options={"time_limit": time_limit, "mip_rel_gap": rel_gap, "disp": False})
 
 
@@ -427,11 +430,7 @@ def tighten_bounds_milp(layers: Sequence[Layer], lo, hi, bounds: list, layer: in
     m = _Model()
     z = m.add_vars(lo.size, lo, hi)
     y = _encode(m, layers[:layer + 1], z, (lo, hi), bounds[:layer + 1])
-    A = sparse.csr_matrix((np.concatenate(m.vals), (np.concatenate(m.rows), np.concatenate(m.cols))),
-                          shape=(m.n_rows, len(m.lb)))
-    cons = optimize.LinearConstraint(A, np.concatenate(m.rlo), np.concatenate(m.rhi))
-    box = optimize.Bounds(np.asarray(m.lb), np.asarray(m.ub))
-    integ = np.asarray(m.integ)
+    problem = m.arrays()
     units = np.where((L < 0) & (U > 0))[0]
     units = units[np.argsort(np.minimum(-L[units], U[units]) / (U[units] - L[units]))]   # nearest to stable first
 
@@ -441,8 +440,7 @@ def tighten_bounds_milp(layers: Sequence[Layer], lo, hi, bounds: list, layer: in
             return None
         c = np.zeros(len(m.lb))
         c[y[i]] = sign
-        res = optimize.milp(c, integrality=integ, constraints=cons, bounds=box,
-                            options={"time_limit": time_limit, "disp": False})
+        res = optimize.milp(c, **problem, options={"time_limit": time_limit, "disp": False})
         dual = getattr(res, "mip_dual_bound", None)
         if res.status == 0 and res.fun is not None:
             dual = res.fun if dual is None or not np.isfinite(dual) else min(dual, res.fun)
