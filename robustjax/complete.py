@@ -172,22 +172,25 @@ class _BaB:
         self.relus = [(k, n.inputs[0]) for k, n in enumerate(graph.nodes, 1) if isinstance(n.layer, ReLU)]
         self.shapes = crown.node_shapes(graph, graph.input_shape)
         self.root = root_bounds
+        self.rows = {z: np.flatnonzero((np.asarray(root_bounds[z].lo) < 0) & (np.asarray(root_bounds[z].hi) > 0))
+                     for _, z in self.relus}
         self.batch = batch
         self.steps, self.lr, self.intermediate, self.branching = steps, lr, intermediate, branching
         lo, hi = jnp.asarray(prop.lo), jnp.asarray(prop.hi)
         self.set1 = (0.5 * (lo + hi), hi - lo, lo, hi)
         self._fn = jax.jit(self._bound)
 
-    def _bound(self, splits):
+    def _bound(self, splits, plo, phi):
         B = splits[self.relus[0][1]].shape[0]
         c, e, lo, hi = self.set1
         s = crown.InputSet(jnp.broadcast_to(c, (B,) + c.shape), jnp.full((B,), 1e30), jnp.broadcast_to(lo, (B,) + lo.shape),
                            jnp.broadcast_to(hi, (B,) + hi.shape), np.inf)
-        parent = [crown.Interval(jnp.broadcast_to(b.lo, (B,) + b.lo.shape[1:]), jnp.broadcast_to(b.hi, (B,) + b.hi.shape[1:]))
-                  for b in self.root]
+        parent = [crown.Interval(plo[k], phi[k]) if k in plo else
+                  crown.Interval(jnp.broadcast_to(b.lo, (B,) + b.lo.shape[1:]), jnp.broadcast_to(b.hi, (B,) + b.hi.shape[1:]))
+                  for k, b in enumerate(self.root)]
         if self.intermediate == "crown":
             bounds, _, _ = crown.intermediate_bounds(self.graph, s, self.shapes, chunk=B * 2 * max(
-                int(np.prod(self.shapes[z])) for _, z in self.relus), given=parent, splits=splits)
+                int(np.prod(self.shapes[z])) for _, z in self.relus), given=parent, splits=splits, rows=self.rows)
             infeasible = jnp.zeros((B,), bool)
             for v in bounds:
                 infeasible |= jnp.any((v.lo > v.hi).reshape(B, -1), -1)
@@ -227,21 +230,30 @@ class _BaB:
             if self.branching == "shallow":     # the earliest layer with an unstable unit first, BaBSR within it
                 score = (len(self.relus) - depth) + score / (1.0 + score)
             scores[z] = jnp.where(unstable, score, -1.0)
-        return low, infeasible, x_star, scores
+        kept = {z: (bounds[z].lo, bounds[z].hi) for _, z in self.relus}
+        return low, infeasible, x_star, scores, kept
 
-    def bound(self, splits: list):
-        """splits: list of {z: array} -> (safety [n], infeasible [n], candidates [n, m, d], scores list)."""
+    def root_domain(self):
+        """The root's splits (none) and its ReLU inputs' bounds, in the form `bound` takes."""
+        zero = {z: np.zeros(self.shapes[z], np.int8) for _, z in self.relus}
+        return zero, {z: (np.asarray(self.root[z].lo[0]), np.asarray(self.root[z].hi[0])) for _, z in self.relus}
+
+    def bound(self, splits: list, given: list):
+        """splits: list of {z: array}; given: list of {z: (lo, hi)}, bounds of each subdomain's ReLU inputs known
+        to hold on it (its parent's) -> (safety [n], infeasible [n], candidates [n, m, d], scores {z: [n, ...]},
+        the subdomains' own ReLU input bounds {z: (lo [n, ...], hi [n, ...])})."""
         n = len(splits)
         size = self.batch * 2
-        pad = [splits[-1]] * (-n % size)
+        pad = (-n % size)
+        splits, given = splits + [splits[-1]] * pad, given + [given[-1]] * pad
         out = []
-        for i in range(0, n + len(pad), size):
-            part = (splits + pad)[i:i + size]
-            stacked = {z: jnp.asarray(np.stack([sp[z] for sp in part])) for _, z in self.relus}
-            out.append(jax.tree.map(np.asarray, self._fn(stacked)))
-        low = np.concatenate([o[0] for o in out])[:n]
-        return (_safety(low, self.group, self.G), np.concatenate([o[1] for o in out])[:n],
-                np.concatenate([o[2] for o in out])[:n], {z: np.concatenate([o[3][z] for o in out])[:n] for _, z in self.relus})
+        for i in range(0, n + pad, size):
+            stacked = {z: jnp.asarray(np.stack([sp[z] for sp in splits[i:i + size]])) for _, z in self.relus}
+            plo, phi = ({z: jnp.asarray(np.stack([g[z][j] for g in given[i:i + size]])) for _, z in self.relus}
+                        for j in (0, 1))
+            out.append(jax.tree.map(np.asarray, self._fn(stacked, plo, phi)))
+        cat = lambda j: jax.tree.map(lambda *v: np.concatenate(v)[:n], *[o[j] for o in out])
+        return _safety(cat(0), self.group, self.G), cat(1), cat(2), cat(3), cat(4)
 
 
 def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
@@ -333,16 +345,17 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         log("MILP undecided in its share of the time: branch and bound")
     with jax.enable_x64(True):
         bab = _BaB(graph, prop, root, bab_batch, bab_steps, intermediate=bab_intermediate, branching=bab_branching)
-        zero = {z: np.zeros((1,) + tuple(shapes[z]), np.int8)[0] for _, z in bab.relus}
-        safety, _, cand, scores = bab.bound([zero])
-        heap = [(float(safety[0]), 0, zero, {z: scores[z][0] for z in scores})]
+        zero, known = bab.root_domain()
+        safety, _, cand, scores, kept = bab.bound([zero], [known])
+        heap = [(float(safety[0]), 0, zero, {z: scores[z][0] for z in scores},
+                 {z: (v[0][0], v[1][0]) for z, v in kept.items()})]
         counter, domains, stuck = 1, 1, False
         while heap:
             if time.perf_counter() > deadline:
                 return done("timeout", "", max(best, heap[0][0]), domains=domains)
             take = [heapq.heappop(heap) for _ in range(min(bab_batch, len(heap)))]
-            children = []
-            for val, _, sp, sc in take:
+            children, given = [], []
+            for val, _, sp, sc, kn in take:
                 flat = np.concatenate([sc[z].reshape(-1) for _, z in bab.relus])
                 j = int(np.argmax(flat))
                 if flat[j] < 0:
@@ -357,9 +370,10 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
                     child = {zz: v.copy() for zz, v in sp.items()}
                     child[z].reshape(-1)[j] = sign
                     children.append(child)
+                    given.append(kn)
             if not children:
                 break
-            safety, infeasible, cand, scores = bab.bound(children)
+            safety, infeasible, cand, scores, kept = bab.bound(children, given)
             domains += len(children)
             for i, child in enumerate(children):
                 if infeasible[i] or safety[i] > 0:
@@ -368,7 +382,8 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
                     hit = _check(graph, prop, cand[i, r])
                     if hit is not None:
                         return done("counterexample", "bab", hit=hit, domains=domains)
-                heapq.heappush(heap, (float(safety[i]), counter, child, {z: scores[z][i] for z in scores}))
+                heapq.heappush(heap, (float(safety[i]), counter, child, {z: scores[z][i] for z in scores},
+                                      {z: (v[0][i], v[1][i]) for z, v in kept.items()}))
                 counter += 1
             if progress and domains % (8 * bab_batch) < 2 * bab_batch:
                 log(f"bab: {domains} domains, {len(heap)} open, worst bound {heap[0][0] if heap else 0:.4g}")

@@ -106,14 +106,19 @@ def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point(intermediate):
         splits.append(sp)
         masks.append(ok)
     with jax.enable_x64(True):
-        low0, inf0 = plain.bound(splits)[:2]
-        low1, inf1 = beta.bound(splits)[:2]
+        known = [plain.root_domain()[1]] * len(splits)
+        low0, inf0 = plain.bound(splits, known)[:2]
+        low1, inf1, _, _, kept = beta.bound(splits, known)
+        # a subdomain given its parent's bounds (here: its own) stays sound and is bounded at least as tightly
+        own = [{z: (v[0][i], v[1][i]) for z, v in kept.items()} for i in range(len(splits))]
+        low2 = beta.bound(splits, own)[0]
     checked = 0
     for i, ok in enumerate(masks):
         assert low1[i] >= low0[i] - 1e-9
         if ok.any():
             assert not inf1[i]
             assert low1[i] <= true[ok].min() + 1e-9, (i, low1[i], true[ok].min())
+            assert low2[i] <= true[ok].min() + 1e-9, (i, low2[i], true[ok].min())
             checked += 1
     assert checked == len(masks)
     assert np.mean(low1 - low0) > 0, "beta and alpha never tightened a bound: the test lost its point"
@@ -129,6 +134,30 @@ def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point(intermediate):
                     assert np.all(pre[k][ok] <= np.asarray(bounds[k].hi[0]) + 1e-9), k
                 tighter = [np.all(np.asarray(bounds[k].lo) >= root[k].lo - 1e-12) for k in pre]
                 assert all(tighter)
+
+
+def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
+    """intermediate_bounds(rows=...) re-bounds only the listed units: on them the bounds equal the full run's; the
+    others keep the given bounds, which are sound and decide the same (stable) relaxation."""
+    import jax
+    from robustjax.bounds import crown
+    g = _net(3, (4, 12, 12, 12, 3))
+    x = np.full(4, 0.5)
+    lo, hi = x - 0.25, x + 0.25
+    prop = complete.as_property((lo, hi), int(predict_float64(g, x[None])[0]), 3)
+    with jax.enable_x64(True):
+        _, root = complete._root_bounds(g, x[None], (lo[None], hi[None]), complete._spec(prop)[0], 0)
+        bab = complete._BaB(g, prop, root, 4)
+        assert 0 < sum(v.size for v in bab.rows.values()) < sum(np.prod(bab.shapes[z]) for _, z in bab.relus)
+        s = crown.InputSet(x[None], np.full((1,), 1e30), lo[None], hi[None], np.inf)
+        full = crown.intermediate_bounds(g, s, bab.shapes, given=root)[0]
+        part = crown.intermediate_bounds(g, s, bab.shapes, given=root, rows=bab.rows)[0]
+    for _, z in bab.relus:
+        u = bab.rows[z]
+        np.testing.assert_allclose(np.asarray(part[z].lo)[0, u], np.asarray(full[z].lo)[0, u], atol=1e-12)
+        np.testing.assert_allclose(np.asarray(part[z].hi)[0, u], np.asarray(full[z].hi)[0, u], atol=1e-12)
+        same_sign = lambda b: np.sign(np.asarray(b.lo)) + np.sign(np.asarray(b.hi))
+        np.testing.assert_array_equal(same_sign(part[z]), same_sign(full[z]))
 
 
 def test_property_milp_decides_exactly_at_the_minimal_distance():

@@ -230,7 +230,7 @@ def _identity_rows(shape, rows, B, dtype):
 
 def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "crown", chunk: int = 1024,
                         slopes: dict | None = None, arith=None, alpha_steps: int = 0, alpha_lr: float = 0.1,
-                        given: list | None = None, splits: dict | None = None):
+                        given: list | None = None, splits: dict | None = None, rows: dict | None = None):
     """(bounds of every node `[Interval]`, relaxations of every nonlinear node, local rounding errors) over the
     input set.
 
@@ -242,7 +242,9 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
     `[Interval]` (e.g. tightened by MILP), intersected with each node's as it is computed, so that every later
     node's bounds and relaxations use them. splits: ReLU splits as in `refine` (node id -> `[B, *shape]` in
     {-1, 0, 1}), the split units' intervals clamped as they are computed: bounds over the subdomain, every later
-    node re-bounded with the splits known (an empty interval marks an infeasible subdomain)."""
+    node re-bounded with the splits known (an empty interval marks an infeasible subdomain). rows: node id -> the
+    flat indices (a static int array) of its units to re-bound by backward passes; its other units keep IBP's
+    bounds intersected with `given` (e.g. units that are stable under `given`, whose relaxation is exact)."""
     lo, hi = s.interval()
     B = lo.shape[0]
     dtype = lo.dtype
@@ -261,14 +263,17 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
             if e is not None:
                 errors[k] = e
                 b = Interval(b.lo - e, b.hi + e)
-        if k in need and k > 0:
-            n = int(np.prod(shapes[k]))
+        units = None if rows is None or k not in rows else np.asarray(rows[k], np.int64).reshape(-1)
+        if k in need and k > 0 and (units is None or units.size):
+            n = int(np.prod(shapes[k])) if units is None else units.size
             step = min(n, max(1, chunk // max(B, 1)))
             n_chunks = -(-n // step)
             chunks = np.arange(n_chunks * step).reshape(n_chunks, step) % n     # the last chunk wraps around
+            if units is not None:
+                chunks = units[chunks]
 
-            def rows_bounds(rows, k=k):
-                E = _identity_rows(shapes[k], rows, B, dtype)
+            def rows_bounds(idx, k=k):
+                E = _identity_rows(shapes[k], idx, B, dtype)
                 C = jnp.concatenate([E, -E], 1)
 
                 def lower(params):
@@ -282,8 +287,11 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
                 return low[:, :step], -low[:, step:]
             # one compiled chunk in a loop (lax.map), so that memory holds one chunk's backward pass, not all
             clo, chi = jax.lax.map(rows_bounds, jnp.asarray(chunks))                 # [n_chunks, B, step]
-            clo, chi = (jnp.moveaxis(v, 0, 1).reshape(B, -1)[:, :n].reshape(b.lo.shape) for v in (clo, chi))
-            b = Interval(jnp.maximum(b.lo, clo), jnp.minimum(b.hi, chi))
+            clo, chi = (jnp.moveaxis(v, 0, 1).reshape(B, -1)[:, :n] for v in (clo, chi))
+            if units is not None:
+                clo = jnp.full((B, int(np.prod(shapes[k]))), -jnp.inf, dtype).at[:, units].set(clo)
+                chi = jnp.full((B, int(np.prod(shapes[k]))), jnp.inf, dtype).at[:, units].set(chi)
+            b = Interval(jnp.maximum(b.lo, clo.reshape(b.lo.shape)), jnp.minimum(b.hi, chi.reshape(b.hi.shape)))
         if given is not None:
             b = Interval(jnp.maximum(b.lo, given[k].lo), jnp.minimum(b.hi, given[k].hi))
         if splits is not None and k in splits:
