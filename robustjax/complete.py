@@ -12,9 +12,10 @@ Flatten layers with at most `milp_max_unstable` unstable ReLUs under those bound
 `verify.property_milp` (HiGHS, big-M constants from those bounds) with `milp_share` of the time left; then,
 or otherwise, branch and bound over ReLU splits: the open subdomains with the weakest bounds are split on an
 unstable unit of the earliest layer that has one (`bab_branching="shallow"`; "babsr": the unit whose relaxation
-costs the bound most anywhere), both halves bounded in one batch by beta-CROWN (every intermediate layer
-re-bounded by CROWN with the splits clamped, `bab_intermediate="crown"`, or the root's bounds clamped and
-tightened by IBP, "ibp"; per-row slopes and one multiplier per split optimized by `bab_steps` Adam steps),
+costs the bound most anywhere), both halves bounded in one batch by beta-CROWN (the units unstable at the
+root re-bounded by CROWN with the splits clamped and the parent's bounds known, `bab_intermediate="crown"`, or
+the parent's bounds clamped and tightened by IBP, "ibp"; per-row slopes and one multiplier per split optimized
+by `bab_steps` Adam steps),
 until every subdomain is proven, a candidate point violates the property, or the time is up. Optional
 (`refine_layers` > 0, chains only): before branching, ERAN's MILP refinement of the intermediate bounds of the
 first hidden layers (`verify.tighten_bounds_milp`, `refine_time` s per unit and side, `refine_share` of the
@@ -156,8 +157,10 @@ def _region_falsify(graph, prop, key):
 
 class _BaB:
     """Batched branch and bound over ReLU splits. Intermediate bounds of a subdomain: intermediate="crown"
-    re-bounds every node by CROWN with the split units clamped (so a split in an early layer tightens every
-    later layer), intersected with the root's; "ibp" clamps the root's bounds and tightens them by IBP only.
+    re-bounds by CROWN, with the split units clamped, every unit that is unstable at the root (so a split in an
+    early layer tightens every later layer; a unit stable at the root is stable in every subdomain, and its
+    relaxation is exact whatever its bounds), intersected with its parent's bounds; "ibp" clamps the parent's
+    bounds and tightens them by IBP only.
     The output bound by beta-CROWN: per-row ReLU slopes (alpha) and one multiplier per split unit (beta >= 0,
     the Lagrangian term -beta * sign * z of the split constraint sign * z >= 0) optimized by `steps` projected
     Adam steps per batch. Every iterate is a sound bound on the subdomain (Wang et al., "Beta-CROWN", NeurIPS
