@@ -12,7 +12,8 @@ Flatten layers with at most `milp_max_unstable` unstable ReLUs under those bound
 `verify.property_milp` (HiGHS, big-M constants from those bounds) with `milp_share` of the time left; then,
 or otherwise, branch and bound over ReLU splits: the open subdomains with the weakest bounds are split on an
 unstable unit of the earliest layer that has one (`bab_branching="shallow"`; "babsr": the unit whose relaxation
-costs the bound most anywhere), both halves bounded in one batch by beta-CROWN (the units unstable at the
+costs the bound most anywhere; while fewer than `bab_batch` are open, each on its several best units at once,
+so that the children fill a batch), the children bounded in one batch by beta-CROWN (the units unstable at the
 root re-bounded by CROWN with the splits clamped and the parent's bounds known, `bab_intermediate="crown"`, or
 the parent's bounds clamped and tightened by IBP, "ibp"; per-row slopes and one multiplier per split optimized
 by `bab_steps` Adam steps),
@@ -357,21 +358,18 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
             if time.perf_counter() > deadline:
                 return done("timeout", "", max(best, heap[0][0]), domains=domains)
             take = [heapq.heappop(heap) for _ in range(min(bab_batch, len(heap)))]
+            # while few domains are open, split each on several units at once so that one batch is filled
+            depth = max(1, int(np.floor(np.log2(2 * bab_batch / len(take)))))
             children, given = [], []
             for val, _, sp, sc, kn in take:
-                flat = np.concatenate([sc[z].reshape(-1) for _, z in bab.relus])
-                j = int(np.argmax(flat))
-                if flat[j] < 0:
+                units = _split_units(sc, [z for _, z in bab.relus], depth)
+                if not units:
                     stuck = True
                     continue
-                for z in (z for _, z in bab.relus):
-                    n = sc[z].size
-                    if j < n:
-                        break
-                    j -= n
-                for sign in (1, -1):
+                for signs in np.array(np.meshgrid(*[(1, -1)] * len(units), indexing="ij")).reshape(len(units), -1).T:
                     child = {zz: v.copy() for zz, v in sp.items()}
-                    child[z].reshape(-1)[j] = sign
+                    for (z, j), sign in zip(units, signs):
+                        child[z].reshape(-1)[j] = sign
                     children.append(child)
                     given.append(kn)
             if not children:
@@ -393,6 +391,17 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         if heap or stuck:
             return done("unknown", "", max(best, heap[0][0] if heap else best), domains=domains)
         return done("verified", "bab", 0.0, domains=domains)
+
+
+def _split_units(scores: dict, nodes: list, depth: int) -> list:
+    """The (node, flat unit) pairs of the `depth` best branching scores (>= 0; fewer where fewer units are
+    unstable), best first."""
+    flat = np.concatenate([scores[z].reshape(-1) for z in nodes])
+    offsets = np.cumsum([0] + [scores[z].size for z in nodes])
+    best = np.argsort(-flat, kind="stable")[:depth]
+    best = best[flat[best] >= 0]
+    where = np.searchsorted(offsets, best, side="right") - 1
+    return [(nodes[w], int(j - offsets[w])) for w, j in zip(where, best)]
 
 
 def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1, given=None):
