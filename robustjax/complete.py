@@ -189,9 +189,12 @@ class _BaB:
         c, e, lo, hi = self.set1
         s = crown.InputSet(jnp.broadcast_to(c, (B,) + c.shape), jnp.full((B,), 1e30), jnp.broadcast_to(lo, (B,) + lo.shape),
                            jnp.broadcast_to(hi, (B,) + hi.shape), np.inf)
-        parent = [crown.Interval(plo[k], phi[k]) if k in plo else
-                  crown.Interval(jnp.broadcast_to(b.lo, (B,) + b.lo.shape[1:]), jnp.broadcast_to(b.hi, (B,) + b.hi.shape[1:]))
-                  for k, b in enumerate(self.root)]
+        parent = [crown.Interval(jnp.broadcast_to(b.lo, (B,) + b.lo.shape[1:]), jnp.broadcast_to(b.hi, (B,) + b.hi.shape[1:]))
+                  for b in self.root]
+        for z in plo:           # the parent's bounds of the units unstable at the root; the root's elsewhere
+            u = self.rows[z]
+            parent[z] = crown.Interval(*(v.reshape(B, -1).at[:, u].set(p).reshape(v.shape)
+                                         for v, p in ((parent[z].lo, plo[z]), (parent[z].hi, phi[z]))))
         if self.intermediate == "crown":
             bounds, _, _ = crown.intermediate_bounds(self.graph, s, self.shapes, chunk=B * 2 * max(
                 int(np.prod(self.shapes[z])) for _, z in self.relus), given=parent, splits=splits, rows=self.rows)
@@ -233,19 +236,22 @@ class _BaB:
             score = w * intercept + 1e-12 * intercept
             if self.branching == "shallow":     # the earliest layer with an unstable unit first, BaBSR within it
                 score = (len(self.relus) - depth) + score / (1.0 + score)
-            scores[z] = jnp.where(unstable, score, -1.0)
-        kept = {z: (bounds[z].lo, bounds[z].hi) for _, z in self.relus}
+            scores[z] = jnp.where(unstable, score, -1.0).reshape(B, -1)[:, self.rows[z]]   # elsewhere -1
+        kept = {z: (bounds[z].lo.reshape(B, -1)[:, self.rows[z]], bounds[z].hi.reshape(B, -1)[:, self.rows[z]])
+                for _, z in self.relus}
         return low, infeasible, x_star, scores, kept
 
     def root_domain(self):
-        """The root's splits (none) and its ReLU inputs' bounds, in the form `bound` takes."""
+        """The root's splits (none) and its bounds of the units unstable at the root, in the form `bound` takes."""
         zero = {z: np.zeros(self.shapes[z], np.int8) for _, z in self.relus}
-        return zero, {z: (np.asarray(self.root[z].lo[0]), np.asarray(self.root[z].hi[0])) for _, z in self.relus}
+        return zero, {z: tuple(np.asarray(v).reshape(-1)[self.rows[z]] for v in (self.root[z].lo, self.root[z].hi))
+                      for _, z in self.relus}
 
     def bound(self, splits: list, given: list):
-        """splits: list of {z: array}; given: list of {z: (lo, hi)}, bounds of each subdomain's ReLU inputs known
-        to hold on it (its parent's) -> (safety [n], infeasible [n], candidates [n, m, d], scores {z: [n, ...]},
-        the subdomains' own ReLU input bounds {z: (lo [n, ...], hi [n, ...])})."""
+        """splits: list of {z: array}; given: list of {z: (lo [u_z], hi [u_z])}, bounds of each subdomain's units
+        unstable at the root (`self.rows`) known to hold on it (its parent's) -> (safety [n], infeasible [n],
+        candidates [n, m, d], branching scores of those units {z: [n, u_z]} (-1: not a candidate), the subdomains'
+        own bounds of those units, in given's form)."""
         n = len(splits)
         size = self.batch * 2
         pad = (-n % size)
@@ -369,7 +375,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
                 for signs in np.array(np.meshgrid(*[(1, -1)] * len(units), indexing="ij")).reshape(len(units), -1).T:
                     child = {zz: v.copy() for zz, v in sp.items()}
                     for (z, j), sign in zip(units, signs):
-                        child[z].reshape(-1)[j] = sign
+                        child[z].reshape(-1)[bab.rows[z][j]] = sign
                     children.append(child)
                     given.append(kn)
             if not children:
