@@ -340,7 +340,6 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
             log(f"{method} on the refined bounds: lower bound {best:.4g}")
             if best > 0:
                 return done("verified", "refine", best)
-    shapes = crown.node_shapes(graph, graph.input_shape)
     milp = _milp_stage(graph, prop, root, milp_max_unstable, deadline, log, milp_share)
     if milp is not None:
         if milp.status == "counterexample":
@@ -400,8 +399,8 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
 
 
 def _split_units(scores: dict, nodes: list, depth: int) -> list:
-    """The (node, flat unit) pairs of the `depth` best branching scores (>= 0; fewer where fewer units are
-    unstable), best first."""
+    """The (node, index into scores[node]) pairs of the `depth` best branching scores (>= 0; fewer where fewer
+    are), best first."""
     flat = np.concatenate([scores[z].reshape(-1) for z in nodes])
     offsets = np.cumsum([0] + [scores[z].size for z in nodes])
     best = np.argsort(-flat, kind="stable")[:depth]

@@ -109,7 +109,7 @@ def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point(intermediate):
         known = [plain.root_domain()[1]] * len(splits)
         low0, inf0 = plain.bound(splits, known)[:2]
         low1, inf1, _, _, kept = beta.bound(splits, known)
-        # a subdomain given its parent's bounds (here: its own) stays sound and is bounded at least as tightly
+        # a subdomain given its parent's bounds (here: its own) stays sound
         own = [{z: (v[0][i], v[1][i]) for z, v in kept.items()} for i in range(len(splits))]
         low2 = beta.bound(splits, own)[0]
     checked = 0
@@ -134,6 +134,13 @@ def test_beta_crown_subdomain_bounds_hold_on_every_feasible_point(intermediate):
                     assert np.all(pre[k][ok] <= np.asarray(bounds[k].hi[0]) + 1e-9), k
                 tighter = [np.all(np.asarray(bounds[k].lo) >= root[k].lo - 1e-12) for k in pre]
                 assert all(tighter)
+
+
+def test_split_units_picks_the_best_candidates_across_layers():
+    scores = {3: np.array([-1.0, 2.5, 0.1]), 5: np.array([7.0, -1.0, 3.0])}
+    assert complete._split_units(scores, [3, 5], 3) == [(5, 0), (5, 2), (3, 1)]
+    assert complete._split_units(scores, [3, 5], 9) == [(5, 0), (5, 2), (3, 1), (3, 2)]   # only 4 candidates
+    assert complete._split_units({3: np.array([-1.0, -1.0])}, [3], 2) == []
 
 
 def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
