@@ -250,8 +250,8 @@ class _BaB:
     def bound(self, splits: list, given: list):
         """splits: list of {z: array}; given: list of {z: (lo [u_z], hi [u_z])}, bounds of each subdomain's units
         unstable at the root (`self.rows`) known to hold on it (its parent's) -> (safety [n], infeasible [n],
-        candidates [n, m, d], branching scores of those units {z: [n, u_z]} (-1: not a candidate), the subdomains'
-        own bounds of those units, in given's form)."""
+        candidates [n, m, d], per subdomain: its branching scores of those units {z: [u_z]} (-1: not a candidate),
+        per subdomain: its own bounds of those units, in given's form)."""
         n = len(splits)
         size = self.batch * 2
         pad = (-n % size)
@@ -262,8 +262,9 @@ class _BaB:
             plo, phi = ({z: jnp.asarray(np.stack([g[z][j] for g in given[i:i + size]])) for _, z in self.relus}
                         for j in (0, 1))
             out.append(jax.tree.map(np.asarray, self._fn(stacked, plo, phi)))
-        cat = lambda j: jax.tree.map(lambda *v: np.concatenate(v)[:n], *[o[j] for o in out])
-        return _safety(cat(0), self.group, self.G), cat(1), cat(2), cat(3), cat(4)
+        cat = lambda j: jax.tree.map(lambda *v: np.concatenate(v)[:n], *[o[j] for o in out])  # noqa: E731
+        each = lambda tree: [jax.tree.map(lambda v: v[i], tree) for i in range(n)]  # noqa: E731
+        return _safety(cat(0), self.group, self.G), cat(1), cat(2), each(cat(3)), each(cat(4))
 
 
 def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None, method: str = "alpha-crown",
@@ -356,8 +357,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         bab = _BaB(graph, prop, root, bab_batch, bab_steps, intermediate=bab_intermediate, branching=bab_branching)
         zero, known = bab.root_domain()
         safety, _, cand, scores, kept = bab.bound([zero], [known])
-        heap = [(float(safety[0]), 0, zero, {z: scores[z][0] for z in scores},
-                 {z: (v[0][0], v[1][0]) for z, v in kept.items()})]
+        heap = [(float(safety[0]), 0, zero, scores[0], kept[0])]
         counter, domains, stuck = 1, 1, False
         while heap:
             if time.perf_counter() > deadline:
@@ -388,8 +388,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
                     hit = _check(graph, prop, cand[i, r])
                     if hit is not None:
                         return done("counterexample", "bab", hit=hit, domains=domains)
-                heapq.heappush(heap, (float(safety[i]), counter, child, {z: scores[z][i] for z in scores},
-                                      {z: (v[0][i], v[1][i]) for z, v in kept.items()}))
+                heapq.heappush(heap, (float(safety[i]), counter, child, scores[i], kept[i]))
                 counter += 1
             if progress and domains % (8 * bab_batch) < 2 * bab_batch:
                 log(f"bab: {domains} domains, {len(heap)} open, worst bound {heap[0][0] if heap else 0:.4g}")
