@@ -254,12 +254,15 @@ def test_quick_spatial_reuses_the_attacks_net():
 def test_quick_attack_settings_are_cut_only_where_no_verdict_rests():
     """The quick attack comparison keeps what the region-attack verdict needs (l2 against CW and DeepFool on
     at least 5 points, CW with its binary search) and cuts regions and restarts (passed to the attack, not
-    changed in its defaults); the CPU and full scales keep the library's restarts."""
+    changed in its defaults); the CPU and full scales keep the library's restarts in every norm and run l1 and
+    l_inf (several times l2's cost per point) on a subset of the l2 points."""
     q = reproduce.ATTACK_SCALES["quick"]
     assert q["n_region"] >= 5 and q["n"] >= q["n_region"] and q["n_regions"] >= 10 and q["cw_steps"] >= 100
     assert q["restarts"] is not None and q["other"]["restarts"] == 0
     for scale in ("cpu", "full"):
-        assert reproduce.ATTACK_SCALES[scale]["restarts"] is None and reproduce.ATTACK_SCALES[scale]["other"] is None
+        s = reproduce.ATTACK_SCALES[scale]
+        assert s["restarts"] is None and s["other"]["restarts"] is None and s["other"]["n_regions"] >= s["n_regions"]
+        assert 10 <= s["other"]["n_region"] <= s["n_region"]
 
 
 def test_full_plan_states_every_part_with_gpu_hours(capsys):
