@@ -243,7 +243,7 @@ def run_attacks(scale: str, out: Path) -> dict:
     for p in (2, np.inf, 1):
         mp, kp, rp = (m, k, s["restarts"]) if p == 2 else (rest["n_region"], rest["n_regions"], rest["restarts"])
         results[("region", p)] = region(f, x[:mp], y[:mp], p=p, key=key, n_regions=kp, restarts=rp,
-                                        snapshots=steps if p == 2 else ())
+                                        snapshots=steps if p == 2 else (), progress=scale != "quick")
     rows = []
     for (name, p), r in results.items():
         ok = r.success & (r.distance > 0)

@@ -424,7 +424,11 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, c
         snaps = np.full((n, len(steps), xf.shape[1]), np.nan, np.float32)
         calls, n_qp, rows, times = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
         t_start = (time.perf_counter() - t0) / max(n, 1)
-        for i in np.flatnonzero(clean == labels):      # misclassified inputs keep x, distance 0
+        todo = np.flatnonzero(clean == labels)         # misclassified inputs keep x, distance 0
+        if o["progress"]:
+            from tqdm.auto import tqdm
+            todo = tqdm(todo, desc=f"region attack (p = {float(p):g})")
+        for i in todo:
             ti = time.perf_counter()
             pb = Problem(oracle, xf[i], int(labels[i]), lo[i], hi[i], p, o["batch_regions"], o["gamma"],
                          o["max_targets"], o["max_rounds"], o["lp_solver"], o["qp_solver"], o["batched"])
@@ -500,7 +504,7 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
       processes: spread the examples over this many worker processes (`parallel.map_rows`: spawned, JAX on
         their CPU; logits_fn travels by cloudpickle). Every example's random stream depends on its index
         alone, so the result equals the one-process run up to float rounding. None or 1: this process.
-        progress: a bar over the chunks.
+        progress: a bar over the chunks (over the examples in this process).
       snapshots: region counts in [1, n_regions] after which the best point so far is recorded (sorted,
         duplicates dropped; the attack itself is the same with or without them).
       batched: p = 2 with qp_solver "dual": all promising (region, target) problems of a round solved in
@@ -543,7 +547,8 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
                    max_targets=None if max_targets is None else validate.positive_int(max_targets, "max_targets"),
                    max_rounds=validate.positive_int(max_rounds, "max_rounds"), lp_solver=lp_solver, qp_solver=qp_solver,
                    restarts=restarts, restart_regions=restart_regions or max(batch_regions, n_regions // 5),
-                   snapshots=steps, batched=bool(batched))
+                   snapshots=steps, batched=bool(batched),
+                   progress=bool(progress) and not (processes is not None and processes > 1 and n > 1))
     none = np.zeros((n, 0), np.float32)
     starts = none if x_start is None else \
         np.asarray(validate.batch(x_start, "x_start", example_shape=xn.shape[1:]), np.float32).reshape(n, -1)
