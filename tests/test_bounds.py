@@ -249,3 +249,39 @@ def test_bad_input_is_named():
         bounds.output_bounds(gelu, x, eps=0.1)
     empty = bounds.certified_radius(g, x[:0], np.zeros(0, int))
     assert empty.radius.shape == (0,)
+
+
+@pytest.mark.parametrize("arith", [None, np.float32])
+def test_dense_rows_pulled_by_gather_equal_the_one_hot_pass(arith):
+    """CROWN's intermediate rows start below a dense layer (its columns gathered, not one-hot rows multiplied):
+    the bounds equal those of the same net with every dense layer applied on a `[1, n]` reshape, where the rows
+    pass through the layer as one-hot rows (also with float32 rounding pads and a subset of rows)."""
+    from robustjax.bounds import crown
+    from robustjax.network.graph import Reshape
+    rng = np.random.default_rng(3)
+    dims = (5, 8, 7, 3)
+    Ws = [(rng.normal(size=(a, b)) / np.sqrt(a), 0.3 * rng.normal(size=b)) for a, b in zip(dims[:-1], dims[1:])]
+    flat, wrapped = [Flatten()], [Flatten()]
+    for i, (W, b) in enumerate(Ws):
+        flat.append(Dense(W, b))
+        wrapped += [Reshape((1, W.shape[0])), Dense(W, b), Reshape((W.shape[1],))]
+        if i < len(Ws) - 1:
+            flat.append(ReLU())
+            wrapped.append(ReLU())
+    g1, g2 = as_graph(flat, (5,)), as_graph(wrapped, (5,))
+    x = rng.uniform(0.3, 0.7, (2, 5))
+    with jax.enable_x64(True):
+        s = crown.InputSet(x, np.full((2,), 0.15), np.zeros_like(x), np.ones_like(x), np.inf)
+        b1 = crown.intermediate_bounds(g1, s, crown.node_shapes(g1, (5,)), arith=arith)[0]
+        b2 = crown.intermediate_bounds(g2, s, crown.node_shapes(g2, (5,)), arith=arith)[0]
+        rows = {2: np.array([1, 5, 6]), 5: np.array([0, 3])}
+        b3 = crown.intermediate_bounds(g1, s, crown.node_shapes(g1, (5,)), arith=arith, rows=rows)[0]
+    pre1 = [k for k, n in enumerate(g1.nodes, 1) if isinstance(n.layer, Dense)]
+    pre2 = [k + 1 for k, n in enumerate(g2.nodes, 1) if isinstance(n.layer, Dense)]   # the reshape after each
+    assert all(isinstance(g2.nodes[k - 1].layer, Reshape) for k in pre2)
+    for k1, k2 in zip(pre1, pre2):
+        for a, b in ((b1[k1].lo, b2[k2].lo), (b1[k1].hi, b2[k2].hi)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b).reshape(np.shape(a)), rtol=1e-12, atol=1e-12)
+    for k, u in rows.items():
+        np.testing.assert_allclose(np.asarray(b3[k].lo)[:, u], np.asarray(b1[k].lo)[:, u], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(b3[k].hi)[:, u], np.asarray(b1[k].hi)[:, u], rtol=1e-12, atol=1e-12)

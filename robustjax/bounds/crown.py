@@ -272,13 +272,25 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
             if units is not None:
                 chunks = units[chunks]
 
-            def rows_bounds(idx, k=k):
-                E = _identity_rows(shapes[k], idx, B, dtype)
-                C = jnp.concatenate([E, -E], 1)
+            def rows_bounds(idx, k=k, node=node):
+                if isinstance(node.layer, Dense) and len(shapes[k]) == 1:   # one-hot rows: a gather of W's columns
+                    start = node.inputs[0]
+                    G = jnp.broadcast_to(jnp.asarray(node.layer.W, dtype).T[idx], (B, step, node.layer.W.shape[0]))
+                    C = jnp.concatenate([G, -G], 1).reshape((B, 2 * step) + tuple(shapes[start]))
+                    off = jnp.broadcast_to(jnp.broadcast_to(jnp.asarray(node.layer.b, dtype), shapes[k])[idx], (B, step))
+                    c0, g0 = jnp.concatenate([off, -off], 1), jnp.concatenate([jnp.abs(off)] * 2, 1)
+                    if errors and k in errors:
+                        e = errors[k].reshape(B, -1)[:, idx]
+                        c0, g0 = c0 - jnp.concatenate([e, e], 1), g0 + jnp.concatenate([e, e], 1)
+                else:
+                    start, c0, g0 = k, 0.0, 0.0
+                    E = _identity_rows(shapes[k], idx, B, dtype)
+                    C = jnp.concatenate([E, -E], 1)
 
                 def lower(params):
-                    Lin, c, g = backward(graph, k, C, shapes, row_relax(graph, relax, bounds, params), errors=errors)
-                    return concretize(s, Lin, c, g, count)
+                    Lin, c, g = backward(graph, start, C, shapes, row_relax(graph, relax, bounds, params),
+                                         errors=errors)
+                    return concretize(s, Lin, c + c0, g + g0, count)
                 low = lower({})
                 if _optimizes(alpha_steps):
                     init = row_slopes(graph, relax, bounds, k, 2 * step)
