@@ -226,9 +226,17 @@ class _BaB:
         record = {}
         _, Lin = passes(params, record)
         x_star = jnp.where(Lin.reshape(B, m, -1) > 0, s.lo[:, None], s.hi[:, None])
+        kept = {z: (bounds[z].lo.reshape(B, -1)[:, self.rows[z]], bounds[z].hi.reshape(B, -1)[:, self.rows[z]])
+                for _, z in self.relus}
+        return low, infeasible, x_star, self._scores(bounds, splits, record), kept
+
+    def _scores(self, bounds, splits, record):
+        """Branching scores `{z: [B, u_z]}` of the units unstable at the root (-1: not a candidate) from the
+        bounds and the output pass's Lambda at each ReLU (record)."""
         scores = {}
         for depth, (k, z) in enumerate(self.relus):
             l, u = bounds[z].lo, bounds[z].hi
+            B = l.shape[0]
             unstable = (l < 0) & (u > 0) & (splits[z] == 0)
             intercept = jnp.where(unstable, u * (-l) / jnp.where(unstable, u - l, 1.0), 0.0)
             lam = record.get(k)
@@ -237,9 +245,17 @@ class _BaB:
             if self.branching == "shallow":     # the earliest layer with an unstable unit first, BaBSR within it
                 score = (len(self.relus) - depth) + score / (1.0 + score)
             scores[z] = jnp.where(unstable, score, -1.0).reshape(B, -1)[:, self.rows[z]]   # elsewhere -1
-        kept = {z: (bounds[z].lo.reshape(B, -1)[:, self.rows[z]], bounds[z].hi.reshape(B, -1)[:, self.rows[z]])
-                for _, z in self.relus}
-        return low, infeasible, x_star, scores, kept
+        return scores
+
+    def root_scores(self) -> dict:
+        """The root's branching scores `{z: [u_z]}` (as `bound` gives a subdomain's) from its own bounds and one
+        CROWN output pass with its slopes (eager, one example): no batch is spent on the root."""
+        bounds = [crown.Interval(jnp.asarray(b.lo), jnp.asarray(b.hi)) for b in self.root]
+        relax = crown.relaxations_for(self.graph, bounds)
+        record = {}
+        crown.backward(self.graph, len(self.graph.nodes), jnp.asarray(self.A)[None], self.shapes, relax, record)
+        zero = {z: jnp.zeros((1,) + tuple(self.shapes[z]), jnp.int8) for _, z in self.relus}
+        return {z: np.asarray(v[0]) for z, v in self._scores(bounds, zero, record).items()}
 
     def root_domain(self):
         """The root's splits (none) and its bounds of the units unstable at the root, in the form `bound` takes."""
@@ -356,8 +372,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
     with jax.enable_x64(True):
         bab = _BaB(graph, prop, root, bab_batch, bab_steps, intermediate=bab_intermediate, branching=bab_branching)
         zero, known = bab.root_domain()
-        safety, _, cand, scores, kept = bab.bound([zero], [known])
-        heap = [(float(safety[0]), 0, zero, scores[0], kept[0])]
+        heap = [(best, 0, zero, bab.root_scores(), known)]
         counter, domains, stuck = 1, 1, False
         while heap:
             if time.perf_counter() > deadline:

@@ -142,6 +142,26 @@ def test_split_units_picks_the_best_candidates_across_layers():
     assert complete._split_units({3: np.array([-1.0, -1.0])}, [3], 2) == []
 
 
+def test_root_scores_equal_a_batch_bound_of_the_root():
+    """The root's branching scores come from one eager CROWN pass instead of a batch: with CROWN's root bounds and
+    no slope steps they equal what `bound` gives the root domain, for both branchings."""
+    import jax
+    g = _net(3, (4, 12, 12, 12, 3))
+    x = np.full(4, 0.5)
+    lo, hi = x - 0.25, x + 0.25
+    prop = complete.as_property((lo, hi), int(predict_float64(g, x[None])[0]), 3)
+    with jax.enable_x64(True):
+        _, root = complete._root_bounds(g, x[None], (lo[None], hi[None]), complete._spec(prop)[0], 0)
+        for branching in ("shallow", "babsr"):
+            bab = complete._BaB(g, prop, root, 4, steps=0, branching=branching)
+            zero, known = bab.root_domain()
+            batch = bab.bound([zero], [known])[3][0]
+            eager = bab.root_scores()
+            assert any(np.any(v >= 0) for v in eager.values())
+            for z in batch:
+                np.testing.assert_allclose(eager[z], batch[z], rtol=1e-9, atol=1e-12)
+
+
 def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
     """intermediate_bounds(rows=...) re-bounds only the listed units: on them the bounds equal the full run's; the
     others keep the given bounds, which are sound and decide the same (stable) relaxation."""
