@@ -142,9 +142,8 @@ def test_split_units_picks_the_best_candidates_across_layers():
     assert complete._split_units({3: np.array([-1.0, -1.0])}, [3], 2) == []
 
 
-def test_root_scores_equal_a_batch_bound_of_the_root():
-    """The root's branching scores come from one eager CROWN pass instead of a batch: with CROWN's root bounds and
-    no slope steps they equal what `bound` gives the root domain, for both branchings."""
+def _crown_root_case():
+    """A 3-layer ReLU net, an l_inf box of 0.25 around 0.5, its 'argmax stays' property and CROWN's root bounds."""
     import jax
     g = _net(3, (4, 12, 12, 12, 3))
     x = np.full(4, 0.5)
@@ -152,6 +151,15 @@ def test_root_scores_equal_a_batch_bound_of_the_root():
     prop = complete.as_property((lo, hi), int(predict_float64(g, x[None])[0]), 3)
     with jax.enable_x64(True):
         _, root = complete._root_bounds(g, x[None], (lo[None], hi[None]), complete._spec(prop)[0], 0)
+    return g, x, lo, hi, prop, root
+
+
+def test_root_scores_equal_a_batch_bound_of_the_root():
+    """The root's branching scores come from one eager CROWN pass instead of a batch: with CROWN's root bounds and
+    no slope steps they equal what `bound` gives the root domain, for both branchings."""
+    import jax
+    g, x, lo, hi, prop, root = _crown_root_case()
+    with jax.enable_x64(True):
         for branching in ("shallow", "babsr"):
             bab = complete._BaB(g, prop, root, 4, steps=0, branching=branching)
             zero, known = bab.root_domain()
@@ -167,12 +175,8 @@ def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
     others keep the given bounds, which are sound and decide the same (stable) relaxation."""
     import jax
     from robustjax.bounds import crown
-    g = _net(3, (4, 12, 12, 12, 3))
-    x = np.full(4, 0.5)
-    lo, hi = x - 0.25, x + 0.25
-    prop = complete.as_property((lo, hi), int(predict_float64(g, x[None])[0]), 3)
+    g, x, lo, hi, prop, root = _crown_root_case()
     with jax.enable_x64(True):
-        _, root = complete._root_bounds(g, x[None], (lo[None], hi[None]), complete._spec(prop)[0], 0)
         bab = complete._BaB(g, prop, root, 4)
         assert 0 < sum(v.size for v in bab.rows.values()) < sum(np.prod(bab.shapes[z]) for _, z in bab.relus)
         s = crown.InputSet(x[None], np.full((1,), 1e30), lo[None], hi[None], np.inf)
