@@ -170,7 +170,8 @@ ATTACK_SCALES = {
     # "other": the region attack in l1 and l_inf (points, regions, restarts), None: as in l2. The verdict rests on
     # l2 alone (region against CW and DeepFool); l1 and l_inf fill the table only, on fewer points: with 100
     # regions on the CPU scale's net they cost 32 s (l1) and 57 s (l_inf) per point against 3.7 s in l2 (2-core
-    # CPU, idle, 2026-12-06; their per-region problems are LPs solved by HiGHS).
+    # CPU, idle, 2026-12-06; 38, 67 and 2.5 s in the CPU scale's run at load 1-3; their per-region problems are
+    # LPs solved by HiGHS).
     "quick": dict(widths=(256,), epochs=2, train_size=None, n=100, n_region=10, n_regions=20, restarts=2, cw_steps=200,
                   other=dict(n_region=10, n_regions=10, restarts=0)),
     "cpu": dict(widths=(1024,), epochs=5, train_size=None, n=1000, n_region=100, n_regions=100, restarts=None,
@@ -343,14 +344,15 @@ FULL_ESTIMATES = {
         basis="about 9,000 train steps (the cross-Lipschitz ones cost more per step) plus certification; the "
               "config states ~10 CPU-min on 2 cores (~40 min niced on busy cores)"),
     "attacks": dict(
-        hours=(5.0, 15.0),
+        hours=(5.0, 21.0),
         setting="ATTACK_SCALES['full']: MLP 784-1024-10 ReLU, 10 epochs; DeepFool, CW (1000 steps x 9), DDN, "
                 "minimal PGD on 1,000 test points; the region attack on the same 1,000 points in l2 and on the "
                 "first 50 in l1 and l_inf, with 400 regions and restarts from every other class, in one process",
         basis="the region attack dominates: 3.0 s per MNIST point with 50 regions in one process on the H100 "
               "machine (model on the GPU), 1.0 s on the 2-core CPU (benchmarks/parallel.md), scaled linearly to "
-              "400 regions (8-24 s per point) x 1,000 points in l2 (2.2-6.7 h); l1 and l_inf cost 8.7x and 15x l2 per "
-              "point on the 2-core CPU (100 regions, measured; taken the same here): 50 points each, 2.9-8.8 h; "
+              "400 regions (8-24 s per point) x 1,000 points in l2 (2.2-6.7 h); l1 and l_inf cost 9-15x and 15-27x l2 "
+              "per point on the 2-core CPU (100 regions, two measurements; taken the same here): 50 points each, "
+              "2.7-14 h; "
               "the other attacks are minutes (CW 1.9 ms per example on the GPU). The region attack's process pool "
               "(0.37 s per point with 50 regions over 16 processes, measured) would make it ~2.5 h; this part "
               "does not use it yet"),
