@@ -280,8 +280,8 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
                     off = jnp.broadcast_to(jnp.broadcast_to(jnp.asarray(node.layer.b, dtype), shapes[k])[idx], (B, step))
                     c0, g0 = jnp.concatenate([off, -off], 1), jnp.concatenate([jnp.abs(off)] * 2, 1)
                     if errors and k in errors:
-                        e = errors[k].reshape(B, -1)[:, idx]
-                        c0, g0 = c0 - jnp.concatenate([e, e], 1), g0 + jnp.concatenate([e, e], 1)
+                        e = jnp.tile(errors[k].reshape(B, -1)[:, idx], (1, 2))
+                        c0, g0 = c0 - e, g0 + e
                 else:
                     start, c0, g0 = k, 0.0, 0.0
                     E = _identity_rows(shapes[k], idx, B, dtype)
