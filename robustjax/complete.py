@@ -101,9 +101,23 @@ def _safety(low_rows, group, n_groups):
 
 def _check(graph, prop, x):
     """x if it is a float64-verified counterexample (inside the box, outputs unsafe), else None."""
-    x = np.clip(np.asarray(x, np.float64).reshape(-1), prop.lo, prop.hi)
-    out = evaluate_numpy(graph, x.reshape((1,) + tuple(graph.input_shape)))[0]
-    return (x, out) if prop.violated_by(out) else None
+    return _check_many(graph, prop, np.asarray(x).reshape(1, -1))
+
+
+def _check_many(graph, prop, xs):
+    """The first row of xs `[n, d]` (clipped to the box) that is a float64-verified counterexample, as (x, outputs),
+    else None: one batched float64 forward pass, each hit confirmed by `prop.violated_by`."""
+    if not len(xs):
+        return None
+    xs = np.clip(np.asarray(xs, np.float64).reshape(len(xs), -1), prop.lo, prop.hi)
+    out = evaluate_numpy(graph, xs.reshape((len(xs),) + tuple(graph.input_shape)))
+    unsafe = np.zeros(len(xs), bool)
+    for A, b in prop.unsafe:
+        unsafe |= np.all(out @ A.T <= b, -1)
+    for i in np.flatnonzero(unsafe):
+        if prop.violated_by(out[i]):
+            return xs[i], out[i]
+    return None
 
 
 def _falsify(graph, prop, key, deadline, restarts, steps):
@@ -133,13 +147,7 @@ def _falsify(graph, prop, key, deadline, restarts, steps):
         x = jax.lax.fori_loop(0, steps, body, x)
         return x, objective(x)
     xs, vals = run(key)
-    for i in np.argsort(-np.asarray(vals)):
-        hit = _check(graph, prop, np.asarray(xs[i]))
-        if hit is not None:
-            return hit
-        if time.perf_counter() > deadline:
-            break
-    return None
+    return _check_many(graph, prop, np.asarray(xs)[np.argsort(-np.asarray(vals))])
 
 
 def _region_falsify(graph, prop, key):
@@ -396,14 +404,12 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
                 break
             safety, infeasible, cand, scores, kept = bab.bound(children, given)
             domains += len(children)
-            for i, child in enumerate(children):
-                if infeasible[i] or safety[i] > 0:
-                    continue
-                for r in range(cand.shape[1]):
-                    hit = _check(graph, prop, cand[i, r])
-                    if hit is not None:
-                        return done("counterexample", "bab", hit=hit, domains=domains)
-                heapq.heappush(heap, (float(safety[i]), counter, child, scores[i], kept[i]))
+            open_ = [i for i in range(len(children)) if not (infeasible[i] or safety[i] > 0)]
+            hit = _check_many(graph, prop, cand[open_].reshape(-1, cand.shape[-1]))
+            if hit is not None:
+                return done("counterexample", "bab", hit=hit, domains=domains)
+            for i in open_:
+                heapq.heappush(heap, (float(safety[i]), counter, children[i], scores[i], kept[i]))
                 counter += 1
             if progress and domains % (8 * bab_batch) < 2 * bab_batch:
                 log(f"bab: {domains} domains, {len(heap)} open, worst bound {heap[0][0] if heap else 0:.4g}")

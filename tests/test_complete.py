@@ -240,6 +240,23 @@ def test_crown_big_m_bounds_contain_the_network_and_keep_the_optimum():
     np.testing.assert_allclose(a.distance, b.distance, rtol=1e-6)
 
 
+def test_batched_check_returns_the_first_float64_counterexample_inside_the_box():
+    g = _net(3, (4, 16, 3))
+    lo, hi = np.zeros(4), np.ones(4)
+    xs = np.random.default_rng(0).uniform(-0.5, 1.5, (200, 4))           # partly outside the box: clipped
+    out = evaluate_numpy(g, np.clip(xs, lo, hi))
+    label = int(np.bincount(np.argmax(out, 1)).argmax())
+    prop = complete.as_property((lo, hi), label, 3)
+    bad = [i for i in range(len(xs)) if prop.violated_by(out[i])]
+    assert bad and len(bad) < len(xs)
+    x, y = complete._check_many(g, prop, xs)
+    np.testing.assert_array_equal(x, np.clip(xs[bad[0]], lo, hi))
+    np.testing.assert_allclose(y, out[bad[0]])
+    good = np.delete(xs, bad, 0)
+    assert complete._check_many(g, prop, good) is None and complete._check_many(g, prop, good[:0]) is None
+    assert complete._check(g, prop, xs[bad[-1]]) is not None
+
+
 def test_timeout_is_reported_never_verified():
     g = _net(5, (6, 32, 32, 32, 3))
     x = np.full(6, 0.5)
