@@ -120,8 +120,8 @@ def get_config(arg: str = "mnist") -> dict:
         # worse on 2000 centers); the same evaluation as "paper"
         cfg.update(mnist_runs=(), cifar10_runs=(), progress=True,
                    kernel=dict(DEFAULTS["kernel"], num_centers=3000, epochs=10, train_size=None),
-                   kernel_runs=(("kernel", "none", 0.0), ("kernel_cross_lipschitz", "cross_lipschitz", 10.0),
-                                ("kernel_cross_lipschitz", "cross_lipschitz", 100.0)))
+                   kernel_runs=(("kernel", "none", 0.0),) + tuple(
+                       ("kernel_cross_lipschitz", "cross_lipschitz", lam) for lam in (1.0, 10.0, 100.0)))
         return cfg
     if arg == "tiny":
         # a smoke run (seconds): the former quick variant
