@@ -120,8 +120,9 @@ def _check_many(graph, prop, xs):
     return None
 
 
-def _falsify(graph, prop, key, deadline, restarts, steps):
-    """PGD ascent on each disjunct's unsafe margin min_r (b_r - A_r f) inside the box, random starts."""
+def _falsify(graph, prop, key, restarts, steps):
+    """PGD ascent on each disjunct's unsafe margin min_r (b_r - A_r f) inside the box, random starts; the
+    highest-ranked (by the float32 margin) counterexample that float64 confirms (`_check_many`), else None."""
     A, b, group = _spec(prop)
     lo, hi = jnp.asarray(prop.lo, jnp.float32), jnp.asarray(prop.hi, jnp.float32)
     shape = tuple(graph.input_shape)
@@ -325,7 +326,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
         return PropertyResult(status, None if hit is None else hit[0], None if hit is None else hit[1], float(lb),
                               stage, domains, time.perf_counter() - t0)
 
-    hit = _falsify(graph, prop, key, deadline, falsify_restarts, falsify_steps)
+    hit = _falsify(graph, prop, key, falsify_restarts, falsify_steps)
     if hit is not None:
         return done("counterexample", "pgd", hit=hit)
     log("PGD found no counterexample")
