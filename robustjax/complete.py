@@ -106,18 +106,13 @@ def _check(graph, prop, x):
 
 def _check_many(graph, prop, xs):
     """The first row of xs `[n, d]` (clipped to the box) that is a float64-verified counterexample, as (x, outputs),
-    else None: one batched float64 forward pass, each hit confirmed by `prop.violated_by`."""
+    else None: one batched float64 forward pass and `prop.violated_rows`."""
     if not len(xs):
         return None
     xs = np.clip(np.asarray(xs, np.float64).reshape(len(xs), -1), prop.lo, prop.hi)
     out = evaluate_numpy(graph, xs.reshape((len(xs),) + tuple(graph.input_shape)))
-    unsafe = np.zeros(len(xs), bool)
-    for A, b in prop.unsafe:
-        unsafe |= np.all(out @ A.T <= b, -1)
-    for i in np.flatnonzero(unsafe):
-        if prop.violated_by(out[i]):
-            return xs[i], out[i]
-    return None
+    hits = np.flatnonzero(prop.violated_rows(out))
+    return (xs[hits[0]], out[hits[0]]) if hits.size else None
 
 
 def _falsify(graph, prop, key, restarts, steps):

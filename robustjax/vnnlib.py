@@ -37,10 +37,18 @@ class Property(NamedTuple):
     unsafe: tuple
     num_outputs: int
 
+    def violated_rows(self, Y, *, tol: float = 0.0) -> np.ndarray:
+        """Per row of outputs Y `[n, K]`: whether it lies in the unsafe set (A y <= b + tol for some disjunct),
+        in float64 -> `[n]` bool."""
+        Y = np.asarray(Y, np.float64).reshape(-1, self.num_outputs)
+        hit = np.zeros(len(Y), bool)
+        for A, b in self.unsafe:
+            hit |= np.all(Y @ A.T <= b + tol, -1)
+        return hit
+
     def violated_by(self, y, *, tol: float = 0.0) -> bool:
-        """Whether outputs y `[K]` lie in the unsafe set (A y <= b + tol for some disjunct), in float64."""
-        y = np.asarray(y, np.float64).reshape(-1)
-        return any(bool(np.all(A @ y <= b + tol)) for A, b in self.unsafe)
+        """Whether outputs y `[K]` lie in the unsafe set (`violated_rows` of one row)."""
+        return bool(self.violated_rows(np.reshape(y, (1, -1)), tol=tol)[0])
 
     def unsafe_margin(self, y) -> float:
         """max over disjuncts of min_rows (b - A y): > 0 strictly inside the unsafe set, < 0 safe (float64)."""

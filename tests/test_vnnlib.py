@@ -50,6 +50,8 @@ def test_semantics_of_bounds_and_disjunctions():
     assert prop.violated_by([1.0, 0.0, 2.6])          # second: 2.6 - 2 >= 0.5
     assert not prop.violated_by([1.0, 0.0, 2.4])
     assert prop.unsafe_margin([1.0, 0.0, 2.6]) == pytest.approx(0.1)
+    Y = [[0.0, 1.0, 0.0], [0.0, 1.0, 2.0], [1.0, 1.5, 2.0], [1.0, 0.0, 2.6], [1.0, 0.0, 2.4]]
+    np.testing.assert_array_equal(prop.violated_rows(Y), [True, True, False, True, False])
 
 
 @pytest.mark.parametrize("body, match", [
