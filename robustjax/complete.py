@@ -162,9 +162,10 @@ def _region_falsify(graph, prop, key):
 
 class _BaB:
     """Batched branch and bound over ReLU splits. Intermediate bounds of a subdomain: intermediate="crown"
-    re-bounds by CROWN, with the split units clamped, every unit that is unstable at the root (so a split in an
-    early layer tightens every later layer; a unit stable at the root is stable in every subdomain, and its
-    relaxation is exact whatever its bounds), intersected with its parent's bounds; "ibp" clamps the parent's
+    re-bounds by CROWN, with the split units clamped, every unit that is unstable in its parent (so a split in an
+    early layer tightens every later layer; a unit stable in the parent stays stable, and its relaxation is exact
+    whatever its bounds), intersected with its parent's bounds; the rows of the whole batch are packed into
+    backward passes of `chunk` rows, so the work follows the count of such units. "ibp" clamps the parent's
     bounds and tightens them by IBP only.
     The output bound by beta-CROWN: per-row ReLU slopes (alpha) and one multiplier per split unit (beta >= 0,
     the Lagrangian term -beta * sign * z of the split constraint sign * z >= 0) optimized by `steps` projected
@@ -173,7 +174,8 @@ class _BaB:
     output bound most (BaBSR's score); "shallow" the best-scoring unit of the earliest layer that has unstable
     units (on deep nets a split there tightens every later layer's bounds)."""
 
-    def __init__(self, graph, prop, root_bounds, batch, steps=20, lr=0.1, intermediate="crown", branching="shallow"):
+    def __init__(self, graph, prop, root_bounds, batch, steps=20, lr=0.1, intermediate="crown", branching="shallow",
+                 chunk=256):
         self.graph = graph
         self.A, self.b, self.group = _spec(prop)
         self.G = len(prop.unsafe)
@@ -184,6 +186,7 @@ class _BaB:
                      for _, z in self.relus}
         self.batch = batch
         self.steps, self.lr, self.intermediate, self.branching = steps, lr, intermediate, branching
+        self.chunk = chunk
         lo, hi = jnp.asarray(prop.lo), jnp.asarray(prop.hi)
         self.set1 = (0.5 * (lo + hi), hi - lo, lo, hi)
         self._fn = jax.jit(self._bound)
@@ -199,9 +202,11 @@ class _BaB:
             u = self.rows[z]
             parent[z] = crown.Interval(*(v.reshape(B, -1).at[:, u].set(p).reshape(v.shape)
                                          for v, p in ((parent[z].lo, plo[z]), (parent[z].hi, phi[z]))))
-        if self.intermediate == "crown":
-            bounds, _, _ = crown.intermediate_bounds(self.graph, s, self.shapes, chunk=B * 2 * max(
-                int(np.prod(self.shapes[z])) for _, z in self.relus), given=parent, splits=splits, rows=self.rows)
+        if self.intermediate == "crown":    # the units unstable in the parent (others: stable, exact relaxation)
+            active = {z: jnp.zeros((B, int(np.prod(self.shapes[z]))), bool).at[:, self.rows[z]].set(
+                (plo[z] < 0) & (phi[z] > 0)).reshape((B,) + tuple(self.shapes[z])) for z in plo}
+            bounds, _, _ = crown.intermediate_bounds(self.graph, s, self.shapes, chunk=self.chunk, given=parent,
+                                                     splits=splits, active=active)
             infeasible = jnp.zeros((B,), bool)
             for v in bounds:
                 infeasible |= jnp.any((v.lo > v.hi).reshape(B, -1), -1)

@@ -255,7 +255,8 @@ def test_bad_input_is_named():
 def test_dense_rows_pulled_by_gather_equal_the_one_hot_pass(arith):
     """CROWN's intermediate rows start below a dense layer (its columns gathered, not one-hot rows multiplied):
     the bounds equal those of the same net with every dense layer applied on a `[1, n]` reshape, where the rows
-    pass through the layer as one-hot rows (also with float32 rounding pads and a subset of rows)."""
+    pass through the layer as one-hot rows (also with float32 rounding pads, and with a subset of rows per
+    example packed across the batch: equal on it, IBP's bounds elsewhere)."""
     from robustjax.bounds import crown
     from robustjax.network.graph import Reshape
     rng = np.random.default_rng(3)
@@ -274,14 +275,22 @@ def test_dense_rows_pulled_by_gather_equal_the_one_hot_pass(arith):
         s = crown.InputSet(x, np.full((2,), 0.15), np.zeros_like(x), np.ones_like(x), np.inf)
         b1 = crown.intermediate_bounds(g1, s, crown.node_shapes(g1, (5,)), arith=arith)[0]
         b2 = crown.intermediate_bounds(g2, s, crown.node_shapes(g2, (5,)), arith=arith)[0]
-        rows = {2: np.array([1, 5, 6]), 5: np.array([0, 3])}
-        b3 = crown.intermediate_bounds(g1, s, crown.node_shapes(g1, (5,)), arith=arith, rows=rows)[0]
+        mask = rng.random((2, 7)) < 0.5                 # per example, packed across the batch in odd chunks
+        mask[0, 0], mask[1, 0] = True, False
+        parts = [crown.intermediate_bounds(g, s, crown.node_shapes(g, (5,)), arith=arith, chunk=chunk, active={
+            k2: np.ones((2, 8), bool), k4: mask})[0] for g, k2, k4, chunk in ((g1, 2, 4, 3), (g2, 4, 8, 2))]
     pre1 = [k for k, n in enumerate(g1.nodes, 1) if isinstance(n.layer, Dense)]
     pre2 = [k + 1 for k, n in enumerate(g2.nodes, 1) if isinstance(n.layer, Dense)]   # the reshape after each
     assert all(isinstance(g2.nodes[k - 1].layer, Reshape) for k in pre2)
     for k1, k2 in zip(pre1, pre2):
         for a, b in ((b1[k1].lo, b2[k2].lo), (b1[k1].hi, b2[k2].hi)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b).reshape(np.shape(a)), rtol=1e-12, atol=1e-12)
-    for k, u in rows.items():
-        np.testing.assert_allclose(np.asarray(b3[k].lo)[:, u], np.asarray(b1[k].lo)[:, u], rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(np.asarray(b3[k].hi)[:, u], np.asarray(b1[k].hi)[:, u], rtol=1e-12, atol=1e-12)
+    assert pre1[:2] == [2, 4] and pre2[:2] == [4, 8]
+    for part, ref, (k2, k4) in ((parts[0], b1, pre1[:2]), (parts[1], b2, pre2[:2])):
+        for k, m in ((k2, np.ones((2, 8), bool)), (k4, mask)):
+            lo, hi = np.asarray(part[k].lo).reshape(2, -1), np.asarray(part[k].hi).reshape(2, -1)
+            rlo, rhi = np.asarray(ref[k].lo).reshape(2, -1), np.asarray(ref[k].hi).reshape(2, -1)
+            np.testing.assert_allclose(lo[m], rlo[m], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(hi[m], rhi[m], rtol=1e-12, atol=1e-12)
+            assert np.all(lo[~m] <= rlo[~m]) and np.all(hi[~m] >= rhi[~m])     # IBP's, never tighter
+        assert np.any(np.asarray(part[k4].lo).reshape(2, -1)[~mask] < np.asarray(ref[k4].lo).reshape(2, -1)[~mask])

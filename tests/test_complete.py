@@ -171,8 +171,8 @@ def test_root_scores_equal_a_batch_bound_of_the_root():
 
 
 def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
-    """intermediate_bounds(rows=...) re-bounds only the listed units: on them the bounds equal the full run's; the
-    others keep the given bounds, which are sound and decide the same (stable) relaxation."""
+    """intermediate_bounds(active=...) with the root's unstable units re-bounds only those: on them the bounds equal
+    the full run's; the others keep the given bounds, which are sound and decide the same (stable) relaxation."""
     import jax
     from robustjax.bounds import crown
     g, x, lo, hi, prop, root = _crown_root_case()
@@ -181,7 +181,8 @@ def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
         assert 0 < sum(v.size for v in bab.rows.values()) < sum(np.prod(bab.shapes[z]) for _, z in bab.relus)
         s = crown.InputSet(x[None], np.full((1,), 1e30), lo[None], hi[None], np.inf)
         full = crown.intermediate_bounds(g, s, bab.shapes, given=root)[0]
-        part = crown.intermediate_bounds(g, s, bab.shapes, given=root, rows=bab.rows)[0]
+        active = {z: np.isin(np.arange(np.prod(bab.shapes[z])), bab.rows[z])[None] for _, z in bab.relus}
+        part = crown.intermediate_bounds(g, s, bab.shapes, given=root, active=active, chunk=5)[0]
     for _, z in bab.relus:
         u = bab.rows[z]
         np.testing.assert_allclose(np.asarray(part[z].lo)[0, u], np.asarray(full[z].lo)[0, u], atol=1e-12)

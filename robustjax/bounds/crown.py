@@ -230,7 +230,7 @@ def _identity_rows(shape, rows, B, dtype):
 
 def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "crown", chunk: int = 1024,
                         slopes: dict | None = None, arith=None, alpha_steps: int = 0, alpha_lr: float = 0.1,
-                        given: list | None = None, splits: dict | None = None, rows: dict | None = None):
+                        given: list | None = None, splits: dict | None = None, active: dict | None = None):
     """(bounds of every node `[Interval]`, relaxations of every nonlinear node, local rounding errors) over the
     input set.
 
@@ -242,9 +242,11 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
     `[Interval]` (e.g. tightened by MILP), intersected with each node's as it is computed, so that every later
     node's bounds and relaxations use them. splits: ReLU splits as in `refine` (node id -> `[B, *shape]` in
     {-1, 0, 1}), the split units' intervals clamped as they are computed: bounds over the subdomain, every later
-    node re-bounded with the splits known (an empty interval marks an infeasible subdomain). rows: node id -> the
-    flat indices (a static int array) of its units to re-bound by backward passes; its other units keep IBP's
-    bounds intersected with `given` (e.g. units that are stable under `given`, whose relaxation is exact)."""
+    node re-bounded with the splits known (an empty interval marks an infeasible subdomain). active: node id ->
+    bool `[B, *shape]` (may be traced), the units of each example to re-bound by backward passes (e.g. those
+    unstable under `given`: the others' relaxation is exact); they are packed across the batch into passes of
+    `chunk` rows, as many as the count needs; the other units keep IBP's bounds intersected with `given`. Not
+    with alpha_steps > 0."""
     lo, hi = s.interval()
     B = lo.shape[0]
     dtype = lo.dtype
@@ -263,14 +265,16 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
             if e is not None:
                 errors[k] = e
                 b = Interval(b.lo - e, b.hi + e)
-        units = None if rows is None or k not in rows else np.asarray(rows[k], np.int64).reshape(-1)
-        if k in need and k > 0 and (units is None or units.size):
-            n = int(np.prod(shapes[k])) if units is None else units.size
+        if active is not None and k in active and k in need:
+            if _optimizes(alpha_steps):
+                raise ValueError(f"intermediate_bounds: alpha_steps must be 0 where active is given, got {alpha_steps!r}")
+            clo, chi = _packed_rows_bounds(graph, s, shapes, k, active[k], relax, errors, chunk, count)
+            b = Interval(jnp.maximum(b.lo, clo.reshape(b.lo.shape)), jnp.minimum(b.hi, chi.reshape(b.hi.shape)))
+        elif k in need and k > 0:
+            n = int(np.prod(shapes[k]))
             step = min(n, max(1, chunk // max(B, 1)))
             n_chunks = -(-n // step)
             chunks = np.arange(n_chunks * step).reshape(n_chunks, step) % n     # the last chunk wraps around
-            if units is not None:
-                chunks = units[chunks]
 
             def rows_bounds(idx, k=k, node=node):
                 if isinstance(node.layer, Dense) and len(shapes[k]) == 1:   # one-hot rows: a gather of W's columns
@@ -300,9 +304,6 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
             # one compiled chunk in a loop (lax.map), so that memory holds one chunk's backward pass, not all
             clo, chi = jax.lax.map(rows_bounds, jnp.asarray(chunks))                 # [n_chunks, B, step]
             clo, chi = (jnp.moveaxis(v, 0, 1).reshape(B, -1)[:, :n] for v in (clo, chi))
-            if units is not None:
-                clo = jnp.full((B, int(np.prod(shapes[k]))), -jnp.inf, dtype).at[:, units].set(clo)
-                chi = jnp.full((B, int(np.prod(shapes[k]))), jnp.inf, dtype).at[:, units].set(chi)
             b = Interval(jnp.maximum(b.lo, clo.reshape(b.lo.shape)), jnp.minimum(b.hi, chi.reshape(b.hi.shape)))
         if given is not None:
             b = Interval(jnp.maximum(b.lo, given[k].lo), jnp.minimum(b.hi, given[k].hi))
@@ -314,6 +315,48 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
         elif isinstance(node.layer, (ReLU, Activation)):
             relax[k] = _relax(node.layer, bounds[node.inputs[0]], None if slopes is None else slopes.get(k))
     return bounds, relax, errors
+
+
+def _packed_rows_bounds(graph: Graph, s: InputSet, shapes, k: int, mask, relax: dict, errors: dict, step: int,
+                        count: int):
+    """CROWN bounds `[B, n]` of node k's units where mask `[B, *shape]` is set (elsewhere -inf, inf). The set
+    (example, unit) pairs are packed in chunks of `step` rows; each row is its own example of the backward
+    pass, with its example's relaxations gathered."""
+    B = mask.shape[0]
+    n = int(np.prod(shapes[k]))
+    size = -(-(B * n) // step) * step
+    flat = jnp.flatnonzero(mask.reshape(-1), size=size, fill_value=B * n)
+    n_chunks = (jnp.sum(mask) + step - 1) // step
+    node = graph.nodes[k - 1]
+    dense = isinstance(node.layer, Dense) and len(shapes[k]) == 1
+    dtype = s.center.dtype
+
+    def chunk(i, acc):
+        idx = jax.lax.dynamic_slice(flat, (i * step,), (step,))
+        sub, unit = idx // n, idx % n                     # padding: sub = B, dropped below
+        take = jnp.minimum(sub, B - 1)
+        rel = jax.tree.map(lambda v: v[take], relax)
+        err = {j: v[take] for j, v in errors.items()}
+        rs = InputSet(*(jnp.asarray(v)[take] for v in (s.center, s.eps, s.lo, s.hi)), s.p)
+        if dense:                                          # one-hot rows: W's columns, from the layer's input
+            start = node.inputs[0]
+            G = jnp.asarray(node.layer.W, dtype).T[unit]
+            off = jnp.broadcast_to(jnp.asarray(node.layer.b, dtype), shapes[k])[unit]
+            C = jnp.stack([G, -G], 1).reshape((step, 2) + tuple(shapes[start]))
+            c0, g0 = jnp.stack([off, -off], 1), jnp.stack([jnp.abs(off)] * 2, 1)
+            if k in err:
+                e = err[k].reshape(step, -1)[jnp.arange(step), unit]
+                c0, g0 = c0 - e[:, None], g0 + e[:, None]
+        else:
+            start, c0, g0 = k, 0.0, 0.0
+            E = jax.nn.one_hot(unit, n, dtype=dtype).reshape((step, 1) + tuple(shapes[k]))
+            C = jnp.concatenate([E, -E], 1)
+        Lin, c, g = backward(graph, start, C, shapes, rel, errors=err)
+        low = concretize(rs, Lin, c + c0, g + g0, count)
+        lo, hi = acc
+        return lo.at[sub, unit].max(low[:, 0], mode="drop"), hi.at[sub, unit].min(-low[:, 1], mode="drop")
+    init = (jnp.full((B, n), -jnp.inf, dtype), jnp.full((B, n), jnp.inf, dtype))
+    return jax.lax.fori_loop(0, n_chunks, chunk, init)
 
 
 def _slope_range(layer, pre: Interval):
