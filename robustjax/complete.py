@@ -13,8 +13,9 @@ Flatten layers with at most `milp_max_unstable` unstable ReLUs under those bound
 or otherwise, branch and bound over ReLU splits: the open subdomains with the weakest bounds are split on an
 unstable unit of the earliest layer that has one (`bab_branching="shallow"`; "babsr": the unit whose relaxation
 costs the bound most anywhere; while fewer than `bab_batch` are open, each on its several best units at once,
-so that the children fill a batch), the children bounded in one batch by beta-CROWN (the units unstable at the
-root re-bounded by CROWN with the splits clamped and the parent's bounds known, `bab_intermediate="crown"`, or
+so that the children fill a batch), the children bounded in one batch by beta-CROWN (the units unstable in
+each child's parent re-bounded by CROWN with the splits clamped and the parent's bounds known, the whole batch's
+rows packed into passes of a fixed size, `bab_intermediate="crown"`, or
 the parent's bounds clamped and tightened by IBP, "ibp"; per-row slopes and one multiplier per split optimized
 by `bab_steps` Adam steps),
 until every subdomain is proven, a candidate point violates the property, or the time is up. Optional
