@@ -279,6 +279,8 @@ def test_dense_rows_pulled_by_gather_equal_the_one_hot_pass(arith):
         mask[0, 0], mask[1, 0] = True, False
         parts = [crown.intermediate_bounds(g, s, crown.node_shapes(g, (5,)), arith=arith, chunk=chunk, active={
             k2: np.ones((2, 8), bool), k4: mask})[0] for g, k2, k4, chunk in ((g1, 2, 4, 3), (g2, 4, 8, 2))]
+        with pytest.raises(ValueError, match="alpha_steps must be 0 where active is given, got 5"):
+            crown.intermediate_bounds(g1, s, crown.node_shapes(g1, (5,)), alpha_steps=5, active={4: mask})
     pre1 = [k for k, n in enumerate(g1.nodes, 1) if isinstance(n.layer, Dense)]
     pre2 = [k + 1 for k, n in enumerate(g2.nodes, 1) if isinstance(n.layer, Dense)]   # the reshape after each
     assert all(isinstance(g2.nodes[k - 1].layer, Reshape) for k in pre2)

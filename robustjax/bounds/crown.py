@@ -267,7 +267,8 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
                 b = Interval(b.lo - e, b.hi + e)
         if active is not None and k in active and k in need:
             if _optimizes(alpha_steps):
-                raise ValueError(f"intermediate_bounds: alpha_steps must be 0 where active is given, got {alpha_steps!r}")
+                raise ValueError("intermediate_bounds: alpha_steps must be 0 where active is given, "
+                                 f"got {alpha_steps!r}")
             clo, chi = _packed_rows_bounds(graph, s, shapes, k, active[k], relax, errors, chunk, count)
             b = Interval(jnp.maximum(b.lo, clo.reshape(b.lo.shape)), jnp.minimum(b.hi, chi.reshape(b.hi.shape)))
         elif k in need and k > 0:
