@@ -222,10 +222,22 @@ def _needs_bounds(graph: Graph) -> set:
         {k for k, n in enumerate(graph.nodes, 1) if isinstance(n.layer, NONLINEAR)}
 
 
-def _identity_rows(shape, rows, B, dtype):
-    n = int(np.prod(shape))
-    E = jax.nn.one_hot(rows, n, dtype=dtype).reshape((len(rows),) + tuple(shape))
-    return jnp.broadcast_to(E, (B,) + E.shape)
+def _unit_rows(node, k: int, shapes, unit, err, dtype):
+    """The rows +e_u, -e_u of node k's units `unit` `[R, r]` (r per example) as a backward pass starts them:
+    (start node, Lambda `[R, 2r, *shape(start)]`, offset `[R, 2r]`, its magnitude). Below a dense layer the
+    one-hot rows become W's columns, pulled from the layer's input (a gather, no product); err: the layer's
+    local rounding errors `[R, n]` or None."""
+    if isinstance(node.layer, Dense) and len(shapes[k]) == 1:
+        start = node.inputs[0]
+        G = jnp.asarray(node.layer.W, dtype).T[unit]
+        off = jnp.broadcast_to(jnp.asarray(node.layer.b, dtype), shapes[k])[unit]
+        c0, g0 = jnp.concatenate([off, -off], 1), jnp.concatenate([jnp.abs(off)] * 2, 1)
+        if err is not None:
+            e = jnp.tile(jnp.take_along_axis(err.reshape(err.shape[0], -1), unit, 1), (1, 2))
+            c0, g0 = c0 - e, g0 + e
+        return start, jnp.concatenate([G, -G], 1).reshape(G.shape[:1] + (-1,) + tuple(shapes[start])), c0, g0
+    E = jax.nn.one_hot(unit, int(np.prod(shapes[k])), dtype=dtype).reshape(unit.shape + tuple(shapes[k]))
+    return k, jnp.concatenate([E, -E], 1), 0.0, 0.0
 
 
 def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "crown", chunk: int = 1024,
@@ -278,19 +290,8 @@ def intermediate_bounds(graph: Graph, s: InputSet, shapes, *, method: str = "cro
             chunks = np.arange(n_chunks * step).reshape(n_chunks, step) % n     # the last chunk wraps around
 
             def rows_bounds(idx, k=k, node=node):
-                if isinstance(node.layer, Dense) and len(shapes[k]) == 1:   # one-hot rows: a gather of W's columns
-                    start = node.inputs[0]
-                    G = jnp.broadcast_to(jnp.asarray(node.layer.W, dtype).T[idx], (B, step, node.layer.W.shape[0]))
-                    C = jnp.concatenate([G, -G], 1).reshape((B, 2 * step) + tuple(shapes[start]))
-                    off = jnp.broadcast_to(jnp.broadcast_to(jnp.asarray(node.layer.b, dtype), shapes[k])[idx], (B, step))
-                    c0, g0 = jnp.concatenate([off, -off], 1), jnp.concatenate([jnp.abs(off)] * 2, 1)
-                    if errors and k in errors:
-                        e = jnp.tile(errors[k].reshape(B, -1)[:, idx], (1, 2))
-                        c0, g0 = c0 - e, g0 + e
-                else:
-                    start, c0, g0 = k, 0.0, 0.0
-                    E = _identity_rows(shapes[k], idx, B, dtype)
-                    C = jnp.concatenate([E, -E], 1)
+                start, C, c0, g0 = _unit_rows(node, k, shapes, jnp.broadcast_to(jnp.asarray(idx), (B, step)),
+                                              errors.get(k), dtype)
 
                 def lower(params):
                     Lin, c, g = backward(graph, start, C, shapes, row_relax(graph, relax, bounds, params),
@@ -329,7 +330,6 @@ def _packed_rows_bounds(graph: Graph, s: InputSet, shapes, k: int, mask, relax: 
     flat = jnp.flatnonzero(mask.reshape(-1), size=size, fill_value=B * n)
     n_chunks = (jnp.sum(mask) + step - 1) // step
     node = graph.nodes[k - 1]
-    dense = isinstance(node.layer, Dense) and len(shapes[k]) == 1
     dtype = s.center.dtype
 
     def chunk(i, acc):
@@ -339,19 +339,7 @@ def _packed_rows_bounds(graph: Graph, s: InputSet, shapes, k: int, mask, relax: 
         rel = jax.tree.map(lambda v: v[take], relax)
         err = {j: v[take] for j, v in errors.items()}
         rs = InputSet(*(jnp.asarray(v)[take] for v in (s.center, s.eps, s.lo, s.hi)), s.p)
-        if dense:                                          # one-hot rows: W's columns, from the layer's input
-            start = node.inputs[0]
-            G = jnp.asarray(node.layer.W, dtype).T[unit]
-            off = jnp.broadcast_to(jnp.asarray(node.layer.b, dtype), shapes[k])[unit]
-            C = jnp.stack([G, -G], 1).reshape((step, 2) + tuple(shapes[start]))
-            c0, g0 = jnp.stack([off, -off], 1), jnp.stack([jnp.abs(off)] * 2, 1)
-            if k in err:
-                e = err[k].reshape(step, -1)[jnp.arange(step), unit]
-                c0, g0 = c0 - e[:, None], g0 + e[:, None]
-        else:
-            start, c0, g0 = k, 0.0, 0.0
-            E = jax.nn.one_hot(unit, n, dtype=dtype).reshape((step, 1) + tuple(shapes[k]))
-            C = jnp.concatenate([E, -E], 1)
+        start, C, c0, g0 = _unit_rows(node, k, shapes, unit[:, None], err.get(k), dtype)
         Lin, c, g = backward(graph, start, C, shapes, rel, errors=err)
         low = concretize(rs, Lin, c + c0, g + g0, count)
         lo, hi = acc
