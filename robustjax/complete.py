@@ -204,7 +204,8 @@ class _BaB:
             parent[z] = crown.Interval(*(v.reshape(B, -1).at[:, u].set(p).reshape(v.shape)
                                          for v, p in ((parent[z].lo, plo[z]), (parent[z].hi, phi[z]))))
         if self.intermediate == "crown":    # the units unstable in the parent (others: stable, exact relaxation)
-            active = {z: (parent[z].lo < 0) & (parent[z].hi > 0) for z in plo}
+            active = {z: jnp.zeros((B, int(np.prod(self.shapes[z]))), bool).at[:, self.rows[z]].set(
+                (plo[z] < 0) & (phi[z] > 0)).reshape((B,) + tuple(self.shapes[z])) for z in plo}
             bounds, _, _ = crown.intermediate_bounds(self.graph, s, self.shapes, chunk=self.chunk, given=parent,
                                                      splits=splits, active=active)
             infeasible = jnp.zeros((B,), bool)
