@@ -21,4 +21,8 @@ cp benchmarks/results/cross_lipschitz_step.json "$OUT/" 2>/dev/null
 [ -n "${SKIP_REGION:-}" ] || timeout "${REGION_TIMEOUT:-300}" python3 benchmarks/bench_region_batched.py --n 8 --regions 100 > "$OUT/region_batched.log" 2>&1
 echo "bench_region_batched rc=$?"; grep -v Warn "$OUT/region_batched.log" | tail -6
 cp benchmarks/results/region_batched_gpu.json benchmarks/region_batched_gpu.md "$OUT/" 2>/dev/null
+# the same for the l_inf LPs (robustjax.lp's interior-point method, vmapped)
+[ -n "${SKIP_REGION:-}" ] || timeout "${REGION_TIMEOUT:-300}" python3 benchmarks/bench_region_batched.py --p inf --n 4 --regions 100 > "$OUT/region_batched_linf.log" 2>&1
+echo "bench_region_batched --p inf rc=$?"; grep -v Warn "$OUT/region_batched_linf.log" | tail -6
+cp benchmarks/results/region_batched_gpu_linf.json benchmarks/region_batched_gpu_linf.md "$OUT/" 2>/dev/null
 exit 0

@@ -12,8 +12,8 @@ importing only from the floors below it:
     methods     train (fit, checkpoint) · regularizers (weight decay, cross-Lipschitz) · certify
                 (Theorem 2.1 closed forms) · bounds/ (IBP, CROWN, alpha-CROWN, deep Theorem 2.1) ·
                 attacks/ (DeepFool, CW, PGD, DDN, region attack, spatial) · verify (exact MILP) ·
-                qp (exact l2 QPs in JAX) · solvers (OSQP / HiGHS) · landscape/ (wide-layer theorem) · ood (far from the data) ·
-                parallel (devices, process pools)
+                qp (exact l2 QPs in JAX) · lp (l1 / l_inf LPs in JAX) · solvers (OSQP / HiGHS) · landscape/
+                (wide-layer theorem) · ood (far from the data) · parallel (devices, process pools)
     top         complete (falsify, bound, branch and bound) · report · cli
 
 One line per module:
@@ -34,7 +34,8 @@ One line per module:
     attacks       minimal and budget attacks in one call shape, returning one AttackResult
     verify        exact minimal adversarial distances of small ReLU nets (MILP; the 2-D region walk)
     qp            min ||z - x||_2 over a polyhedron in a box: jitted, batched dual Newton, exact in float64
-    solvers       the region attack's convex problems behind one call (qp / OSQP QP, HiGHS LP)
+    lp            min ||z - x||_1 or _inf over a polyhedron in a box: jitted, batched interior point, certified
+    solvers       the region attack's convex problems behind one call (qp / OSQP QP, lp / HiGHS LP)
     landscape     layer widths, the wide-layer check, feature-map ranks, the "rand" least-squares fit
     ood           confidence far from the data: scaled / noise inputs, MMC, AUROC, CEDA and ACET terms
     parallel      data-parallel training, sharded evaluation, map_rows over worker processes

@@ -3,8 +3,9 @@
     min ||z - x||_p  s.t.  G z >= h,  lo <= z <= hi,
 
 as a QP for p = 2 (`robustjax.qp`'s exact dual Newton solver in float64 JAX, OSQP where it does not finish, or
-OSQP alone) and an LP for p = 1 and inf (HiGHS's dual simplex through scipy, or OSQP). One problem per call,
-numpy float64 in and out; `solve_min_norm` is the whole interface.
+OSQP alone) and an LP for p = 1 and inf (`robustjax.lp`'s interior-point method in float64 JAX, HiGHS where it
+does not certify its answer; HiGHS's dual simplex through scipy alone; or OSQP). One problem per call, numpy
+float64 in and out; `solve_min_norm` is the whole interface.
 """
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import osqp
 import scipy.sparse as sp
 from scipy import optimize
 
-from robustjax import qp
+from robustjax import lp, qp
 from robustjax.geometry import check_norm
 
-LP_SOLVERS = ("highs", "osqp")
+LP_SOLVERS = ("ipm", "highs", "osqp")
 QP_SOLVERS = ("dual", "osqp")
 
 _OSQP_SETTINGS = dict(verbose=False, eps_abs=1e-7, eps_rel=1e-7, eps_prim_inf=1e-8, eps_dual_inf=1e-8,
@@ -94,7 +95,20 @@ def min_l2(x, G, h, lo, hi, lam0=None):
     return solve_min_norm(x, G, h, lo, hi, 2, qp_solver="osqp"), lam
 
 
-def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs", qp_solver: str = "dual"):
+def min_lp(x, G, h, lo, hi, p):
+    """The p = 1 or inf problem of `solve_min_norm` by `robustjax.lp.solve` (rows scaled to unit norm), HiGHS
+    where it neither certifies an optimum nor proves infeasibility. Returns z `[d]`, or None when infeasible."""
+    G, h = np.asarray(G, np.float64), np.asarray(h, np.float64)
+    scale = np.maximum(np.linalg.norm(G, axis=1), 1e-300)
+    z, _, status = lp.solve(x, G / scale[:, None], h / scale, lo, hi, p)
+    if status == qp.OPTIMAL:
+        return z
+    if status == qp.INFEASIBLE:
+        return None
+    return solve_min_norm(x, G, h, lo, hi, p, lp_solver="highs")
+
+
+def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "ipm", qp_solver: str = "dual"):
     """min ||z - x||_p s.t. G z >= h, lo <= z <= hi; x `[d]`, G `[m, d]`, h `[m]`, lo/hi `[d]`.
 
     p = 2: the QP min 1/2 ||delta||^2; p = inf: the LP min tau s.t. |delta_i| <= tau; p = 1: the LP
@@ -102,8 +116,11 @@ def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs", qp_solver: s
 
     The QP goes to `robustjax.qp.solve` (`qp_solver="dual"`: optimal to 1e-9 in distance, or infeasible with
     a Farkas certificate; OSQP where it reaches its iteration limit) or to OSQP alone (`"osqp"`, the
-    reference); the LPs to HiGHS's dual simplex by default (`lp_solver="highs"`), or to OSQP (ADMM: an order
-    of magnitude slower or more on these LPs). Returns z `[d]`, or None when the problem is infeasible.
+    reference); the LPs to `robustjax.lp`'s interior-point method (`lp_solver="ipm"`: feasible to 1e-8 and
+    optimal to a duality gap of 1e-7 relative, both checked exactly, or infeasible with a Farkas certificate;
+    HiGHS where it certifies neither), to HiGHS's dual simplex alone (`"highs"`, the reference), or to OSQP
+    (ADMM: an order of magnitude slower or more on these LPs). Returns z `[d]`, or None when the problem is
+    infeasible.
     """
     p = check_norm(p)
     if lp_solver not in LP_SOLVERS:
@@ -117,6 +134,8 @@ def solve_min_norm(x, G, h, lo, hi, p, *, lp_solver: str = "highs", qp_solver: s
     dlo, dhi = np.asarray(lo, np.float64) - x, np.asarray(hi, np.float64) - x
     rhs = h - G @ x
     inf = np.full(m, np.inf)
+    if p != 2 and lp_solver == "ipm":
+        return min_lp(x, G, h, lo, hi, p)
     if p != 2 and lp_solver == "highs":
         sol = _highs_lp(x, G, rhs, dlo, dhi, p)
         return None if sol is None else x + sol

@@ -61,7 +61,8 @@ def test_halfspace_box_distance_matches_osqp():
 @pytest.mark.parametrize("p", [np.inf, 1])
 def test_lp_solvers_agree(p):
     """Three random halfspaces in the box: HiGHS's LP optimum (exactly feasible) equals OSQP's (another
-    algorithm, accurate to ADMM's tolerance) and is at least the distance to each halfspace alone."""
+    algorithm, accurate to ADMM's tolerance) and the interior-point method's (to its certified gap), and is at
+    least the distance to each halfspace alone."""
     rng = np.random.default_rng(1)
     for _ in range(3):
         x = rng.uniform(size=15)
@@ -72,6 +73,8 @@ def test_lp_solvers_agree(p):
         assert np.all(G @ a >= h - 1e-9) and np.all(a >= 0) and np.all(a <= 1)
         assert np.all(G @ b >= h - 1e-3) and np.all(b >= -1e-3) and np.all(b <= 1 + 1e-3)   # ADMM accuracy
         np.testing.assert_allclose(np.linalg.norm(a - x, ord=p), np.linalg.norm(b - x, ord=p), rtol=1e-2)
+        c = solve_min_norm(x, G, h, np.zeros(15), np.ones(15), p, lp_solver="ipm")
+        np.testing.assert_allclose(np.linalg.norm(a - x, ord=p), np.linalg.norm(c - x, ord=p), rtol=2e-7)
         single = max(float(halfspace_box_distance(jnp.asarray(G[k]), h[k] - G[k] @ x, jnp.asarray(x), 0.0, 1.0, p))
                      for k in range(3))
         assert np.linalg.norm(a - x, ord=p) >= single * (1 - 1e-6)
@@ -152,16 +155,17 @@ def test_linear_model_exact_distance(p):
     np.testing.assert_allclose(res.distance, ref, rtol=2e-4)
 
 
-@pytest.mark.parametrize("p", [np.inf, 1])
-def test_within_one_percent_of_milp(p):
-    """Tiny random ReLU nets 8-12-12-3: exact <= region <= 1.01 exact (exact by MILP)."""
+@pytest.mark.parametrize("p,batched", [(np.inf, False), (1, False), (np.inf, True)])
+def test_within_one_percent_of_milp(p, batched):
+    """Tiny random ReLU nets 8-12-12-3: exact <= region <= 1.01 exact (exact by MILP), with the sequential and
+    (l_inf, on one net: each net costs its compilations) the batched rounds (vmapped interior-point LPs)."""
     compared = 0
-    for seed in range(3):
+    for seed in (1,) if batched else range(3):
         layers = random_net(seed, [8, 12, 12, 3])
         f = as_logits_fn(layers)
         x = np.random.default_rng(seed + 50).uniform(0.2, 0.8, size=(3, 8)).astype(np.float32)
         labels = np.argmax(verify.forward(layers, x), 1)
-        res = region(f, x, labels, p=p, key=jax.random.key(seed), n_regions=40)
+        res = region(f, x, labels, p=p, key=jax.random.key(seed), n_regions=40, batched=batched)
         check_valid(f, x, labels, res)
         for i in range(3):
             ex = verify.min_adversarial_milp(layers, x[i], int(labels[i]), p=p, time_limit=30,
@@ -173,7 +177,7 @@ def test_within_one_percent_of_milp(p):
             assert res.distance[i] >= ex.distance - 1e-6
             assert res.distance[i] <= 1.01 * ex.distance
             compared += 1
-    assert compared >= 5
+    assert compared >= (3 if batched else 5)
 
 
 @pytest.mark.parametrize("batched", [False, True])

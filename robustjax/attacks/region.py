@@ -11,9 +11,10 @@ class t the attack solves the convex problem
     min ||z - x||_p  s.t.  z in Q(y),  f_t(z) >= f_c(z),  lo <= z <= hi
 
 (a QP for p = 2: `robustjax.qp`, jitted and exact in float64, warm-started across the active-set rounds; an LP
-for p = 1 and inf: `robustjax.solvers.solve_min_norm`, HiGHS), keeps the closest verified
-adversarial point and samples the next regions around it (x_r = x_best + dir ||x_best - x|| r^gamma, dir
-tilted toward x), plus the neighbouring regions across the faces binding at the best solution.
+for p = 1 and inf: `robustjax.lp`, a jitted interior-point method, HiGHS where it does not certify its
+answer), keeps the closest verified adversarial point and samples the next regions around it
+(x_r = x_best + dir ||x_best - x|| r^gamma, dir tilted toward x), plus the neighbouring regions across the faces
+binding at the best solution.
 
 Only the rows that can bind reach the solver: a problem starts with the misclassification row (plus the rows
 active at the best solution so far) and the box; the region rows violated at the solution are added (one vjp
@@ -26,8 +27,8 @@ Per example the search is `search_init` / `search_step` over a `SearchState`; st
 widens the sampling and crosses the binding faces with larger steps (`escape_probes`); then searches from
 targeted starts of every other class (K <= 10; `restart_budget` splits the regions) look into the other
 classes' basins; `processes` spreads examples over worker processes with `robustjax.parallel.map_rows`.
-With `batched` (l2; meant for accelerators) a round's promising (region, target) problems run their
-active-set rounds in lockstep (`region_solve_batch`): one vmapped QP call, one vmapped row fetch and one vmapped
+With `batched` (meant for accelerators) a round's promising (region, target) problems run their active-set
+rounds in lockstep (`region_solve_batch`): one vmapped QP or LP call, one vmapped row fetch and one vmapped
 region check per active-set round for all of them, in place of hundreds of small launches.
 
 Guarantees: every returned example is clipped to the box and re-verified with the real model (`finalize`);
@@ -138,21 +139,23 @@ def _fetch_rows(pb: Problem, states: list):
             st["cache"] = np.concatenate([st["cache"], np.stack([st["known"][int(i)] for i in new])])
 
 
-def _solve_l2_batch(pb: Problem, Gs: list, hs: list, lams: list) -> list:
-    """[(z `[d]` or None when infeasible, multipliers)] of min ||z - x||_2 s.t. G z >= h and the box for every
-    (G, h) (unit-norm rows), in one `qp.min_l2_batch` call (problems padded to a power of two, rows to a common
-    `qp.padded_rows`); OSQP (`solve_min_norm`) for a problem that reaches the iteration limit."""
-    from robustjax import qp
+def _solve_batch(pb: Problem, Gs: list, hs: list, lams: list) -> list:
+    """[(z `[d]` or None when infeasible, multipliers)] of min ||z - x||_p s.t. G z >= h and the box for every
+    (G, h) (unit-norm rows), in one vmapped call: `qp.min_l2_batch` (p = 2, warm-started from lams) or
+    `lp.min_lp_batch` (p = 1, inf); problems padded to a power of two, rows to a common `qp.padded_rows`. A
+    problem the batch leaves at MAX_ITER goes to `solve_min_norm`'s reference (OSQP for p = 2, HiGHS else)."""
+    from robustjax import lp, qp
     T, d = len(Gs), pb.x.size
     P, mp = _padded_count(T), qp.padded_rows(max(len(G) for G in Gs))
-    Gp, hp, mask, lp = np.zeros((P, mp, d)), np.zeros((P, mp)), np.zeros((P, mp), bool), np.zeros((P, mp))
+    Gp, hp, mask, lp0 = np.zeros((P, mp, d)), np.zeros((P, mp)), np.zeros((P, mp), bool), np.zeros((P, mp))
     for j, (G, h, lam) in enumerate(zip(Gs, hs, lams)):
         Gp[j, :len(G)], hp[j, :len(G)], mask[j, :len(G)] = G, h, True
         if lam is not None:
-            lp[j, :len(lam)] = lam
+            lp0[j, :len(lam)] = lam
     with jax.enable_x64(True):
         X, LO, HI = (jnp.broadcast_to(jnp.asarray(v, jnp.float64), (P, d)) for v in (pb.x, pb.lo, pb.hi))
-        sol = qp.min_l2_batch(X, jnp.asarray(Gp), jnp.asarray(hp), LO, HI, jnp.asarray(mask), jnp.asarray(lp))
+        args = (X, jnp.asarray(Gp), jnp.asarray(hp), LO, HI, jnp.asarray(mask))
+        sol = qp.min_l2_batch(*args, jnp.asarray(lp0)) if pb.p == 2 else lp.min_lp_batch(*args, p=pb.p)
         z, lam, status = np.asarray(sol.z), np.asarray(sol.lam), np.asarray(sol.status)
     out = []
     for j, G in enumerate(Gs):
@@ -161,17 +164,23 @@ def _solve_l2_batch(pb: Problem, Gs: list, hs: list, lams: list) -> list:
         elif status[j] == qp.INFEASIBLE:
             out.append((None, lam[j, :len(G)]))
         else:
-            out.append((solve_min_norm(pb.x, G, hs[j], pb.lo, pb.hi, 2, qp_solver="osqp"), lam[j, :len(G)]))
+            ref = solve_min_norm(pb.x, G, hs[j], pb.lo, pb.hi, pb.p, lp_solver="highs", qp_solver="osqp")
+            out.append((ref, lam[j, :len(G)]))
     return out
+
+
+def _batchable(pb: Problem) -> bool:
+    """Whether pb's convex problems have a vmapped solver (`_solve_batch`)."""
+    return (pb.p == 2 and pb.qp_solver == "dual") or (pb.p != 2 and pb.lp_solver == "ipm")
 
 
 def _solve_many(pb: Problem, Gs: list, hs: list, lams: list) -> list:
     """[(z `[d]` or None when infeasible, multipliers or None)] of min ||z - x||_p s.t. G z >= h and the box for
-    every (G, h): several l2 problems with the dual QP in one vmapped call (`_solve_l2_batch`); one at a time
-    otherwise (`solvers.min_l2`, warm-started, or `solve_min_norm`)."""
+    every (G, h): several problems in one vmapped call where a batched solver exists (`_solve_batch`); one at
+    a time otherwise (`solvers.min_l2`, warm-started, or `solve_min_norm`)."""
+    if len(Gs) > 1 and _batchable(pb):
+        return _solve_batch(pb, Gs, hs, lams)
     if pb.p == 2 and pb.qp_solver == "dual":
-        if len(Gs) > 1:
-            return _solve_l2_batch(pb, Gs, hs, lams)
         return [min_l2(pb.x, G, h, pb.lo, pb.hi, lam) for G, h, lam in zip(Gs, hs, lams)]
     return [(solve_min_norm(pb.x, G, h, pb.lo, pb.hi, pb.p, lp_solver=pb.lp_solver, qp_solver=pb.qp_solver), None)
             for G, h in zip(Gs, hs)]
@@ -297,7 +306,7 @@ def search_step(pb: Problem, s: SearchState, key, n: int, trace: list | None = N
             step = 1e-4 * np.linalg.norm(z - pb.x) + 1e-7
             cur.update(best=cand, best_d=dz, seed_idx=act, faces=fc, z_sol=z, pending=[z - step * nrm for nrm in fc[:R]])
 
-    batched = pb.batched and pb.p == 2 and pb.qp_solver == "dual"
+    batched = pb.batched and _batchable(pb)
     if batched:           # every promising (region, target) of the round in lockstep (pruned at the round's start)
         tasks, owner = [], []
         for r in range(n):
@@ -468,7 +477,7 @@ def _snapshot_steps(snapshots, n_regions: int) -> tuple[int, ...]:
 
 def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int = 100, batch_regions: int = 10,
            x_start=None, x_train=None, y_train=None, preacts_fn: Callable | None = None, gamma: float = 6.0,
-           max_targets: int | None = None, max_rounds: int = 50, lp_solver: str = "highs", qp_solver: str = "dual",
+           max_targets: int | None = None, max_rounds: int = 50, lp_solver: str = "ipm", qp_solver: str = "dual",
            restarts: int | None = None, restart_regions: int | None = None, processes: int | None = None,
            progress: bool = False, snapshots: Sequence[int] = (), batched: bool = False) -> AttackResult:
     """The randomized region attack: the closest adversarial point found, clipped to the box, re-verified.
@@ -491,7 +500,8 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
         `network.trace` cannot read.
       gamma: sampling radius exponent (r^gamma, r ~ U[0, 1]).
       max_targets: at most this many target classes per region (lowest lower bounds first); None: all.
-      max_rounds: active-set rounds per convex problem. lp_solver: "highs" or "osqp" for the p = 1, inf LPs;
+      max_rounds: active-set rounds per convex problem. lp_solver: "ipm" (`robustjax.lp`, jitted; HiGHS where
+        it does not certify its answer), "highs" (the reference) or "osqp" for the p = 1, inf LPs;
         qp_solver: "dual" (`robustjax.qp`: exact, jitted, warm-started across the rounds; OSQP where it does
         not finish) or "osqp" (the reference) for the p = 2 QPs.
       restarts, restart_regions: after the main search, searches from targeted starts of `restarts` classes
@@ -507,11 +517,11 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
         progress: a bar over the chunks (over the examples in this process).
       snapshots: region counts in [1, n_regions] after which the best point so far is recorded (sorted,
         duplicates dropped; the attack itself is the same with or without them).
-      batched: p = 2 with qp_solver "dual": all promising (region, target) problems of a round solved in
-        lockstep, each active-set round one vmapped QP call for all of them (`region_solve_batch`), pruned by
-        the round's starting distance (so more problems than the sequential search, which prunes by the best
-        distance so far, in far fewer launches: meant for accelerators; on the CPU it is slower,
-        benchmarks/region_batched_cpu.md).
+      batched: with qp_solver "dual" (p = 2) or lp_solver "ipm" (p = 1, inf): all promising (region, target)
+        problems of a round solved in lockstep, each active-set round one vmapped QP or LP call for all of them
+        (`region_solve_batch`), pruned by the round's starting distance (so more problems than the sequential
+        search, which prunes by the best distance so far, in far fewer launches: meant for accelerators; on the
+        CPU it is slower, benchmarks/region_batched_cpu.md).
 
     Returns:
       AttackResult; distance is a verified upper bound on the minimal l_p distance. info: trajectory
