@@ -133,7 +133,11 @@ def min_lp(x, G, h, lo, hi, mask=None, *, p, max_iter: int = 80, tol: float = 1e
         X, s, z, v, w, y, wc, yc = state
         Dx = z / X + v / s
         ec = yc / wc
-        AKA = Am @ solve_K(Dx, ec, Am.T)
+        if coupled:
+            AKA = Am @ solve_K(Dx, ec, Am.T)
+        else:                       # A = [G, -G] with K diagonal: G diag(1/K+ + 1/K-) G^T, d columns, not 2d
+            kinv = jnp.where(fixed[:d], 0, 1 / Dx[:d]) + jnp.where(fixed[d:], 0, 1 / Dx[d:])
+            AKA = (G * kinv) @ G.T
         ridge = _RIDGE * jnp.max(jnp.diag(AKA)) + jnp.finfo(dt).tiny     # degenerate vertices: AKA near singular
         return Dx, ec, jax.scipy.linalg.cho_factor(AKA + jnp.diag(jnp.where(mask, w / y + ridge, 1.0)))
 
