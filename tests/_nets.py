@@ -1,4 +1,5 @@
-"""Small random ReLU networks as robustjax.verify layers, shared by the region-attack and MILP tests."""
+"""Shared test helpers: small random ReLU networks as robustjax.verify layers (region-attack and MILP tests),
+random polyhedra in the unit box (the qp and lp tests), exact pytree equality."""
 import jax
 import numpy as np
 
@@ -14,6 +15,18 @@ def random_net(seed, sizes, bias=0.5):
             layers.append(verify.ReLU())
         layers.append(verify.Dense(rng.normal(size=(a, b)) / np.sqrt(a), bias * rng.normal(size=b)))
     return layers
+
+
+def polyhedron_problem(rng, d, m, kind):
+    """(x `[d]`, G `[m, d]` unit rows, h `[m]`) for min ||z - x|| s.t. G z >= h in [0, 1]^d: kind "feasible"
+    (rows up to 1 below a point of the box), "tight" (up to 1e-4 below it) or "infeasible" (up to 20 above)."""
+    x = rng.uniform(size=d)
+    x[rng.uniform(size=d) < 0.5] = 0.0                      # MNIST-like: many coordinates on the box face
+    G = rng.normal(size=(m, d))
+    G /= np.linalg.norm(G, axis=1, keepdims=True)
+    y = rng.uniform(size=d)
+    gap = {"feasible": -rng.uniform(0, 1, m), "tight": -rng.uniform(0, 1e-4, m), "infeasible": rng.uniform(0, 20, m)}
+    return x, G, G @ y + gap[kind]
 
 
 def assert_same_tree(a, b):

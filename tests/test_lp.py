@@ -12,18 +12,11 @@ from robustjax import lp, qp, solvers
 from robustjax.geometry import halfspace_box_distance
 from robustjax.solvers import solve_min_norm
 
+from _nets import polyhedron_problem as _problem  # noqa: E402  (tests/ is on sys.path under pytest)
+
 NORMS = [1, np.inf]
 RTOL = 2e-7            # distances: the certified relative gap 1e-7, the feasibility slack 1e-8, rounding
 
-
-def _problem(rng, d, m, kind):
-    x = rng.uniform(size=d)
-    x[rng.uniform(size=d) < 0.5] = 0.0                      # MNIST-like: many coordinates on the box face
-    G = rng.normal(size=(m, d))
-    G /= np.linalg.norm(G, axis=1, keepdims=True)
-    y = rng.uniform(size=d)
-    gap = {"feasible": -rng.uniform(0, 1, m), "tight": -rng.uniform(0, 1e-4, m), "infeasible": rng.uniform(0, 20, m)}
-    return x, G, G @ y + gap[kind]
 
 
 def _dist(z, x, p):
