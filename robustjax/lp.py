@@ -122,10 +122,9 @@ def min_lp(x, G, h, lo, hi, mask=None, *, p, max_iter: int = 80, tol: float = 1e
         r1, r2 = R[:d], R[d]
         kd = k / dd
         schur = Dx[d] + jnp.sum((Dx[:d] * (ea + eb) + 4 * ea * eb) / dd)     # kk - k^T dd^-1 k, no cancellation
-        if R.ndim == 1:
-            t = (r2 - kd @ r1) / schur
-            return jnp.concatenate([(r1 - k * t) / dd, t[None]])
         t = (r2 - kd @ r1) / schur
+        if R.ndim == 1:
+            return jnp.concatenate([(r1 - k * t) / dd, t[None]])
         return jnp.concatenate([(r1 - k[:, None] * t[None]) / dd[:, None], t[None]], 0)
 
     def factor(state):
@@ -257,6 +256,8 @@ def solve(x, G, h, lo, hi, p, *, max_iter: int = 80, tol: float = 1e-8):
     G `[m, d]` (unit-norm rows), h `[m]`, p 1 or inf. Returns (z `[d]` float64, nu `[m]`, status)."""
     G = np.asarray(G, np.float64)
     m, d = G.shape
+    if np.any(np.asarray(x) < np.asarray(lo)) or np.any(np.asarray(x) > np.asarray(hi)):
+        raise ValueError("x must lie in the box [lo, hi]; got coordinates outside it")
     mp = padded_rows(m)
     Gp, hp, mask = np.zeros((mp, d)), np.zeros(mp), np.zeros(mp, bool)
     Gp[:m], hp[:m], mask[:m] = G, h, True

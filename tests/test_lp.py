@@ -171,3 +171,5 @@ def test_bad_norm_names_the_argument():
         lp.min_lp(x, jnp.ones((1, 3)), jnp.ones(1), x, x + 1, p=3)
     with pytest.raises(ValueError, match="lp_solver"):
         solve_min_norm(np.zeros(3), np.ones((1, 3)), np.ones(1), np.zeros(3), np.ones(3), 1, lp_solver="glpk")
+    with pytest.raises(ValueError, match="x must lie in the box"):
+        lp.solve(np.full(3, 2.0), np.ones((1, 3)), np.ones(1), np.zeros(3), np.ones(3), 1)
