@@ -97,7 +97,10 @@ def min_l2(x, G, h, lo, hi, lam0=None):
 
 def min_lp(x, G, h, lo, hi, p):
     """The p = 1 or inf problem of `solve_min_norm` by `robustjax.lp.solve` (rows scaled to unit norm), HiGHS
-    where it neither certifies an optimum nor proves infeasibility. Returns z `[d]`, or None when infeasible."""
+    where it neither certifies an optimum nor proves infeasibility, or where x lies outside the box (the interior
+    point's variables start at x). Returns z `[d]`, or None when infeasible."""
+    if np.any(np.asarray(x) < np.asarray(lo)) or np.any(np.asarray(x) > np.asarray(hi)):
+        return solve_min_norm(x, G, h, lo, hi, p, lp_solver="highs")
     G, h = np.asarray(G, np.float64), np.asarray(h, np.float64)
     scale = np.maximum(np.linalg.norm(G, axis=1), 1e-300)
     z, _, status = lp.solve(x, G / scale[:, None], h / scale, lo, hi, p)

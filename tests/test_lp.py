@@ -155,12 +155,17 @@ def test_float32_meets_float32_tolerances(p):
 
 
 def test_solve_min_norm_falls_back_to_highs(monkeypatch):
+    """HiGHS where x lies outside the box (lp.solve refuses it) and where the interior point gives up (MAX_ITER,
+    monkeypatched)."""
     rng = np.random.default_rng(10)
     x, G, h = _problem(rng, 60, 8, "feasible")
+    x_out = x.copy()
+    x_out[0] = 1.5
+    ref = solve_min_norm(x_out, G, h, np.zeros(60), np.ones(60), np.inf, lp_solver="highs")
+    np.testing.assert_array_equal(solvers.solve_min_norm(x_out, G, h, np.zeros(60), np.ones(60), np.inf), ref)
     ref = solve_min_norm(x, G, h, np.zeros(60), np.ones(60), np.inf, lp_solver="highs")
     monkeypatch.setattr(lp, "solve", lambda x, G, h, lo, hi, p: (np.full_like(x, np.nan), None, qp.MAX_ITER))
-    got = solvers.solve_min_norm(x, G, h, np.zeros(60), np.ones(60), np.inf)
-    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(solvers.solve_min_norm(x, G, h, np.zeros(60), np.ones(60), np.inf), ref)
 
 
 def test_bad_norm_names_the_argument():
