@@ -170,8 +170,10 @@ def _solve_batch(pb: Problem, Gs: list, hs: list, lams: list) -> list:
 
 
 def _batchable(pb: Problem) -> bool:
-    """Whether pb's convex problems have a vmapped solver (`_solve_batch`)."""
-    return (pb.p == 2 and pb.qp_solver == "dual") or (pb.p != 2 and pb.lp_solver == "ipm")
+    """Whether pb's convex problems have a vmapped solver (`_solve_batch`; the LPs' needs x inside the box, as
+    `solvers.min_lp` does for one problem)."""
+    inside = bool(np.all((pb.x >= pb.lo) & (pb.x <= pb.hi)))
+    return (pb.p == 2 and pb.qp_solver == "dual") or (pb.p != 2 and pb.lp_solver == "ipm" and inside)
 
 
 def _solve_many(pb: Problem, Gs: list, hs: list, lams: list) -> list:
