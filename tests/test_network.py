@@ -136,3 +136,57 @@ def test_switches_signs_match_the_float64_pattern():
     np.testing.assert_array_equal(np.sign(np.asarray(sw))[clear], pat[clear])
     n_relu, n_pool = 8 * 8 * 3 + 4 * 4 * 4 + 12, 4 * 4 * 3 * 4 + 2 * 2 * 4 * 4
     assert sw.shape == (3, n_relu + n_pool)
+
+
+
+def _dense_net(seed, widths, d=6):
+    rng = np.random.default_rng(seed)
+    layers = [network.Flatten()]
+    for i, w in enumerate(widths):
+        layers += ([network.ReLU()] if i else []) + [network.Dense(rng.normal(size=(d, w)), rng.normal(size=w))]
+        d = w
+    return network.as_graph(layers)
+
+
+def test_split_join_round_trip_and_structures_compare_by_architecture():
+    """split / join round-trip a traced residual CNN exactly and as_function equals evaluate; a second net of
+    the same architecture has an equal (and equally hashed) structure; other strides or widths do not."""
+    f, shape = residual_net(jax.random.key(0))
+    graph = network.trace(f, shape)
+    structure, arrays = network.split(graph)
+    assert all(isinstance(a, (np.ndarray, jax.Array)) for a in arrays) and len(arrays) >= 6
+    x = jax.random.uniform(jax.random.key(1), (3,) + shape)
+    ref = np.asarray(network.evaluate(graph, x))
+    np.testing.assert_array_equal(np.asarray(network.evaluate(network.join(structure, arrays), x)), ref)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda h, z: h(z))(network.as_function(graph), x)), ref)
+    twin = network.split(network.trace(residual_net(jax.random.key(5))[0], shape))[0]
+    assert twin == structure and hash(twin) == hash(structure)
+    strided = graph._replace(nodes=tuple(n._replace(layer=n.layer._replace(window_strides=(2, 2)))
+                                         if isinstance(n.layer, network.Conv) else n for n in graph.nodes))
+    assert network.split(strided)[0] != structure
+    assert network.split(_dense_net(0, [8, 3]))[0] != network.split(_dense_net(0, [9, 3]))[0]
+
+
+def test_attacks_compile_once_per_architecture_for_a_partial():
+    """deepfool on three nets of one architecture as `as_function` Partials: one program, the same distances
+    as a closure over each net (which compiles anew each time); the region attack's round program likewise."""
+    import robustjax.attacks.deepfool as deepfool_module
+    from robustjax.attacks.region_oracle import _round, make_oracle
+
+    x = np.random.default_rng(0).uniform(size=(4, 6)).astype(np.float32)
+    core = deepfool_module._deepfool.jitted
+    n0 = core._cache_size()
+    for seed in range(3):
+        graph = _dense_net(seed, [8, 3])
+        fn = network.as_function(graph)
+        labels = np.asarray(jnp.argmax(fn(x), -1))
+        r = deepfool_module.deepfool(fn, x, labels, p=2)
+        ref = deepfool_module.deepfool(lambda z, g=graph: network.evaluate(g, z), x, labels, p=2)
+        np.testing.assert_allclose(r.distance, ref.distance, rtol=1e-5)
+    assert core._cache_size() == n0 + 1 + 3
+    r0 = _round._cache_size()
+    z = jnp.full(6, 0.5, jnp.float32)
+    for seed in range(3):
+        o = make_oracle(network.as_function(_dense_net(seed, [8, 3])), None, (6,), jnp.dtype(jnp.float32))
+        o.round(jax.random.key(0), z, z, 0, jnp.zeros(6), jnp.ones(6), 6.0, True, jnp.zeros((4, 6)), 0, p=2.0, R=4)
+    assert _round._cache_size() == r0 + 1

@@ -29,9 +29,9 @@ from _nets import random_net  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def as_logits_fn(layers):
-    """The layers as a JAX function `[batch, d]` -> `[batch, K]` (`network.evaluate`; float32 unless x64 is on)."""
-    graph = network.as_graph(list(layers))
-    return lambda x: network.evaluate(graph, x.reshape(x.shape[0], -1))
+    """The layers (Flatten first) as a JAX function `[batch, d]` -> `[batch, K]` (`network.as_function`: the
+    weights are jit arguments, so nets of one architecture share compiled attacks; float32 unless x64 is on)."""
+    return network.as_function(network.as_graph(list(layers)))
 
 
 def check_valid(f, x, labels, res, box=Box()):

@@ -16,7 +16,6 @@ the top n_targets of the clean logits, each on the points not yet broken.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -25,6 +24,7 @@ import numpy as np
 
 from robustjax import batching, losses, validate
 from robustjax.attacks import steps as S
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, default_min_margin,
                                       finalize)
 from robustjax.batching import map_batches
@@ -118,10 +118,10 @@ def _run(logits_fn, x, labels, target, eps, box: Box, key, *, p, steps, loss, ta
     return s["adv"], s["found"], s["calls"]
 
 
-_STATIC = ("logits_fn", "p", "steps", "loss", "targeted", "restarts")
+_STATIC = ("p", "steps", "loss", "targeted", "restarts")
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@jit_model(_STATIC)
 def _apgd(logits_fn, x, labels, target, eps, lo, hi, key, *, p, steps, loss, targeted, restarts):
     def restart(carry, k):
         best, found, calls = carry
@@ -158,7 +158,7 @@ def apgd(logits_fn, x, labels, *, p, eps, key, box=None, loss: str = "ce", targe
     """APGD, a budget attack (module docstring): a misclassified point within ||x_adv - x||_p <= eps.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]` (static under jit: reuse the object).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
       x: `[batch, ...]` in the box; labels `[batch]`; p: 2 or inf; eps: radius, scalar or `[batch]`;
         key: PRNG key (random starts). box: Box, (lo, hi) or None ([0, 1]).
       loss: "ce" or "dlr" (K >= 3; targeted K >= 4). target: None (untargeted) or `[batch]` int classes

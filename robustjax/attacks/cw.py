@@ -13,7 +13,6 @@ branches, keep the per-example search inside one jitted program.
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +20,7 @@ import optax
 
 from robustjax import validate
 from robustjax.attacks import steps as S
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import Timer, as_box, check_inputs, check_norm, finalize, keep_best
 from robustjax.batching import map_batches
 from robustjax.geometry import lp_norm, margin
@@ -36,7 +36,7 @@ def _to_attack(x, lo, hi):
     return jnp.arctanh(jnp.clip(z, -1.0, 1.0) * 0.999999)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "steps", "binary_search_steps", "learning_rate",
+@jit_model(("steps", "binary_search_steps", "learning_rate",
                                              "confidence", "initial_const", "evaluate_last", "line_search_steps"))
 def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_rate, confidence,
         initial_const, evaluate_last, line_search_steps):
@@ -94,7 +94,7 @@ def cw(logits_fn, x, labels, *, p=2, key=None, box=None, steps: int = 1000, bina
     """Carlini-Wagner l2 attack, minimal-norm, untargeted.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (static under jit: reuse the object).
+      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
       x: `[batch, ...]` in the box; labels `[batch]`. p: must be 2. key: unused (deterministic).
       box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.
       steps: Adam steps per value of c; binary_search_steps: values of c tried per example;

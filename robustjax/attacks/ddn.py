@@ -8,19 +8,19 @@ adversarial iterate is kept, then (optionally) a line search toward x.
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 
 from robustjax import losses, validate
 from robustjax.attacks import steps as S
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import Timer, as_box, check_inputs, check_norm, finalize, keep_best
 from robustjax.batching import map_batches
 from robustjax.geometry import lp_norm, per_example
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "steps", "gamma", "init_epsilon", "max_step",
+@jit_model(("steps", "gamma", "init_epsilon", "max_step",
                                              "loss", "line_search_steps"))
 def _ddn(logits_fn, x, labels, lo, hi, *, steps, gamma, init_epsilon, max_step, loss, line_search_steps):
     n = x.shape[0]
@@ -63,7 +63,7 @@ def ddn(logits_fn, x, labels, *, p=2, key=None, box=None, steps: int = 100, gamm
     """Decoupled Direction and Norm attack, l2, minimal (module docstring).
 
     Args:
-      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (static under jit: reuse the object).
+      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
       x: `[batch, ...]` in the box; labels `[batch]`; p: must be 2; key: unused (deterministic).
       box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.
       steps, gamma, init_epsilon, max_step: Alg. 1's; defaults follow Foolbox 3 (100, 0.05, 1, 1).

@@ -13,7 +13,6 @@ On an affine classifier with the box inactive one step lands on the exact minima
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +20,13 @@ import numpy as np
 
 from robustjax import validate
 from robustjax.attacks import steps as S
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import Timer, as_box, check_inputs, check_norm, finalize
 from robustjax.batching import map_batches
 from robustjax.geometry import dual_norm, per_example
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "p", "steps", "overshoot", "line_search_steps"))
+@jit_model(("p", "steps", "overshoot", "line_search_steps"))
 def _deepfool(logits_fn, x, labels, lo, hi, *, p, steps, overshoot, line_search_steps):
     """x, lo, hi `[batch, ...]`, labels `[batch]` -> (x_adv, model calls `[batch]`)."""
     def logits_and_jacobian(z):
@@ -85,8 +85,8 @@ def deepfool(logits_fn, x, labels, *, p, key=None, box=None, steps: int = 50, ov
     """DeepFool, minimal-norm, untargeted, p in {2, inf}; all classes are candidates.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (jittable; static, so pass the same
-        function object to reuse the compiled attack).
+      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (jittable; `model_arg`: the same object
+        or a Partial of the same function reuses the compiled attack).
       x: `[batch, ...]` inputs in the box; labels: `[batch]` ints.
       p: 2 or inf. key: unused (DeepFool is deterministic), accepted for the common call shape.
       box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.

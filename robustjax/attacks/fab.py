@@ -17,7 +17,6 @@ the top n_targets of the clean logits, each on the points not yet broken.
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ from robustjax import validate
 from robustjax.attacks import steps as S
 from robustjax.attacks.apgd import targeted_cascade
 from robustjax.attacks.pgd import default_eps_init
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, default_min_margin,
                                       finalize, keep_best)
 from robustjax.batching import map_batches
@@ -82,10 +82,10 @@ def project_hyperplane_box(w, r, x, lo, hi, p):
     return jax.vmap(one)(w, r, x, lo, hi)
 
 
-_STATIC = ("logits_fn", "p", "steps", "restarts", "alpha_max", "eta", "beta", "targeted")
+_STATIC = ("p", "steps", "restarts", "alpha_max", "eta", "beta", "targeted")
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@jit_model(_STATIC)
 def _fab(logits_fn, x, labels, target, lo, hi, eps_init, key, *, p, steps, restarts, alpha_max, eta, beta,
          targeted):
     n = x.shape[0]
@@ -173,7 +173,7 @@ def fab(logits_fn, x, labels, *, p, key, box=None, eps=None, target=None, steps:
     """FAB, a minimal attack (module docstring), untargeted or toward target classes.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]` (static under jit: reuse the object).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
       x: `[batch, ...]` in the box; labels `[batch]`; p: 1, 2 or inf; key: PRNG key (restarts).
       box: Box, (lo, hi) or None ([0, 1]). eps: None (minimal attack) or a threshold, scalar or `[batch]`:
         points farther than eps are failures (a budget result). target: None or `[batch]` int classes

@@ -15,7 +15,6 @@ Reference: Hein & Andriushchenko, NIPS 2017, `attacks.py` / `ae_generation.py` o
 """
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable, NamedTuple
 
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from robustjax import validate
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import AttackResult, as_box, check_inputs, check_norm, finalize
 from robustjax.batching import map_batches
 from robustjax.geometry import class_margins
@@ -64,7 +64,7 @@ class _SearchState(NamedTuple):
     t_hi: jax.Array     # smallest multiplier known adversarial (inf if none)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "n_grow", "n_bisect"))
+@jit_model(("n_grow", "n_bisect"))
 def _linearized(logits_fn, x, labels, lo, hi, multiplier, small_multiplier, n_grow, n_bisect):
     """x, lo, hi `[B, ...]`, labels `[B]` -> x_adv `[B, ...]` (x where no class gave an adversarial point)."""
     B = x.shape[0]

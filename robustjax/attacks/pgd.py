@@ -17,7 +17,6 @@ Public attacks (AttackResult out):
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -27,6 +26,7 @@ import optax
 
 from robustjax import losses, validate
 from robustjax.attacks import steps as S
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import Box, Timer, as_box, check_inputs, check_norm, finalize, keep_best
 from robustjax.batching import map_batches
 from robustjax.geometry import lp_norm, per_example
@@ -132,10 +132,10 @@ def make_run(p, box: Box, steps: int, step_size: float | None = None, loss="marg
         loss_fn=losses.get(loss), num_steps=steps, stop_early=stop_early)
 
 
-_STATIC = ("logits_fn", "p", "steps", "step_size", "loss", "random_start", "sparsity")
+_STATIC = ("p", "steps", "step_size", "loss", "random_start", "sparsity")
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC + ("restarts",))
+@jit_model(_STATIC + ("restarts",))
 def _pgd(logits_fn, x, labels, eps, lo, hi, key, *, p, steps, step_size, loss, random_start, sparsity, restarts):
     run = make_run(p, Box(lo, hi), steps, step_size, loss, random_start, sparsity)
 
@@ -172,7 +172,7 @@ def pgd(logits_fn, x, labels, *, p, eps, key, box=None, steps: int = 100, step_s
     misclassified.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]` (static under jit: reuse the object).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
       x: `[batch, ...]` in the box; labels `[batch]`; p: 1, 2 or inf; key: PRNG key (random starts).
       eps: radius, scalar or `[batch]`, >= 0. box: Box, (lo, hi) or None ([0, 1]), lo and hi a scalar, one
         example's shape or `[batch, ...]`. steps: PGD steps per run; step_size: relative to eps (default
@@ -208,7 +208,7 @@ def default_eps_init(p, x, box) -> float:
     return {np.inf: 0.1 * width, 2.0: 0.05 * width * np.sqrt(d), 1.0: 0.01 * width * d}[check_norm(p)]
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC + ("search_steps", "line_search_steps"))
+@jit_model(_STATIC + ("search_steps", "line_search_steps"))
 def _pgd_minimal(logits_fn, x, labels, lo, hi, eps_init, key, *, p, steps, step_size, loss, random_start,
                  sparsity, search_steps, line_search_steps):
     run = make_run(p, Box(lo, hi), steps, step_size, loss, random_start, sparsity)

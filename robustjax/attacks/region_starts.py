@@ -186,7 +186,7 @@ def targeted_starts(oracle: RegionOracle, x, c, lo, hi, p, *, exclude, top, step
         # FAB toward every other class, one batched call (one compiled shape per model)
         from robustjax.attacks.fab import fab   # public attack (the package imports this module)
         n = len(targets)
-        r = fab(oracle.logits, np.tile(x.astype(np.float32), (n, 1)), np.full(n, c), p=p, key=jax.random.key(c),
+        r = fab(oracle.logits_fn, np.tile(x.astype(np.float32), (n, 1)), np.full(n, c), p=p, key=jax.random.key(c),
                 box=Box(np.tile(lo.astype(np.float32), (n, 1)), np.tile(hi.astype(np.float32), (n, 1))),
                 target=np.asarray(targets), steps=fab_steps)
         calls += int(np.sum(r.model_calls))

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import losses, validate
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import AttackResult, as_box, check_inputs, finalize
 from robustjax.batching import map_batches
 from robustjax.geometry import Box, margin
@@ -168,7 +169,7 @@ def _select(mis, mag, marg, criterion):
 
 # ----------------------------------------------------------------------------- grid search
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "padding", "chunk", "criterion", "max_angle",
+@jit_model(("padding", "chunk", "criterion", "max_angle",
                                              "max_shift"))
 def _grid_batch(logits_fn, x, labels, lo, hi, params, valid, *, padding, chunk, criterion, max_angle, max_shift):
     """x, lo, hi `[B, H, W, C]`, params `[n_chunks * chunk, 3]` (rows with valid False are padding) ->
@@ -284,7 +285,7 @@ def _better(new_mis, new_mag, new_marg, best: _Best):
     return smaller | (~new_mis & ~best.mis & (new_marg < best.margin))
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "padding", "num_steps", "restarts", "line_search",
+@jit_model(("padding", "num_steps", "restarts", "line_search",
                                              "loss", "max_angle", "max_shift"))
 def _first_order_batch(logits_fn, x, labels, lo, hi, key, *, step_size, padding, num_steps, restarts, line_search,
                        loss, max_angle, max_shift):

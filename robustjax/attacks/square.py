@@ -18,13 +18,13 @@ of 10,000, rescaled to n_queries (the published schedule).
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from robustjax import validate
+from robustjax.attacks.model_arg import jit_model
 from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, default_min_margin,
                                       finalize)
 from robustjax.batching import map_batches
@@ -151,7 +151,7 @@ def _propose_l2(key, x, x_best, eps, lo, hi, win):
     return jax.vmap(one)(x, x_best, eps, signs, r1, c1, r2, c2, flip, lo, hi)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "p", "n_queries", "p_init", "shape"))
+@jit_model(("p", "n_queries", "p_init", "shape"))
 def _square(logits_fn, x, labels, eps, lo, hi, key, *, p, n_queries, p_init, shape):
     n = x.shape[0]
     img = (n,) + shape
@@ -189,7 +189,8 @@ def square(logits_fn, x, labels, *, p, eps, key, box=None, n_queries: int = 5000
     """Square attack, untargeted, a budget attack (module docstring).
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]`, only evaluated (static under jit: reuse the object).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]`, only evaluated (`model_arg`: a Partial compiles once per
+        architecture).
       x: `[batch, ...]` in the box (images channels last); labels `[batch]`; p: 2 or inf; eps: radius,
         scalar or `[batch]`; key: PRNG key. box: Box, (lo, hi) or None ([0, 1]).
       n_queries: model evaluations per example at most (the start counts one); p_init: the first fraction

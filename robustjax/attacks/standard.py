@@ -121,7 +121,7 @@ def standard_evaluation(logits_fn, x, labels, *, p, eps, key, box=None, attacks=
     fab_steps, thresholded at eps), Square (n_queries).
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]` (K >= 4 for the targeted attacks; static under jit).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]` (K >= 4 for the targeted attacks; `model_arg`).
       x: `[n, ...]` in the box; labels `[n]`; p: 2 or inf (1 only with "fab"/"fab-t" alone); eps: scalar or
         `[n]`; key: a jax.random key or an int seed (recorded in the result). box: Box, (lo, hi) or None.
       attacks: names from KNOWN, run in this order: "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square".
