@@ -29,7 +29,8 @@ class Structure:
 
 def split(graph) -> tuple[Structure, list]:
     """(structure, arrays): the graph's array leaves (weights, biases, scales) in pytree order, and the rest.
-    Structures of two graphs compare equal exactly when the graphs differ at most in those arrays' values."""
+    Structures of two graphs compare equal exactly when the graphs differ at most in those arrays (values and
+    shapes: jit keys on the shapes as argument shapes, so equal structures and shapes share a program)."""
     leaves, treedef = jax.tree.flatten(as_graph(graph))
     arrays = [a for a in leaves if isinstance(a, _ARRAY)]
     static = tuple(None if isinstance(a, _ARRAY) else a for a in leaves)
