@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustjax.geometry import check_norm
+from robustjax.geometry import Box, box_violation, check_norm
 from robustjax.qp import INFEASIBLE, MAX_ITER, OPTIMAL, QPSolution, _farkas, padded_rows
 
 _STEP = 0.995           # fraction of the way to the boundary taken by each step
@@ -256,8 +256,9 @@ def solve(x, G, h, lo, hi, p, *, max_iter: int = 80, tol: float = 1e-8):
     G `[m, d]` (unit-norm rows), h `[m]`, p 1 or inf. Returns (z `[d]` float64, nu `[m]`, status)."""
     G = np.asarray(G, np.float64)
     m, d = G.shape
-    if np.any(np.asarray(x) < np.asarray(lo)) or np.any(np.asarray(x) > np.asarray(hi)):
-        raise ValueError("x must lie in the box [lo, hi]; got coordinates outside it")
+    gap = box_violation(x, Box(lo, hi))
+    if gap > 0:
+        raise ValueError(f"x must lie in the box [lo, hi]; got a coordinate {gap:g} outside it")
     mp = padded_rows(m)
     Gp, hp, mask = np.zeros((mp, d)), np.zeros(mp), np.zeros(mp, bool)
     Gp[:m], hp[:m], mask[:m] = G, h, True

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from scipy import optimize
 
 from robustjax import lp, qp
-from robustjax.geometry import check_norm
+from robustjax.geometry import Box, box_violation, check_norm
 
 LP_SOLVERS = ("ipm", "highs", "osqp")
 QP_SOLVERS = ("dual", "osqp")
@@ -99,7 +99,7 @@ def min_lp(x, G, h, lo, hi, p):
     """The p = 1 or inf problem of `solve_min_norm` by `robustjax.lp.solve` (rows scaled to unit norm), HiGHS
     where it neither certifies an optimum nor proves infeasibility, or where x lies outside the box (the interior
     point's variables start at x). Returns z `[d]`, or None when infeasible."""
-    if np.any(np.asarray(x) < np.asarray(lo)) or np.any(np.asarray(x) > np.asarray(hi)):
+    if box_violation(x, Box(lo, hi)) > 0:
         return solve_min_norm(x, G, h, lo, hi, p, lp_solver="highs")
     G, h = np.asarray(G, np.float64), np.asarray(h, np.float64)
     scale = np.maximum(np.linalg.norm(G, axis=1), 1e-300)

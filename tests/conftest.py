@@ -6,18 +6,17 @@ import os
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import jax
+import numpy as np
+import pytest
+
 # JAX's persistent compilation cache, shared by the xdist workers and every process a test starts (region
-# attack pools, notebook kernels, the multi-device child): each program compiles once per run, not per process
-# and per module (`_release_compiled_programs`). Inside the checkout, so a fresh clone starts empty.
-JAX_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
+# attack pools, notebook kernels, the multi-device child: they read the environment): each program compiles
+# once per run, not per process and per module (`_release_compiled_programs`). Inside the checkout, so a fresh
+# clone starts empty.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-
-import jax  # noqa: E402  (after the cache settings, which jax reads at import)
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))

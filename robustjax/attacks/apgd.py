@@ -158,7 +158,7 @@ def apgd(logits_fn, x, labels, *, p, eps, key, box=None, loss: str = "ce", targe
     """APGD, a budget attack (module docstring): a misclassified point within ||x_adv - x||_p <= eps.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]` (a jit argument: `attacks/model_arg.py`).
       x: `[batch, ...]` in the box; labels `[batch]`; p: 2 or inf; eps: radius, scalar or `[batch]`;
         key: PRNG key (random starts). box: Box, (lo, hi) or None ([0, 1]).
       loss: "ce" or "dlr" (K >= 3; targeted K >= 4). target: None (untargeted) or `[batch]` int classes

@@ -37,7 +37,7 @@ def _to_attack(x, lo, hi):
 
 
 @jit_model(("steps", "binary_search_steps", "learning_rate",
-                                             "confidence", "initial_const", "evaluate_last", "line_search_steps"))
+            "confidence", "initial_const", "evaluate_last", "line_search_steps"))
 def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_rate, confidence,
         initial_const, evaluate_last, line_search_steps):
     """x, lo, hi `[batch, ...]`, labels `[batch]` -> (x_adv, model calls `[batch]`)."""
@@ -94,7 +94,7 @@ def cw(logits_fn, x, labels, *, p=2, key=None, box=None, steps: int = 1000, bina
     """Carlini-Wagner l2 attack, minimal-norm, untargeted.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
+      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (a jit argument: `attacks/model_arg.py`).
       x: `[batch, ...]` in the box; labels `[batch]`. p: must be 2. key: unused (deterministic).
       box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.
       steps: Adam steps per value of c; binary_search_steps: values of c tried per example;

@@ -20,8 +20,7 @@ from robustjax.batching import map_batches
 from robustjax.geometry import lp_norm, per_example
 
 
-@jit_model(("steps", "gamma", "init_epsilon", "max_step",
-                                             "loss", "line_search_steps"))
+@jit_model(("steps", "gamma", "init_epsilon", "max_step", "loss", "line_search_steps"))
 def _ddn(logits_fn, x, labels, lo, hi, *, steps, gamma, init_epsilon, max_step, loss, line_search_steps):
     n = x.shape[0]
     worst = lp_norm(jnp.maximum(x - lo, hi - x), 2)
@@ -63,7 +62,7 @@ def ddn(logits_fn, x, labels, *, p=2, key=None, box=None, steps: int = 100, gamm
     """Decoupled Direction and Norm attack, l2, minimal (module docstring).
 
     Args:
-      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
+      logits_fn: batched `[batch, ...]` -> logits `[batch, K]` (a jit argument: `attacks/model_arg.py`).
       x: `[batch, ...]` in the box; labels `[batch]`; p: must be 2; key: unused (deterministic).
       box: Box, (lo, hi) or None ([0, 1]); lo, hi a scalar, one example's shape or `[batch, ...]`.
       steps, gamma, init_epsilon, max_step: Alg. 1's; defaults follow Foolbox 3 (100, 0.05, 1, 1).

@@ -173,7 +173,7 @@ def fab(logits_fn, x, labels, *, p, key, box=None, eps=None, target=None, steps:
     """FAB, a minimal attack (module docstring), untargeted or toward target classes.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]` (a jit argument: `attacks/model_arg.py`).
       x: `[batch, ...]` in the box; labels `[batch]`; p: 1, 2 or inf; key: PRNG key (restarts).
       box: Box, (lo, hi) or None ([0, 1]). eps: None (minimal attack) or a threshold, scalar or `[batch]`:
         points farther than eps are failures (a budget result). target: None or `[batch]` int classes

@@ -3,8 +3,9 @@
 A `jax.tree_util.Partial` logits_fn (`network.as_function(graph)`, `Partial(model.apply, params)`) is passed
 as a pytree: its leaves (the weights) are arguments and its function is the cache key, so the attack compiles
 once per function and array shapes: once per architecture for `network.as_function` (its function compares
-by structure), once per module object for a Flax `model.apply` (modules compare by identity). Its arguments must therefore be arrays or pytrees of arrays (they
-are traced; an int or a module among them is jit's "not a valid JAX type" error). Any other callable, a
+by structure), once per module object for a Flax `model.apply` (modules compare by identity). Its arguments
+must therefore be arrays or pytrees of arrays (they are traced; an int or a module among them is jit's "not a
+valid JAX type" error). Any other callable, a
 functools.partial included, is the cache key itself (hashed, compared by ==): the same object reuses the
 program, a new closure compiles anew.
 """

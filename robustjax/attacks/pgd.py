@@ -172,7 +172,7 @@ def pgd(logits_fn, x, labels, *, p, eps, key, box=None, steps: int = 100, step_s
     misclassified.
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]` (`model_arg`: a Partial compiles once per architecture).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]` (a jit argument: `attacks/model_arg.py`).
       x: `[batch, ...]` in the box; labels `[batch]`; p: 1, 2 or inf; key: PRNG key (random starts).
       eps: radius, scalar or `[batch]`, >= 0. box: Box, (lo, hi) or None ([0, 1]), lo and hi a scalar, one
         example's shape or `[batch, ...]`. steps: PGD steps per run; step_size: relative to eps (default

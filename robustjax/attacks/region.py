@@ -52,7 +52,7 @@ from robustjax.attacks.region_oracle import ROW_CHUNK, RegionOracle, make_oracle
 from robustjax.attacks.region_starts import (cheap_attacks, nearest_other_class, start_points, targeted_starts,
                                             verified)
 from robustjax.attacks.result import AttackResult, check_inputs, finalize, keep_best
-from robustjax.geometry import Box, as_box, check_norm, halfspace_box_distance, lp_norm, vector_norm
+from robustjax.geometry import Box, as_box, box_violation, check_norm, halfspace_box_distance, lp_norm, vector_norm
 from robustjax.solvers import LP_SOLVERS, QP_SOLVERS, min_l2, solve_min_norm
 
 
@@ -172,8 +172,8 @@ def _solve_batch(pb: Problem, Gs: list, hs: list, lams: list) -> list:
 def _batchable(pb: Problem) -> bool:
     """Whether pb's convex problems have a vmapped solver (`_solve_batch`; the LPs' needs x inside the box, as
     `solvers.min_lp` does for one problem)."""
-    inside = bool(np.all((pb.x >= pb.lo) & (pb.x <= pb.hi)))
-    return (pb.p == 2 and pb.qp_solver == "dual") or (pb.p != 2 and pb.lp_solver == "ipm" and inside)
+    return (pb.p == 2 and pb.qp_solver == "dual") or (
+        pb.p != 2 and pb.lp_solver == "ipm" and box_violation(pb.x, Box(pb.lo, pb.hi)) == 0)
 
 
 def _solve_many(pb: Problem, Gs: list, hs: list, lams: list) -> list:

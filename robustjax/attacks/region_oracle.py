@@ -171,7 +171,7 @@ def make_oracle(logits_fn, preacts_fn, example_shape: tuple, dtype, n_grid: int 
                 s_max: float = 1.05) -> RegionOracle:
     """The RegionOracle of one model (cached per logits_fn object). Its programs take the model as an argument:
     the switches' graph (`switch_fn`) compiles once per architecture; the logits (the ray, the predictions)
-    once per logits_fn, or once per architecture for a Partial (`model_arg`)."""
+    as the attacks compile theirs (`model_arg`)."""
     g = switch_fn(logits_fn, example_shape, preacts_fn=preacts_fn, dtype=dtype)
     f = jax.tree_util.Partial(_Flat(tuple(example_shape)), as_pytree(logits_fn))
     part = functools.partial

@@ -169,8 +169,7 @@ def _select(mis, mag, marg, criterion):
 
 # ----------------------------------------------------------------------------- grid search
 
-@jit_model(("padding", "chunk", "criterion", "max_angle",
-                                             "max_shift"))
+@jit_model(("padding", "chunk", "criterion", "max_angle", "max_shift"))
 def _grid_batch(logits_fn, x, labels, lo, hi, params, valid, *, padding, chunk, criterion, max_angle, max_shift):
     """x, lo, hi `[B, H, W, C]`, params `[n_chunks * chunk, 3]` (rows with valid False are padding) ->
     chosen (angle [B], shift [B, 2])."""
@@ -285,8 +284,7 @@ def _better(new_mis, new_mag, new_marg, best: _Best):
     return smaller | (~new_mis & ~best.mis & (new_marg < best.margin))
 
 
-@jit_model(("padding", "num_steps", "restarts", "line_search",
-                                             "loss", "max_angle", "max_shift"))
+@jit_model(("padding", "num_steps", "restarts", "line_search", "loss", "max_angle", "max_shift"))
 def _first_order_batch(logits_fn, x, labels, lo, hi, key, *, step_size, padding, num_steps, restarts, line_search,
                        loss, max_angle, max_shift):
     b = x.shape[0]

@@ -189,8 +189,8 @@ def square(logits_fn, x, labels, *, p, eps, key, box=None, n_queries: int = 5000
     """Square attack, untargeted, a budget attack (module docstring).
 
     Args:
-      logits_fn: batched `[batch, ...]` -> `[batch, K]`, only evaluated (`model_arg`: a Partial compiles once per
-        architecture).
+      logits_fn: batched `[batch, ...]` -> `[batch, K]`, only evaluated (a jit argument:
+        `attacks/model_arg.py`).
       x: `[batch, ...]` in the box (images channels last); labels `[batch]`; p: 2 or inf; eps: radius,
         scalar or `[batch]`; key: PRNG key. box: Box, (lo, hi) or None ([0, 1]).
       n_queries: model evaluations per example at most (the start counts one); p_init: the first fraction
