@@ -74,7 +74,8 @@ def _highs_lp(x, G, rhs, dlo, dhi, p):
         A = sp.hstack([-Gs, Gs]).tocsc()
         b = -rhs
         c = np.ones(2 * d)
-        bounds = np.stack([np.zeros(2 * d), np.concatenate([np.maximum(dhi, 0.0), np.maximum(-dlo, 0.0)])], 1)
+        lower = np.concatenate([np.maximum(dlo, 0.0), np.maximum(-dhi, 0.0)])    # nonzero only for x off the box
+        bounds = np.stack([lower, np.concatenate([np.maximum(dhi, 0.0), np.maximum(-dlo, 0.0)])], 1)
     res = optimize.linprog(c, A_ub=A, b_ub=b, bounds=bounds, method="highs-ds")
     if res.status != 0 or res.x is None:
         return None

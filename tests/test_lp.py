@@ -163,6 +163,11 @@ def test_solve_min_norm_falls_back_to_highs(monkeypatch):
     x_out[0] = 1.5
     ref = solve_min_norm(x_out, G, h, np.zeros(60), np.ones(60), np.inf, lp_solver="highs")
     np.testing.assert_array_equal(solvers.solve_min_norm(x_out, G, h, np.zeros(60), np.ones(60), np.inf), ref)
+    for p in (1, np.inf):   # the answer lies in the box although x does not; no rows: clip(x) is optimal
+        z = solvers.solve_min_norm(x_out, G[:0], h[:0], np.zeros(60), np.ones(60), p)
+        assert np.all((z >= 0) & (z <= 1))
+        np.testing.assert_allclose(np.linalg.norm(z - x_out, p), np.linalg.norm(np.clip(x_out, 0, 1) - x_out, p),
+                                   atol=1e-9)
     ref = solve_min_norm(x, G, h, np.zeros(60), np.ones(60), np.inf, lp_solver="highs")
     monkeypatch.setattr(lp, "solve", lambda x, G, h, lo, hi, p: (np.full_like(x, np.nan), None, qp.MAX_ITER))
     np.testing.assert_array_equal(solvers.solve_min_norm(x, G, h, np.zeros(60), np.ones(60), np.inf), ref)
