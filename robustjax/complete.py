@@ -29,6 +29,8 @@ weights, lie in the unsafe set; everything else is 'unknown' or 'timeout', with 
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import heapq
 import time
 from typing import NamedTuple
@@ -40,6 +42,7 @@ import numpy as np
 from robustjax import validate, vnnlib
 from robustjax.bounds import crown, propagate
 from robustjax.network.evaluate import evaluate, evaluate_numpy
+from robustjax.network.function import Structure, join, split
 from robustjax.network.graph import Graph, ReLU
 
 STATUSES = ("verified", "counterexample", "unknown", "timeout")
@@ -116,34 +119,39 @@ def _check_many(graph, prop, xs):
     return (xs[hits[0]], out[hits[0]]) if hits.size else None
 
 
+@functools.partial(jax.jit, static_argnames=("structure", "restarts", "steps"))
+def _pgd_unsafe(structure, weights, A, b, onehot, lo, hi, key, *, restarts: int, steps: int):
+    """(points `[restarts, d]`, their unsafe margins `[restarts]`) after `steps` signed-gradient ascent steps
+    on the unsafe margin inside the box [lo, hi]; the first start is the box's center. The weights are arguments
+    (`network.split`): one program per architecture, property shape and step counts."""
+    graph = join(structure, weights)
+    shape = tuple(graph.input_shape)
+
+    def objective(xf):
+        slack = b - evaluate(graph, xf.reshape((-1,) + shape)) @ A.T                    # [n, m]
+        return jnp.max(jnp.min(jnp.where(onehot[None], slack[:, None, :], jnp.inf), -1), -1)
+
+    x = jax.random.uniform(key, (restarts, lo.shape[0]), jnp.float32, lo, hi)
+    x = x.at[0].set(0.5 * (lo + hi))
+    step = 0.25 * (hi - lo)
+
+    def body(t, x):
+        g = jax.grad(lambda v: jnp.sum(objective(v)))(x)
+        return jnp.clip(x + step * (0.97 ** t) * jnp.sign(g), lo, hi)
+    x = jax.lax.fori_loop(0, steps, body, x)
+    return x, objective(x)
+
+
 def _falsify(graph, prop, key, restarts, steps):
     """PGD ascent on each disjunct's unsafe margin min_r (b_r - A_r f) inside the box, random starts; the
     highest-ranked (by the float32 margin) counterexample that float64 confirms (`_check_many`), else None."""
     A, b, group = _spec(prop)
-    lo, hi = jnp.asarray(prop.lo, jnp.float32), jnp.asarray(prop.hi, jnp.float32)
-    shape = tuple(graph.input_shape)
-    Aj, bj = jnp.asarray(A, jnp.float32), jnp.asarray(b, jnp.float32)
-    G = len(prop.unsafe)
-    onehot = jnp.asarray(np.eye(G)[group].T, bool)          # [G, m]
-
-    def objective(xf):
-        out = evaluate(graph, xf.reshape((-1,) + shape))
-        slack = bj - out @ Aj.T                              # [n, m]
-        return jnp.max(jnp.min(jnp.where(onehot[None], slack[:, None, :], jnp.inf), -1), -1)
-
-    @jax.jit
-    def run(key):
-        x = jax.random.uniform(key, (restarts, lo.shape[0]), jnp.float32, lo, hi)
-        x = x.at[0].set(0.5 * (lo + hi))
-        step = 0.25 * (hi - lo)
-
-        def body(t, x):
-            g = jax.grad(lambda v: jnp.sum(objective(v)))(x)
-            size = step * (0.97 ** t)
-            return jnp.clip(x + size * jnp.sign(g), lo, hi)
-        x = jax.lax.fori_loop(0, steps, body, x)
-        return x, objective(x)
-    xs, vals = run(key)
+    structure, arrays = split(graph)
+    onehot = jnp.asarray(np.eye(len(prop.unsafe))[group].T, bool)          # [G, m]
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    xs, vals = _pgd_unsafe(structure, [f32(a) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
+                                       for a in arrays], f32(A), f32(b), onehot, f32(prop.lo), f32(prop.hi), key,
+                           restarts=restarts, steps=steps)
     return _check_many(graph, prop, np.asarray(xs)[np.argsort(-np.asarray(vals))])
 
 
@@ -161,6 +169,104 @@ def _region_falsify(graph, prop, key):
     return None
 
 
+def _padded_rows(rows, n: int):
+    """(rows padded to the next power of two (at most n) by repeating the first row, or unit 0 where there is
+    none; the mask of the real ones): the batch program's shapes then depend on the counts only through their
+    buckets, so the properties of one network mostly share it. A repeated row carries its original's values
+    everywhere (every array indexed by rows is gathered by rows), and its branching score is masked."""
+    size = min(n, 1 << max(0, int(rows.size - 1).bit_length())) if rows.size else 1
+    pad = np.full(size - rows.size, rows[0] if rows.size else 0)
+    return np.concatenate([rows, pad]).astype(np.int64), np.arange(size) < rows.size
+
+
+@dataclasses.dataclass(frozen=True)
+class _BaBStatic:
+    """What a branch-and-bound batch program is compiled for (hashable): the network's structure
+    (`network.split`), node shapes, ReLU (node, input) pairs and the options."""
+    structure: Structure
+    shapes: tuple
+    relus: tuple
+    steps: int
+    lr: float
+    intermediate: str
+    branching: str
+    chunk: int
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _bab_bound(static: _BaBStatic, weights, A, b, set1, root, rows, real, splits, plo, phi):
+    """One batch of subdomains (see `_BaB`): (lower bounds of A f - b `[B, m]`, infeasible `[B]`, candidates
+    `[B, m, d]`, branching scores `{z: [B, u_z]}`, own bounds `{z: ([B, u_z], [B, u_z])}`); the weights, the
+    property and the root's bounds are arguments, so one program serves every property of a network whose
+    row buckets (`_padded_rows`) agree."""
+    graph = join(static.structure, weights)
+    shapes = static.shapes
+    B = splits[static.relus[0][1]].shape[0]
+    c, e, lo, hi = set1
+    s = crown.InputSet(jnp.broadcast_to(c, (B,) + c.shape), jnp.full((B,), 1e30), jnp.broadcast_to(lo, (B,) + lo.shape),
+                       jnp.broadcast_to(hi, (B,) + hi.shape), np.inf)
+    parent = [crown.Interval(jnp.broadcast_to(v.lo, (B,) + v.lo.shape[1:]), jnp.broadcast_to(v.hi, (B,) + v.hi.shape[1:]))
+              for v in root]
+    for z in plo:           # the parent's bounds of the units unstable at the root; the root's elsewhere
+        u = rows[z]
+        parent[z] = crown.Interval(*(v.reshape(B, -1).at[:, u].set(q).reshape(v.shape)
+                                     for v, q in ((parent[z].lo, plo[z]), (parent[z].hi, phi[z]))))
+    if static.intermediate == "crown":    # the units unstable in the parent (others: stable, exact relaxation)
+        active = {z: jnp.zeros((B, int(np.prod(shapes[z]))), bool).at[:, rows[z]].set(
+            (plo[z] < 0) & (phi[z] > 0)).reshape((B,) + tuple(shapes[z])) for z in plo}
+        bounds, _, _ = crown.intermediate_bounds(graph, s, shapes, chunk=static.chunk, given=parent,
+                                                 splits=splits, active=active)
+        infeasible = jnp.zeros((B,), bool)
+        for v in bounds:
+            infeasible |= jnp.any((v.lo > v.hi).reshape(B, -1), -1)
+    else:
+        bounds, infeasible = crown.refine(graph, parent, splits)
+    relax = crown.relaxations_for(graph, bounds)
+    C = jnp.broadcast_to(A, (B,) + A.shape)
+    m, last, count = C.shape[1], len(graph.nodes), crown.n_ops(shapes)
+    dtype = c.dtype
+
+    def passes(params, record=None):
+        alphas, betas = params
+        extra = {z: -betas[z] * splits[z][:, None].astype(dtype) for z in betas}
+        Lin, const, mag = crown.backward(graph, last, C, shapes, crown.row_relax(graph, relax, bounds, alphas), record,
+                                         extra=extra)
+        return crown.concretize(s, Lin, const, mag, count) - b, Lin
+
+    slopes = crown.row_slopes(graph, relax, bounds, last + 1, m)
+    init = (slopes, {z: jnp.zeros((B, m) + tuple(shapes[z]), dtype) for _, z in static.relus})
+    low = jnp.maximum(passes(init)[0], crown.ibp_spec_lower(bounds, C) - b)
+    params = init
+    if static.steps > 0:
+        def project(q):
+            return crown.project_slopes(q[0]), {z: jnp.maximum(v, 0.0) for z, v in q[1].items()}
+        low, params = crown.ascend(lambda q: passes(q)[0], init, project, static.steps, static.lr, low, final=True)
+    record = {}
+    _, Lin = passes(params, record)
+    x_star = jnp.where(Lin.reshape(B, m, -1) > 0, s.lo[:, None], s.hi[:, None])
+    kept = {z: (bounds[z].lo.reshape(B, -1)[:, rows[z]], bounds[z].hi.reshape(B, -1)[:, rows[z]])
+            for _, z in static.relus}
+    return low, infeasible, x_star, _scores(static.relus, static.branching, rows, real, bounds, splits, record), kept
+
+
+def _scores(relus, branching, rows, real, bounds, splits, record):
+    """Branching scores `{z: [B, u_z]}` of the units unstable at the root (-1: not a candidate, or a padded
+    row) from the bounds and the output pass's Lambda at each ReLU (record)."""
+    scores = {}
+    for depth, (k, z) in enumerate(relus):
+        l, u = bounds[z].lo, bounds[z].hi
+        B = l.shape[0]
+        unstable = (l < 0) & (u > 0) & (splits[z] == 0)
+        intercept = jnp.where(unstable, u * (-l) / jnp.where(unstable, u - l, 1.0), 0.0)
+        lam = record.get(k)
+        w = jnp.sum(jnp.maximum(-lam, 0.0), 1) if lam is not None else jnp.ones_like(l)
+        score = w * intercept + 1e-12 * intercept
+        if branching == "shallow":     # the earliest layer with an unstable unit first, BaBSR within it
+            score = (len(relus) - depth) + score / (1.0 + score)
+        scores[z] = jnp.where(real[z], jnp.where(unstable, score, -1.0).reshape(B, -1)[:, rows[z]], -1.0)
+    return scores
+
+
 class _BaB:
     """Batched branch and bound over ReLU splits. Intermediate bounds of a subdomain: intermediate="crown"
     re-bounds by CROWN, with the split units clamped, every unit that is unstable in its parent (so a split in an
@@ -173,7 +279,10 @@ class _BaB:
     Adam steps per batch. Every iterate is a sound bound on the subdomain (Wang et al., "Beta-CROWN", NeurIPS
     2021, Theorem 3.1); the best per row is kept. branching: "babsr" splits the unit whose relaxation costs the
     output bound most (BaBSR's score); "shallow" the best-scoring unit of the earliest layer that has unstable
-    units (on deep nets a split there tightens every later layer's bounds)."""
+    units (on deep nets a split there tightens every later layer's bounds).
+    The batch program (`_bab_bound`) takes the weights, the property and the root's bounds as arguments, and the
+    units unstable at the root (`rows`, per ReLU layer) padded to power-of-two buckets (`real` marks the real
+    ones): a network's properties share one program where their buckets agree."""
 
     def __init__(self, graph, prop, root_bounds, batch, steps=20, lr=0.1, intermediate="crown", branching="shallow",
                  chunk=256):
@@ -183,79 +292,20 @@ class _BaB:
         self.relus = [(k, n.inputs[0]) for k, n in enumerate(graph.nodes, 1) if isinstance(n.layer, ReLU)]
         self.shapes = crown.node_shapes(graph, graph.input_shape)
         self.root = root_bounds
-        self.rows = {z: np.flatnonzero((np.asarray(root_bounds[z].lo) < 0) & (np.asarray(root_bounds[z].hi) > 0))
-                     for _, z in self.relus}
+        self.rows, self.real = {}, {}
+        for _, z in self.relus:
+            rows = np.flatnonzero((np.asarray(root_bounds[z].lo) < 0) & (np.asarray(root_bounds[z].hi) > 0))
+            self.rows[z], self.real[z] = _padded_rows(rows, int(np.prod(self.shapes[z])))
         self.batch = batch
-        self.steps, self.lr, self.intermediate, self.branching = steps, lr, intermediate, branching
-        self.chunk = chunk
+        self.branching = branching
+        structure, arrays = split(graph)
+        self._static = _BaBStatic(structure, tuple(self.shapes), tuple(self.relus), steps, lr, intermediate,
+                                  branching, chunk)
         lo, hi = jnp.asarray(prop.lo), jnp.asarray(prop.hi)
-        self.set1 = (0.5 * (lo + hi), hi - lo, lo, hi)
-        self._fn = jax.jit(self._bound)
-
-    def _bound(self, splits, plo, phi):
-        B = splits[self.relus[0][1]].shape[0]
-        c, e, lo, hi = self.set1
-        s = crown.InputSet(jnp.broadcast_to(c, (B,) + c.shape), jnp.full((B,), 1e30), jnp.broadcast_to(lo, (B,) + lo.shape),
-                           jnp.broadcast_to(hi, (B,) + hi.shape), np.inf)
-        parent = [crown.Interval(jnp.broadcast_to(b.lo, (B,) + b.lo.shape[1:]), jnp.broadcast_to(b.hi, (B,) + b.hi.shape[1:]))
-                  for b in self.root]
-        for z in plo:           # the parent's bounds of the units unstable at the root; the root's elsewhere
-            u = self.rows[z]
-            parent[z] = crown.Interval(*(v.reshape(B, -1).at[:, u].set(p).reshape(v.shape)
-                                         for v, p in ((parent[z].lo, plo[z]), (parent[z].hi, phi[z]))))
-        if self.intermediate == "crown":    # the units unstable in the parent (others: stable, exact relaxation)
-            active = {z: jnp.zeros((B, int(np.prod(self.shapes[z]))), bool).at[:, self.rows[z]].set(
-                (plo[z] < 0) & (phi[z] > 0)).reshape((B,) + tuple(self.shapes[z])) for z in plo}
-            bounds, _, _ = crown.intermediate_bounds(self.graph, s, self.shapes, chunk=self.chunk, given=parent,
-                                                     splits=splits, active=active)
-            infeasible = jnp.zeros((B,), bool)
-            for v in bounds:
-                infeasible |= jnp.any((v.lo > v.hi).reshape(B, -1), -1)
-        else:
-            bounds, infeasible = crown.refine(self.graph, parent, splits)
-        relax = crown.relaxations_for(self.graph, bounds)
-        C = jnp.broadcast_to(jnp.asarray(self.A), (B,) + self.A.shape)
-        m, last, count = C.shape[1], len(self.graph.nodes), crown.n_ops(self.shapes)
-        dtype = c.dtype
-
-        def passes(params, record=None):
-            alphas, betas = params
-            extra = {z: -betas[z] * splits[z][:, None].astype(dtype) for z in betas}
-            Lin, const, mag = crown.backward(self.graph, last, C, self.shapes,
-                                             crown.row_relax(self.graph, relax, bounds, alphas), record, extra=extra)
-            return crown.concretize(s, Lin, const, mag, count) - jnp.asarray(self.b), Lin
-
-        slopes = crown.row_slopes(self.graph, relax, bounds, last + 1, m)
-        init = (slopes, {z: jnp.zeros((B, m) + tuple(self.shapes[z]), dtype) for _, z in self.relus})
-        low = jnp.maximum(passes(init)[0], crown.ibp_spec_lower(bounds, C) - jnp.asarray(self.b))
-        params = init
-        if self.steps > 0:
-            def project(q):
-                return crown.project_slopes(q[0]), {z: jnp.maximum(v, 0.0) for z, v in q[1].items()}
-            low, params = crown.ascend(lambda q: passes(q)[0], init, project, self.steps, self.lr, low, final=True)
-        record = {}
-        _, Lin = passes(params, record)
-        x_star = jnp.where(Lin.reshape(B, m, -1) > 0, s.lo[:, None], s.hi[:, None])
-        kept = {z: (bounds[z].lo.reshape(B, -1)[:, self.rows[z]], bounds[z].hi.reshape(B, -1)[:, self.rows[z]])
-                for _, z in self.relus}
-        return low, infeasible, x_star, self._scores(bounds, splits, record), kept
-
-    def _scores(self, bounds, splits, record):
-        """Branching scores `{z: [B, u_z]}` of the units unstable at the root (-1: not a candidate) from the
-        bounds and the output pass's Lambda at each ReLU (record)."""
-        scores = {}
-        for depth, (k, z) in enumerate(self.relus):
-            l, u = bounds[z].lo, bounds[z].hi
-            B = l.shape[0]
-            unstable = (l < 0) & (u > 0) & (splits[z] == 0)
-            intercept = jnp.where(unstable, u * (-l) / jnp.where(unstable, u - l, 1.0), 0.0)
-            lam = record.get(k)
-            w = jnp.sum(jnp.maximum(-lam, 0.0), 1) if lam is not None else jnp.ones_like(l)
-            score = w * intercept + 1e-12 * intercept
-            if self.branching == "shallow":     # the earliest layer with an unstable unit first, BaBSR within it
-                score = (len(self.relus) - depth) + score / (1.0 + score)
-            scores[z] = jnp.where(unstable, score, -1.0).reshape(B, -1)[:, self.rows[z]]   # elsewhere -1
-        return scores
+        self._args = (propagate.float64_arrays(arrays), jnp.asarray(self.A), jnp.asarray(self.b),
+                      (0.5 * (lo + hi), hi - lo, lo, hi),
+                      [crown.Interval(jnp.asarray(v.lo), jnp.asarray(v.hi)) for v in root_bounds],
+                      {z: jnp.asarray(v) for z, v in self.rows.items()}, {z: jnp.asarray(v) for z, v in self.real.items()})
 
     def root_scores(self) -> dict:
         """The root's branching scores `{z: [u_z]}` (as `bound` gives a subdomain's) from its own bounds and one
@@ -265,7 +315,8 @@ class _BaB:
         record = {}
         crown.backward(self.graph, len(self.graph.nodes), jnp.asarray(self.A)[None], self.shapes, relax, record)
         zero = {z: jnp.zeros((1,) + tuple(self.shapes[z]), jnp.int8) for _, z in self.relus}
-        return {z: np.asarray(v[0]) for z, v in self._scores(bounds, zero, record).items()}
+        scores = _scores(self.relus, self.branching, self.rows, self.real, bounds, zero, record)
+        return {z: np.asarray(v[0]) for z, v in scores.items()}
 
     def root_domain(self):
         """The root's splits (none) and its bounds of the units unstable at the root, in the form `bound` takes."""
@@ -275,7 +326,7 @@ class _BaB:
 
     def bound(self, splits: list, given: list):
         """splits: list of {z: array}; given: list of {z: (lo [u_z], hi [u_z])}, bounds of each subdomain's units
-        unstable at the root (`self.rows`) known to hold on it (its parent's) -> (safety [n], infeasible [n],
+        unstable at the root (`self.rows`, padded) known to hold on it (its parent's) -> (safety [n], infeasible [n],
         candidates [n, m, d], per subdomain: its branching scores of those units {z: [u_z]} (-1: not a candidate),
         per subdomain: its own bounds of those units, in given's form)."""
         n = len(splits)
@@ -287,7 +338,7 @@ class _BaB:
             stacked = {z: jnp.asarray(np.stack([sp[z] for sp in splits[i:i + size]])) for _, z in self.relus}
             plo, phi = ({z: jnp.asarray(np.stack([g[z][j] for g in given[i:i + size]])) for _, z in self.relus}
                         for j in (0, 1))
-            out.append(jax.tree.map(np.asarray, self._fn(stacked, plo, phi)))
+            out.append(jax.tree.map(np.asarray, _bab_bound(self._static, *self._args, stacked, plo, phi)))
         cat = lambda j: jax.tree.map(lambda *v: np.concatenate(v)[:n], *[o[j] for o in out])  # noqa: E731
         each = lambda tree: [jax.tree.map(lambda v: v[i], tree) for i in range(n)]  # noqa: E731
         return _safety(cat(0), self.group, self.G), cat(1), cat(2), each(cat(3)), each(cat(4))
@@ -434,7 +485,7 @@ def _split_units(scores: dict, nodes: list, depth: int) -> list:
 def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1, given=None):
     """(lower bounds `[1, m]` of A f over the box, every node's bounds) in float64: CROWN (alpha_steps = 0) or
     alpha-CROWN with every intermediate bound's and the output's slopes optimized by alpha_steps projected Adam
-    steps (`propagate.compiled`: one program per graph for any step count). given: known bounds of every node
+    steps (`propagate.compiled`: one program per architecture for any step count). given: known bounds of every node
     (e.g. the refinement stage's), intersected as they are computed."""
     with jax.enable_x64(True):
         s = propagate.input_set(x0, np.inf, np.inf, box)

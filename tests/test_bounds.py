@@ -296,3 +296,26 @@ def test_dense_rows_pulled_by_gather_equal_the_one_hot_pass(arith):
             np.testing.assert_allclose(hi[m], rhi[m], rtol=1e-12, atol=1e-12)
             assert np.all(lo[~m] <= rlo[~m]) and np.all(hi[~m] >= rhi[~m])     # IBP's, never tighter
         assert np.any(np.asarray(part[k4].lo).reshape(2, -1)[~mask] < np.asarray(ref[k4].lo).reshape(2, -1)[~mask])
+
+
+def test_bound_programs_compile_once_per_architecture():
+    """Three nets of one architecture share one CROWN program and one Theorem 2.1 program (the weights are
+    arguments, `network.split`); each net's bounds are its own: a net bounded again after the others gives its
+    first bounds bit for bit, and a net with other weights gets other bounds."""
+    from robustjax.bounds import lipschitz, propagate
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.2, 0.8, (3, 5))
+    nets = [_net(np.random.default_rng(s), 5, (9, 9), 3, "softplus") for s in range(3)]
+    labels = [bounds.predict_float64(g, x) for g in nets]
+    p0 = propagate._program.cache_info().misses
+    first = [bounds.margin_bounds(g, x, y, eps=0.05, method="crown") for g, y in zip(nets, labels)]
+    assert propagate._program.cache_info().misses - p0 == 1
+    l0 = lipschitz._bound_program.cache_info().misses
+    radii = [lipschitz.theorem21_radius(g, x, y, steps=4).radius for g, y in zip(nets, labels)]
+    assert lipschitz._bound_program.cache_info().misses - l0 == 1
+    again = bounds.margin_bounds(_net(np.random.default_rng(0), 5, (9, 9), 3, "softplus"), x, labels[0], eps=0.05,
+                                 method="crown")
+    np.testing.assert_array_equal(again, first[0])
+    finite = np.isfinite(first[0]) & np.isfinite(first[1])
+    assert finite.any() and not np.allclose(first[0][finite], first[1][finite])
+    assert np.max(radii[0]) > 0 and not np.allclose(radii[0], radii[1])

@@ -170,6 +170,54 @@ def test_root_scores_equal_a_batch_bound_of_the_root():
                 np.testing.assert_allclose(eager[z], batch[z], rtol=1e-9, atol=1e-12)
 
 
+def test_padded_rows_change_no_bound_and_programs_are_shared_per_bucket(monkeypatch):
+    """The batch program's rows are padded to power-of-two buckets (repeats of a real row, masked): on subdomains
+    with splits, bounds, candidates, kept bounds and the scores of the real rows equal those of unpadded rows, and
+    padded rows never score. BaB objects of several nets of one architecture and several boxes add exactly one
+    program per distinct bucket signature."""
+    import jax
+    g, x, lo, hi, prop, root = _crown_root_case()
+    rng = np.random.default_rng(4)
+    with jax.enable_x64(True):
+        bab = complete._BaB(g, prop, root, 4, steps=5)
+        assert any((~v).any() for v in bab.real.values())       # the case pads
+        zero, known = bab.root_domain()
+        splits = []
+        for _ in range(6):
+            sp = {z: v.copy() for z, v in zero.items()}
+            for _, z in bab.relus:
+                real = bab.rows[z][bab.real[z]]
+                if real.size:
+                    sp[z][rng.choice(real, min(2, real.size), replace=False)] = rng.choice([-1, 1], min(2, real.size))
+            splits.append(sp)
+        padded = bab.bound(splits, [known] * 6)
+        monkeypatch.setattr(complete, "_padded_rows", lambda rows, n: (rows, np.ones(rows.size, bool)))
+        plain = complete._BaB(g, prop, root, 4, steps=5)
+        ref = plain.bound(splits, [plain.root_domain()[1]] * 6)
+    for a, b in zip(padded[:3], ref[:3]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    for i in range(6):
+        for _, z in bab.relus:
+            m = bab.real[z]
+            np.testing.assert_allclose(padded[3][i][z][m], ref[3][i][z], rtol=1e-9, atol=1e-12)
+            assert np.all(padded[3][i][z][~m] == -1)
+            for j in (0, 1):
+                np.testing.assert_allclose(padded[4][i][z][j][m], ref[4][i][z][j], rtol=1e-9, atol=1e-12)
+    monkeypatch.undo()
+    n0 = complete._bab_bound._cache_size()
+    signatures = set()
+    with jax.enable_x64(True):
+        for seed in (3, 13, 23):
+            net = _net(seed, (4, 12, 12, 12, 3))
+            for r in (0.1, 0.25):
+                p = complete.as_property((x - r, x + r), int(predict_float64(net, x[None])[0]), 3)
+                _, rb = complete._root_bounds(net, x[None], ((x - r)[None], (x + r)[None]), complete._spec(p)[0], 0)
+                b = complete._BaB(net, p, rb, 4, steps=3)        # steps: a static key of its own
+                b.bound(*(lambda zk: ([zk[0]], [zk[1]]))(b.root_domain()))
+                signatures.add(tuple(b.rows[z].size for _, z in b.relus))
+    assert complete._bab_bound._cache_size() - n0 == len(signatures) < 6
+
+
 def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
     """intermediate_bounds(active=...) with the root's unstable units re-bounds only those: on them the bounds equal
     the full run's; the others keep the given bounds, which are sound and decide the same (stable) relaxation."""
@@ -178,13 +226,14 @@ def test_rebounding_only_the_roots_unstable_units_changes_no_relaxation():
     g, x, lo, hi, prop, root = _crown_root_case()
     with jax.enable_x64(True):
         bab = complete._BaB(g, prop, root, 4)
-        assert 0 < sum(v.size for v in bab.rows.values()) < sum(np.prod(bab.shapes[z]) for _, z in bab.relus)
+        rows = {z: bab.rows[z][bab.real[z]] for _, z in bab.relus}     # without the padding
+        assert 0 < sum(v.size for v in rows.values()) < sum(np.prod(bab.shapes[z]) for _, z in bab.relus)
         s = crown.InputSet(x[None], np.full((1,), 1e30), lo[None], hi[None], np.inf)
         full = crown.intermediate_bounds(g, s, bab.shapes, given=root)[0]
-        active = {z: np.isin(np.arange(np.prod(bab.shapes[z])), bab.rows[z])[None] for _, z in bab.relus}
+        active = {z: np.isin(np.arange(np.prod(bab.shapes[z])), rows[z])[None] for _, z in bab.relus}
         part = crown.intermediate_bounds(g, s, bab.shapes, given=root, active=active, chunk=5)[0]
     for _, z in bab.relus:
-        u = bab.rows[z]
+        u = rows[z]
         np.testing.assert_allclose(np.asarray(part[z].lo)[0, u], np.asarray(full[z].lo)[0, u], atol=1e-12)
         np.testing.assert_allclose(np.asarray(part[z].hi)[0, u], np.asarray(full[z].hi)[0, u], atol=1e-12)
         same_sign = lambda b: np.sign(np.asarray(b.lo)) + np.sign(np.asarray(b.hi))

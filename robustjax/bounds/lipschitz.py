@@ -12,6 +12,8 @@ margin_j / L_cj(R) >= R for all j; the margin is a lower bound that also holds i
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,16 +21,17 @@ import numpy as np
 from robustjax import geometry, validate
 from robustjax.bounds import crown, propagate, relaxations
 from robustjax.network.evaluate import JAX
+from robustjax.network.function import Structure, join, split
 from robustjax.network.graph import AFFINE_KINDS, Activation, Affine, Conv, Dense, Graph
 
 
 def _abs_layer(layer):
     if isinstance(layer, Dense):
-        return layer._replace(W=np.abs(np.asarray(layer.W)), b=np.zeros(()))
+        return layer._replace(W=jnp.abs(layer.W), b=np.zeros(()))
     if isinstance(layer, Conv):
-        return layer._replace(kernel=np.abs(np.asarray(layer.kernel)), bias=np.zeros(()))
+        return layer._replace(kernel=jnp.abs(layer.kernel), bias=np.zeros(()))
     if isinstance(layer, Affine):
-        return layer._replace(scale=np.abs(np.asarray(layer.scale)), shift=np.zeros(()))
+        return layer._replace(scale=jnp.abs(layer.scale), shift=np.zeros(()))
     return layer
 
 
@@ -88,6 +91,13 @@ def gradient_difference_bound(graph: Graph, s: crown.InputSet, C, shapes):
     return norm * (1 + 1e-9) + 1e-300
 
 
+@functools.lru_cache(maxsize=16)
+def _bound_program(structure: Structure, shapes: tuple):
+    """`gradient_difference_bound` jitted with the weights as arguments: one program per architecture."""
+    return jax.jit(lambda weights, c, e, l, h, C: gradient_difference_bound(join(structure, weights),
+                                                                         crown.InputSet(c, e, l, h, 2.0), C, shapes))
+
+
 def theorem21_radius(net, x, labels, *, box=None, steps: int = 16, upper=None, dtype=np.float32):
     """Certified l2 radius of Theorem 2.1 for a deep smooth network, per example (`certify.CertificateResult`,
     bound 'theorem2.1-deep'). Sound for the exact network; with dtype float32 also for its float32 evaluation
@@ -116,7 +126,12 @@ def theorem21_radius(net, x, labels, *, box=None, steps: int = 16, upper=None, d
     hi = diam if upper is None else np.minimum(validate.per_example(upper, n, "upper", allow_inf=True), diam)
 
     with jax.enable_x64(True):
-        fn = jax.jit(lambda c, e, l, h, Cm: gradient_difference_bound(graph, crown.InputSet(c, e, l, h, 2.0), Cm, shapes))
+        structure, arrays = split(graph)
+        weights = propagate.float64_arrays(arrays)
+        program = _bound_program(structure, tuple(shapes))
+
+        def fn(c, e, l, h, Cm):
+            return program(weights, c, e, l, h, Cm)
         s0 = propagate.input_set(x, 0.0, 2, b)
         Cj = jnp.asarray(C, jnp.float64)
 

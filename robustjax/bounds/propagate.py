@@ -17,6 +17,7 @@ users run it classifies every x' of the set as the label.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -27,6 +28,7 @@ from robustjax import geometry, validate
 from robustjax.bounds import crown
 from robustjax.bounds.ibp import Interval
 from robustjax.network.evaluate import JAX, NUMPY, evaluate_numpy, interpret, pool_windows
+from robustjax.network.function import Structure, join, split
 from robustjax.network.graph import Graph, as_graph
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
@@ -67,43 +69,23 @@ def input_set(x, eps, p, box) -> crown.InputSet:
 _CACHE: dict = {}
 
 
-def weights_as_arguments(graph: Graph):
-    """(arrays, rebuild): the graph's numpy arrays as a list, and rebuild(arrays) -> the graph with them.
-
-    A jitted function of `rebuild(arrays)` takes the weights as arguments instead of baking them into the
-    program as constants (each use of a constant is a copy in the compiled program: deep nets then take minutes
-    to compile)."""
-    leaves, treedef = jax.tree_util.tree_flatten(graph)
-    idx = [i for i, v in enumerate(leaves) if isinstance(v, np.ndarray) and v.size > 1]
-
-    def rebuild(arrays):
-        out = list(leaves)
-        for i, a in zip(idx, arrays):
-            out[i] = a
-        return jax.tree_util.tree_unflatten(treedef, out)
-    return [leaves[i] for i in idx], rebuild
+def float64_arrays(arrays) -> list:
+    """The floating arrays of `network.split` as float64 jax arrays (the bounds' arithmetic; call under
+    `jax.enable_x64`), the others as they are."""
+    return [jnp.asarray(a, jnp.float64) if np.issubdtype(np.asarray(a).dtype, np.floating) else a for a in arrays]
 
 
-def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermediate: bool = False,
-             alpha_lr: float = 0.1) -> Callable:
-    """One jitted program per graph and options: fn(alpha_steps, center, eps, lo, hi, C) -> (spec lower bounds
-    `[B, m]`, the bounds of every node), in the dtype of its arguments (float64 under `jax.enable_x64`).
-    alpha_steps is an argument, so every step count shares the program. alpha_intermediate (alpha-crown only):
-    every intermediate bound's slopes are optimized too (`crown.intermediate_bounds`), not only the output's.
-    given (optional keyword of fn): known bounds of every node `[Interval]`, intersected as they are computed."""
-    key = (id(graph), method, p, None if dtype is None else np.dtype(dtype).name, alpha_intermediate, alpha_lr)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is graph:
-        return hit[1]
-    shapes = crown.node_shapes(graph, graph.input_shape)
-    arrays, rebuild = weights_as_arguments(graph)
+@functools.lru_cache(maxsize=32)
+def _program(structure: Structure, shapes: tuple, method: str, p: float, dtype: str | None,
+             alpha_intermediate: bool, alpha_lr: float):
     alpha = method == "alpha-crown"
+    arith = None if dtype is None else np.dtype(dtype)
 
     def run(weights, steps, center, eps, lo, hi, C, given):
-        g = rebuild(weights)
+        g = join(structure, weights)
         s = crown.InputSet(center, eps, lo, hi, p)
         inner = "ibp" if method in ("ibp", "crown-ibp") else "crown"
-        bounds, relax, errors = crown.intermediate_bounds(g, s, shapes, method=inner, arith=dtype,
+        bounds, relax, errors = crown.intermediate_bounds(g, s, shapes, method=inner, arith=arith,
                                                           alpha_steps=steps if alpha and alpha_intermediate else 0,
                                                           alpha_lr=alpha_lr, given=given)
         if method == "ibp":
@@ -113,11 +95,27 @@ def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermedi
         else:
             low = crown.spec_lower(g, s, C, shapes, bounds, relax, errors)
         return low, bounds
-    jitted = jax.jit(run)
+    return jax.jit(run)
+
+
+def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermediate: bool = False,
+             alpha_lr: float = 0.1) -> Callable:
+    """fn(alpha_steps, center, eps, lo, hi, C) -> (spec lower bounds `[B, m]`, the bounds of every node), in the
+    dtype of its arguments (float64 under `jax.enable_x64`). One program per network structure (`network.split`:
+    the weights are arguments, so nets of one architecture share it), options and argument shapes; alpha_steps
+    is an argument, so every step count shares it too. alpha_intermediate (alpha-crown only): every
+    intermediate bound's slopes are optimized too (`crown.intermediate_bounds`), not only the output's.
+    given (optional keyword of fn): known bounds of every node `[Interval]`, intersected as they are computed."""
+    key = (id(graph), method, p, None if dtype is None else np.dtype(dtype).name, alpha_intermediate, alpha_lr)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is graph:
+        return hit[1]
+    structure, arrays = split(graph)
+    shapes = tuple(crown.node_shapes(graph, graph.input_shape))
+    jitted = _program(structure, shapes, method, float(p), key[3], bool(alpha_intermediate), float(alpha_lr))
 
     def fn(steps, center, eps, lo, hi, C, given=None):
-        return jitted([jnp.asarray(a, jnp.float64) if np.issubdtype(a.dtype, np.floating) else a for a in arrays],
-                      jnp.asarray(steps, jnp.int32), center, eps, lo, hi, C, given)
+        return jitted(float64_arrays(arrays), jnp.asarray(steps, jnp.int32), center, eps, lo, hi, C, given)
     if len(_CACHE) > 32:
         _CACHE.clear()
     _CACHE[key] = (graph, fn)
