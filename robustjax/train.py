@@ -121,9 +121,10 @@ class TrainState(flax.struct.PyTreeNode):
         return {"params": self.params if params is None else params, **self.constants}
 
     def logits_fn(self, params=None):
-        """Batched x -> logits with these parameters (eval mode)."""
-        v = self.variables(params)
-        return lambda x: self.apply_fn(v, x)
+        """Batched x -> logits with these parameters (eval mode), as a `jax.tree_util.Partial` of apply_fn over the
+        variables: attacks take it as a jit argument (`attacks/model_arg.py`), so calls with the same apply_fn
+        share their programs."""
+        return jax.tree_util.Partial(self.apply_fn, self.variables(params))
 
 
 def piecewise_schedule(learning_rate: float, total_steps: int, *,

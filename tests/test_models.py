@@ -26,6 +26,25 @@ def test_shapes(name, config, shape, key):
     assert bool(jnp.all(jnp.isfinite(out)))
 
 
+def test_logits_fns_of_equal_modules_share_an_attack_program():
+    """models.logits_fn is a Partial over the variables: an attack on two separately built but equal modules with
+    different weights compiles once, and each call uses its own weights (its distances equal a closure's)."""
+    import importlib
+    deepfool = importlib.import_module("robustjax.attacks.deepfool")
+    x = jax.random.uniform(jax.random.key(3), (4, 6))
+    core = deepfool._deepfool.jitted
+    n0 = core._cache_size()
+    for seed in range(2):
+        m = models.build("mlp", widths=(8,), num_classes=3)
+        v = models.init(m, jax.random.key(seed), (1, 6))
+        f = models.logits_fn(m, v)
+        labels = np.asarray(jnp.argmax(f(x), -1))
+        r = deepfool.deepfool(f, x, labels, p=2)
+        ref = deepfool.deepfool(lambda z, m=m, v=v: m.apply(v, z), x, labels, p=2)
+        np.testing.assert_allclose(r.distance, ref.distance, rtol=1e-5)
+    assert core._cache_size() == n0 + 1 + 2
+
+
 def test_mmr_cnn_layers(key):
     v = models.init(models.build("mmr_cnn"), key, (1, 28, 28, 1))
     p = v["params"]

@@ -129,7 +129,17 @@ def init(model: nn.Module, key, input_shape, **kwargs):
 
 
 def logits_fn(model: nn.Module, variables) -> Callable[[jax.Array], jax.Array]:
-    """The plain batched function x `[batch, ...]` -> logits `[batch, K]` that downstream code takes."""
-    def f(x):
-        return model.apply(variables, x)
-    return f
+    """The plain batched function x `[batch, ...]` -> logits `[batch, K]` that downstream code takes, as a
+    `jax.tree_util.Partial` over the variables (a jit argument for the attacks, `attacks/model_arg.py`): equal
+    modules (Flax compares their fields) share one program per shapes."""
+    return jax.tree_util.Partial(Apply(model), variables)
+
+
+@dataclasses.dataclass(frozen=True)
+class Apply:
+    """model.apply(variables, x), equal and equally hashed for equal modules (a bound `model.apply` compares by
+    the module's identity)."""
+    model: nn.Module
+
+    def __call__(self, variables, x):
+        return self.model.apply(variables, x)
