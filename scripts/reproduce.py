@@ -1,7 +1,7 @@
 """Reproduce the talk end to end and write one report folder.
 
     robustjax --quick                    # = python scripts/reproduce.py --quick: minutes, 2-core CPU, embedded MNIST
-    robustjax                            # the reduced CPU scale of every experiment (about an hour on 2 cores; CIFAR-10
+    robustjax                            # the reduced CPU scale of every experiment (about 45 min on 2 cores; CIFAR-10
                                          #   parts need $ROBUSTJAX_DATA with cifar10.npz)
     robustjax --full                     # the talk's scale: needs a GPU (refused without one)
     robustjax --quick --parts attacks,guarantees --out reports/x
