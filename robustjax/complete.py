@@ -169,12 +169,19 @@ def _region_falsify(graph, prop, key):
     return None
 
 
+_FULL_ROWS = 1024
+
+
 def _padded_rows(rows, n: int):
-    """(rows padded to the next power of two (at most n) by repeating the first row, or unit 0 where there is
-    none; the mask of the real ones): the batch program's shapes then depend on the counts only through their
-    buckets, so the properties of one network mostly share it. A repeated row carries its original's values
-    everywhere (every array indexed by rows is gathered by rows), and its branching score is masked."""
-    size = min(n, 1 << max(0, int(rows.size - 1).bit_length())) if rows.size else 1
+    """(rows padded by repeating the first row, or unit 0 where there is none; the mask of the real ones): to all
+    n units of the layer where n <= _FULL_ROWS (every property of such a network then shares one batch program),
+    else to the next power of two (a subdomain keeps its bounds at the rows, so memory follows the count). A
+    repeated row carries its original's values everywhere (every array indexed by rows is gathered by rows), and
+    its branching score is masked."""
+    if n <= _FULL_ROWS:
+        size = n
+    else:
+        size = min(n, 1 << max(0, int(rows.size - 1).bit_length())) if rows.size else 1
     pad = np.full(size - rows.size, rows[0] if rows.size else 0)
     return np.concatenate([rows, pad]).astype(np.int64), np.arange(size) < rows.size
 
@@ -198,7 +205,7 @@ def _bab_bound(static: _BaBStatic, weights, A, b, set1, root, rows, real, splits
     """One batch of subdomains (see `_BaB`): (lower bounds of A f - b `[B, m]`, infeasible `[B]`, candidates
     `[B, m, d]`, branching scores `{z: [B, u_z]}`, own bounds `{z: ([B, u_z], [B, u_z])}`); the weights, the
     property and the root's bounds are arguments, so one program serves every property of a network whose
-    row buckets (`_padded_rows`) agree."""
+    padded row counts (`_padded_rows`) agree."""
     graph = join(static.structure, weights)
     shapes = static.shapes
     B = splits[static.relus[0][1]].shape[0]
@@ -281,8 +288,9 @@ class _BaB:
     output bound most (BaBSR's score); "shallow" the best-scoring unit of the earliest layer that has unstable
     units (on deep nets a split there tightens every later layer's bounds).
     The batch program (`_bab_bound`) takes the weights, the property and the root's bounds as arguments, and the
-    units unstable at the root (`rows`, per ReLU layer) padded to power-of-two buckets (`real` marks the real
-    ones): a network's properties share one program where their buckets agree."""
+    units unstable at the root (`rows`, per ReLU layer) padded to the layer's width or, for wide layers, to
+    power-of-two buckets (`_padded_rows`; `real` marks the real ones): a network's properties share one program
+    where their row counts agree so."""
 
     def __init__(self, graph, prop, root_bounds, batch, steps=20, lr=0.1, intermediate="crown", branching="shallow",
                  chunk=256):

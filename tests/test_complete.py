@@ -170,17 +170,34 @@ def test_root_scores_equal_a_batch_bound_of_the_root():
                 np.testing.assert_allclose(eager[z], batch[z], rtol=1e-9, atol=1e-12)
 
 
-def test_padded_rows_change_no_bound_and_programs_are_shared_per_bucket(monkeypatch):
-    """The batch program's rows are padded to power-of-two buckets (repeats of a real row, masked): on subdomains
-    with splits, bounds, candidates, kept bounds and the scores of the real rows equal those of unpadded rows, and
-    padded rows never score. BaB objects add exactly one program per distinct row-count signature: a second one
-    for the same property and one for another net of the architecture reuse theirs where the buckets agree."""
+def test_padded_rows_policy(monkeypatch):
+    """Rows pad to the layer's width up to `_FULL_ROWS` units, else to the next power of two; the padding repeats
+    the first row (unit 0 for a layer without rows) and is masked."""
+    rows = np.array([3, 7, 9])
+    r, m = complete._padded_rows(rows, 12)
+    assert list(r) == [3, 7, 9] + [3] * 9 and list(m) == [True] * 3 + [False] * 9
+    monkeypatch.setattr(complete, "_FULL_ROWS", 8)
+    r, m = complete._padded_rows(rows, 12)
+    assert list(r) == [3, 7, 9, 3] and list(m) == [True, True, True, False]
+    assert [complete._padded_rows(np.arange(k), 12)[0].size for k in (1, 2, 5, 8, 9, 12)] == [1, 2, 8, 8, 12, 12]
+    r, m = complete._padded_rows(np.arange(0), 12)
+    assert list(r) == [0] and list(m) == [False]
+
+
+def test_padded_rows_change_no_bound_and_programs_are_shared(monkeypatch):
+    """The batch program's rows (the units unstable at the root) are padded with repeats of a real row, masked:
+    with power-of-two buckets (forced here; the default for layers wider than `_FULL_ROWS`), on subdomains with
+    splits, bounds, candidates, kept bounds and the scores of the real rows equal those of unpadded rows, and
+    padded rows never score. BaB objects add exactly one program per distinct row-count signature: with the
+    default padding (12-unit layers: to their width) another net of the architecture and a repeated property
+    reuse the first one's."""
     import jax
     g, x, lo, hi, prop, root = _crown_root_case()
     rng = np.random.default_rng(4)
     n0 = complete._bab_bound._cache_size()
     signature = lambda b: tuple(b.rows[z].size for _, z in b.relus)  # noqa: E731
     with jax.enable_x64(True):
+        monkeypatch.setattr(complete, "_FULL_ROWS", 4)
         bab = complete._BaB(g, prop, root, 4, steps=5)
         assert any((~v).any() for v in bab.real.values())       # the case pads
         zero, known = bab.root_domain()
@@ -198,11 +215,13 @@ def test_padded_rows_change_no_bound_and_programs_are_shared_per_bucket(monkeypa
         ref = plain.bound(splits, [plain.root_domain()[1]] * 6)
         monkeypatch.undo()
         signatures = {signature(bab), signature(plain)}
-        for seed in (3, 13):                       # seed 3: bab's own net and property again
+        widths = tuple(int(np.prod(bab.shapes[z])) for _, z in bab.relus)
+        for seed in (3, 13, 23):                       # seed 3: bab's own net and property again
             net = _net(seed, (4, 12, 12, 12, 3))
             p = complete.as_property((lo, hi), int(predict_float64(net, x[None])[0]), 3)
             _, rb = complete._root_bounds(net, x[None], (lo[None], hi[None]), complete._spec(p)[0], 0)
             b = complete._BaB(net, p, rb, 4, steps=5)
+            assert signature(b) == widths
             z0, k0 = b.root_domain()
             b.bound([z0], [k0])
             signatures.add(signature(b))
