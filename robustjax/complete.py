@@ -212,8 +212,7 @@ def _bab_bound(static: _BaBStatic, weights, A, b, set1, root, rows, real, splits
     c, e, lo, hi = set1
     s = crown.InputSet(jnp.broadcast_to(c, (B,) + c.shape), jnp.full((B,), 1e30), jnp.broadcast_to(lo, (B,) + lo.shape),
                        jnp.broadcast_to(hi, (B,) + hi.shape), np.inf)
-    parent = [crown.Interval(jnp.broadcast_to(v.lo, (B,) + v.lo.shape[1:]), jnp.broadcast_to(v.hi, (B,) + v.hi.shape[1:]))
-              for v in root]
+    parent = [crown.Interval(*(jnp.broadcast_to(w, (B,) + w.shape[1:]) for w in (v.lo, v.hi))) for v in root]
     for z in plo:           # the parent's bounds of the units unstable at the root; the root's elsewhere
         u = rows[z]
         parent[z] = crown.Interval(*(v.reshape(B, -1).at[:, u].set(q).reshape(v.shape)
@@ -313,7 +312,8 @@ class _BaB:
         self._args = (propagate.float64_arrays(arrays), jnp.asarray(self.A), jnp.asarray(self.b),
                       (0.5 * (lo + hi), hi - lo, lo, hi),
                       [crown.Interval(jnp.asarray(v.lo), jnp.asarray(v.hi)) for v in root_bounds],
-                      {z: jnp.asarray(v) for z, v in self.rows.items()}, {z: jnp.asarray(v) for z, v in self.real.items()})
+                      {z: jnp.asarray(v) for z, v in self.rows.items()},
+                      {z: jnp.asarray(v) for z, v in self.real.items()})
 
     def root_scores(self) -> dict:
         """The root's branching scores `{z: [u_z]}` (as `bound` gives a subdomain's) from its own bounds and one
