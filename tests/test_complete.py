@@ -358,11 +358,12 @@ def test_cli_verify_writes_the_competition_format(tmp_path, capsys):
     c = int(pred[0])
     d = verify.min_adversarial_milp(list(g.layers), x, c, p=np.inf, time_limit=30).distance
     assert d < 0.4
+    props = {}
     for eps, expect in ((0.5 * d, "holds"), (min(1.0, 2 * d), "violated")):
         lines = [f"(declare-const X_{i} Real)" for i in range(3)] + [f"(declare-const Y_{j} Real)" for j in range(2)]
         lines += [f"(assert (>= X_{i} {max(0.0, v - eps)}))\n(assert (<= X_{i} {min(1.0, v + eps)}))" for i, v in enumerate(x)]
         lines += [f"(assert (>= Y_{1 - c} Y_{c}))"]
-        prop = tmp_path / f"p{eps}.vnnlib"
+        prop = props[expect] = tmp_path / f"p{eps}.vnnlib"
         prop.write_text("\n".join(lines))
         out = tmp_path / "result.txt"
         code = cli.main(["verify", str(net), str(prop), "--timeout", "30", "--out", str(out), "--quiet"])
@@ -373,6 +374,21 @@ def test_cli_verify_writes_the_competition_format(tmp_path, capsys):
             cx = np.array([float(vals[f"X_{i}"]) for i in range(3)])
             assert vnnlib.load(prop).violated_by(evaluate_numpy(g, cx[None])[0])
     assert cli.main(["verify", str(net), str(tmp_path / "missing.vnnlib")]) == 2
+    # a cache JAX already has (conftest's) is kept; a fresh process fills the one --cache-dir names
+    import os
+    import subprocess
+    import sys
+    import jax
+    before = jax.config.jax_compilation_cache_dir
+    assert cli.compilation_cache(str(tmp_path / "unused")) == before and not (tmp_path / "unused").exists()
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    cache = tmp_path / "cache"
+    run = subprocess.run([sys.executable, "-m", "robustjax.cli", "verify", str(net), str(props["holds"]),
+                          "--timeout", "30", "--quiet", "--cache-dir", str(cache)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.splitlines()[0] == "holds", run.stderr[-2000:]
+    assert any(cache.iterdir())
 
 
 def test_bad_input_is_named():
