@@ -42,7 +42,7 @@ import numpy as np
 from robustjax import validate, vnnlib
 from robustjax.bounds import crown, propagate
 from robustjax.network.evaluate import evaluate, evaluate_numpy
-from robustjax.network.function import Structure, join, split
+from robustjax.network.function import Structure, floating_as, join, split
 from robustjax.network.graph import Graph, ReLU
 
 STATUSES = ("verified", "counterexample", "unknown", "timeout")
@@ -149,9 +149,8 @@ def _falsify(graph, prop, key, restarts, steps):
     structure, arrays = split(graph)
     onehot = jnp.asarray(np.eye(len(prop.unsafe))[group].T, bool)          # [G, m]
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    xs, vals = _pgd_unsafe(structure, [f32(a) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
-                                       for a in arrays], f32(A), f32(b), onehot, f32(prop.lo), f32(prop.hi), key,
-                           restarts=restarts, steps=steps)
+    xs, vals = _pgd_unsafe(structure, floating_as(arrays, jnp.float32), f32(A), f32(b), onehot, f32(prop.lo),
+                           f32(prop.hi), key, restarts=restarts, steps=steps)
     return _check_many(graph, prop, np.asarray(xs)[np.argsort(-np.asarray(vals))])
 
 
@@ -309,7 +308,7 @@ class _BaB:
         self._static = _BaBStatic(structure, tuple(self.shapes), tuple(self.relus), steps, lr, intermediate,
                                   branching, chunk)
         lo, hi = jnp.asarray(prop.lo), jnp.asarray(prop.hi)
-        self._args = (propagate.float64_arrays(arrays), jnp.asarray(self.A), jnp.asarray(self.b),
+        self._args = (floating_as(arrays, jnp.float64), jnp.asarray(self.A), jnp.asarray(self.b),
                       (0.5 * (lo + hi), hi - lo, lo, hi),
                       [crown.Interval(jnp.asarray(v.lo), jnp.asarray(v.hi)) for v in root_bounds],
                       {z: jnp.asarray(v) for z, v in self.rows.items()},

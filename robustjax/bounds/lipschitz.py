@@ -21,7 +21,7 @@ import numpy as np
 from robustjax import geometry, validate
 from robustjax.bounds import crown, propagate, relaxations
 from robustjax.network.evaluate import JAX
-from robustjax.network.function import Structure, join, split
+from robustjax.network.function import Structure, floating_as, join, split
 from robustjax.network.graph import AFFINE_KINDS, Activation, Affine, Conv, Dense, Graph
 
 
@@ -127,11 +127,7 @@ def theorem21_radius(net, x, labels, *, box=None, steps: int = 16, upper=None, d
 
     with jax.enable_x64(True):
         structure, arrays = split(graph)
-        weights = propagate.float64_arrays(arrays)
-        program = _bound_program(structure, tuple(shapes))
-
-        def fn(c, e, l, h, Cm):
-            return program(weights, c, e, l, h, Cm)
+        fn = functools.partial(_bound_program(structure, tuple(shapes)), floating_as(arrays, jnp.float64))
         s0 = propagate.input_set(x, 0.0, 2, b)
         Cj = jnp.asarray(C, jnp.float64)
 

@@ -28,7 +28,7 @@ from robustjax import geometry, validate
 from robustjax.bounds import crown
 from robustjax.bounds.ibp import Interval
 from robustjax.network.evaluate import JAX, NUMPY, evaluate_numpy, interpret, pool_windows
-from robustjax.network.function import Structure, join, split
+from robustjax.network.function import Structure, floating_as, join, split
 from robustjax.network.graph import Graph, as_graph
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
@@ -67,12 +67,6 @@ def input_set(x, eps, p, box) -> crown.InputSet:
 
 
 _CACHE: dict = {}
-
-
-def float64_arrays(arrays) -> list:
-    """The floating arrays of `network.split` as float64 jax arrays (the bounds' arithmetic; call under
-    `jax.enable_x64`), the others as they are."""
-    return [jnp.asarray(a, jnp.float64) if np.issubdtype(np.asarray(a).dtype, np.floating) else a for a in arrays]
 
 
 @functools.lru_cache(maxsize=32)
@@ -114,8 +108,13 @@ def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermedi
     shapes = tuple(crown.node_shapes(graph, graph.input_shape))
     jitted = _program(structure, shapes, method, float(p), key[3], bool(alpha_intermediate), float(alpha_lr))
 
+    weights = {}                       # converted once per x64 mode (float64 needs it), not on every call
+
     def fn(steps, center, eps, lo, hi, C, given=None):
-        return jitted(float64_arrays(arrays), jnp.asarray(steps, jnp.int32), center, eps, lo, hi, C, given)
+        mode = bool(jax.config.jax_enable_x64)
+        if mode not in weights:
+            weights[mode] = floating_as(arrays, jnp.float64)
+        return jitted(weights[mode], jnp.asarray(steps, jnp.int32), center, eps, lo, hi, C, given)
     if len(_CACHE) > 32:
         _CACHE.clear()
     _CACHE[key] = (graph, fn)

@@ -9,7 +9,7 @@ from robustjax.network.graph import (ACTIVATIONS, AFFINE_KINDS, PIECEWISE_KINDS,
 from robustjax.network.evaluate import JAX, NUMPY, evaluate, evaluate_numpy, interpret, pool_windows
 from robustjax.network.trace import trace
 from robustjax.network.from_onnx import from_onnx
-from robustjax.network.function import Structure, as_function, join, split
+from robustjax.network.function import Structure, as_function, floating_as, join, split
 from robustjax.network.region import RegionMap, pattern, region_map, switches
 
 __all__ = ["ACTIVATIONS", "AFFINE_KINDS", "PIECEWISE_KINDS", "Activation", "Add", "Affine", "Concatenate", "Conv",

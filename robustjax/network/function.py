@@ -43,6 +43,12 @@ def join(structure: Structure, arrays) -> Graph:
     return jax.tree.unflatten(structure.treedef, [next(it) if s is None else s for s in structure.static])
 
 
+def floating_as(arrays, dtype) -> list:
+    """`split`'s arrays with the floating ones as jax arrays of dtype (float64 needs `jax.enable_x64`), the
+    others as they are: the weights as a jitted program of `join` takes them."""
+    return [jax.numpy.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else a for a in arrays]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Evaluate:
     structure: Structure
