@@ -309,10 +309,10 @@ def test_bound_programs_compile_once_per_architecture():
     labels = [bounds.predict_float64(g, x) for g in nets]
     p0 = propagate._program.cache_info().misses
     first = [bounds.margin_bounds(g, x, y, eps=0.05, method="crown") for g, y in zip(nets, labels)]
-    assert propagate._program.cache_info().misses - p0 == 1
+    assert propagate._program.cache_info().misses - p0 <= 1      # 0 if an earlier test built it
     l0 = lipschitz._bound_program.cache_info().misses
     radii = [lipschitz.theorem21_radius(g, x, y, steps=4).radius for g, y in zip(nets, labels)]
-    assert lipschitz._bound_program.cache_info().misses - l0 == 1
+    assert lipschitz._bound_program.cache_info().misses - l0 <= 1
     again = bounds.margin_bounds(_net(np.random.default_rng(0), 5, (9, 9), 3, "softplus"), x, labels[0], eps=0.05,
                                  method="crown")
     np.testing.assert_array_equal(again, first[0])
