@@ -175,7 +175,7 @@ def create_train_state(key, config: TrainConfig, model: nn.Module, input_shape, 
     constants = {k: v for k, v in variables.items() if k != "params"}
     tx = make_optimizer(config, total_steps)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      constants=constants, key=state_key, apply_fn=model.apply, tx=tx)
+                      constants=constants, key=state_key, apply_fn=models.Apply(model), tx=tx)
 
 
 def make_train_step(loss_fn: Callable, regularizer: regularizers.Term | None = None, *,

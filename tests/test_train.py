@@ -188,6 +188,30 @@ def test_evaluate_empty_and_padded(mnist_small):
     assert ev["accuracy"] == np.mean(logits.argmax(-1) == yte[:37])
 
 
+def test_states_of_equal_models_share_eval_and_attack_programs():
+    """apply_fn is `models.Apply(model)`: the logits_fns of two runs' states of separately built equal models (other
+    weights) share an attack program, and each uses its own weights."""
+    import importlib
+    from robustjax import models
+    deepfool = importlib.import_module("robustjax.attacks.deepfool")
+    config = _small_config(epochs=1)
+    x = jax.random.uniform(jax.random.key(3), (4, 28, 28, 1))
+    y = np.zeros(4, np.int64)
+    core = deepfool._deepfool.jitted
+    n_attack = core._cache_size()
+    for seed in range(2):
+        model = train.build_model(config, 10)
+        state = train.create_train_state(jax.random.key(seed), config, model, (28, 28, 1), 10)
+        assert state.apply_fn == models.Apply(train.build_model(config, 10))
+        f = state.logits_fn()
+        np.testing.assert_allclose(f(x), model.apply(state.variables(), x), rtol=1e-6)
+        labels = np.asarray(jnp.argmax(f(x), -1))
+        r = deepfool.deepfool(f, x, labels, p=2)
+        ref = deepfool.deepfool(lambda z, m=model, v=state.variables(): m.apply(v, z), x, labels, p=2)
+        np.testing.assert_allclose(r.distance, ref.distance, rtol=1e-5)
+    assert core._cache_size() - n_attack == 1 + 2          # one for both states, one per closure
+
+
 def test_piecewise_schedule():
     s = train.piecewise_schedule(0.2, 100)
     vals = [float(s(t)) for t in (0, 71, 72, 87, 88, 99)]

@@ -137,9 +137,9 @@ def logits_fn(model: nn.Module, variables) -> Callable[[jax.Array], jax.Array]:
 
 @dataclasses.dataclass(frozen=True)
 class Apply:
-    """model.apply(variables, x), equal and equally hashed for equal modules (a bound `model.apply` compares by
-    the module's identity)."""
+    """model.apply(variables, x, **kwargs), equal and equally hashed for equal modules (a bound `model.apply`
+    compares by the module's identity)."""
     model: nn.Module
 
-    def __call__(self, variables, x):
-        return self.model.apply(variables, x)
+    def __call__(self, variables, x, **kwargs):
+        return self.model.apply(variables, x, **kwargs)
