@@ -617,7 +617,25 @@ def _handler(structure) -> _Handler:
             "not C^1); pass e.g. `model.weights(variables)` of a OneHiddenLayer or GaussianKernelMachine.")
     if isinstance(structure, OneHiddenLayerWeights):
         _check_activation(structure.act)
+    _check_shapes(structure)
     return h
+
+
+def _check_shapes(structure) -> None:
+    """ValueError naming the field unless the structure's arrays fit together (see each structure's docstring)."""
+    name = type(structure).__name__
+    shape = {f: np.shape(getattr(structure, f)) for f in structure._fields if f not in ("act", "gamma")}
+    if isinstance(structure, LinearWeights):
+        ok = len(shape["W"]) == 2 and shape["b"] == shape["W"][1:]
+        want = "W [d, K] and b [K]"
+    elif isinstance(structure, OneHiddenLayerWeights):
+        ok = len(shape["U"]) == 2 and len(shape["W"]) == 2 and shape["U"][1] == shape["W"][0]
+        want = "U [d, m] and W [m, K]"
+    else:
+        ok = len(shape["centers"]) >= 2 and len(shape["alpha"]) == 2 and shape["alpha"][0] == shape["centers"][0]
+        want = "centers [R, d] and alpha [R, K]"
+    if not ok:
+        raise ValueError(f"{name} needs {want}; got " + ", ".join(f"{f} {v}" for f, v in shape.items()))
 
 
 # ----------------------------------------------------------------------------- the search over R
@@ -832,13 +850,14 @@ def certified_radius(structure, x, labels, *, p: float = 2, steps: int = 8, chea
 def cross_lipschitz_bound(structure, x, radius, *, num_tight_classes: int | None = None) -> jax.Array:
     """The bound L_cj(R) used by `certified_radius`: `[batch, K]` rigorous upper bounds on
     max_{y in B_2(x_i, R_i)} ||grad f_c(y) - grad f_j(y)||_2, c = argmax f(x_i) (inf at j = c).
-    x `[batch, ...]`, radius `[batch]`. By default every class gets the tightest bound."""
+    x `[batch, ...]`, radius: scalar or `[batch]`, finite and >= 0. By default every class gets the tightest bound."""
     handler = _handler(structure)
     _, x, _, dtype = _inputs(structure, x, np.zeros((np.shape(x)[0],), np.int32))
     opts = handler.static(structure)
     K = _num_classes(structure)
     opts["num_tight_classes"] = K - 1 if num_tight_classes is None else num_tight_classes
     _, problem = handler.problem(handler.prepare(structure, dtype), jnp.asarray(x), opts=opts)
+    radius = validate.per_example(radius, x.shape[0], "radius")
     L = problem.full(jnp.asarray(radius, dtype))
     return jnp.where(jnp.isinf(problem.margins), jnp.inf, L)
 

@@ -18,7 +18,8 @@ DEFAULT_CACHE = "~/.cache/robustjax/jax"
 
 def verify_main(argv) -> int:
     """`robustjax verify`: prints and writes the VNN-COMP result format (holds / violated with the
-    counterexample / timeout / unknown); exit status 0 for a decided property, 1 for unknown or timeout."""
+    counterexample / timeout / unknown); exit status 0 for a decided property, 1 for unknown or timeout, 2 for an
+    unreadable network or property or one that does not fit the network."""
     parser = argparse.ArgumentParser(prog="robustjax verify", description="Verify an ONNX network against a "
                                      "VNN-LIB property (the competition's local-robustness subset).")
     parser.add_argument("onnx", help="the network, an ONNX file")
@@ -37,6 +38,7 @@ def verify_main(argv) -> int:
     try:
         graph = from_onnx(args.onnx)
         prop = vnnlib.load(args.vnnlib)
+        complete.check_fits(graph, prop)
     except (ValueError, OSError) as e:
         print(f"robustjax verify: {e}", file=sys.stderr)
         return 2

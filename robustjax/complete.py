@@ -67,8 +67,12 @@ class PropertyResult(NamedTuple):
 
 
 def as_property(spec, label=None, num_classes: int | None = None) -> vnnlib.Property:
-    """A `vnnlib.Property` from one, or from an input box (lo, hi) and a label ('argmax f = label')."""
+    """A `vnnlib.Property` from one (label must then be None: the property names its own outputs), or from a
+    finite input box (lo, hi) and a label ('argmax f = label')."""
     if isinstance(spec, vnnlib.Property):
+        if label is not None:
+            raise ValueError(f"label must be None with a vnnlib.Property (its output constraints are the property), "
+                             f"got {label!r}")
         return spec
     if not (isinstance(spec, (tuple, list)) and len(spec) == 2):
         raise ValueError("spec must be a vnnlib.Property or an input box (lo, hi) with a label")
@@ -77,14 +81,25 @@ def as_property(spec, label=None, num_classes: int | None = None) -> vnnlib.Prop
     lo, hi = (np.asarray(v, np.float64).reshape(-1) for v in spec)
     if lo.shape != hi.shape:
         raise ValueError(f"lo {lo.shape} and hi {hi.shape} must have one shape")
-    if np.isnan(lo).any() or np.isnan(hi).any():
-        raise ValueError("the input box contains NaN")
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError(f"the input box must be finite; got {int(np.sum(~np.isfinite(lo)) + np.sum(~np.isfinite(hi)))}"
+                         " NaN or infinite bounds")
     if np.any(lo > hi):
         raise ValueError(f"the input box must have lo <= hi; lo > hi at {int(np.sum(lo > hi))} coordinates")
-    c = int(validate.labels(np.asarray([label]), 1, num_classes)[0])
+    c = int(validate.labels(np.asarray([label]), 1, num_classes, name="label")[0])
     unsafe = tuple((np.eye(num_classes)[[c]] - np.eye(num_classes)[[j]], np.zeros(1))
                    for j in range(num_classes) if j != c)
     return vnnlib.Property(lo, hi, unsafe, num_classes)
+
+
+def check_fits(graph: Graph, prop: vnnlib.Property) -> None:
+    """ValueError unless the property's inputs and outputs match the network's (flattened input size, classes)."""
+    d = int(np.prod(graph.input_shape))
+    K = int(np.prod(crown.node_shapes(graph, graph.input_shape)[-1]))
+    if prop.lo.shape != (d,):
+        raise ValueError(f"the property has {prop.lo.shape[0]} inputs, the network {d}")
+    if prop.num_outputs != K:
+        raise ValueError(f"the property constrains {prop.num_outputs} outputs, the network has {K}")
 
 
 def _spec(prop: vnnlib.Property):
@@ -364,19 +379,26 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
     """
     t0 = time.perf_counter()
     time_limit = validate.positive_float(time_limit, "time_limit")
-    for name, value, allowed in (("bab_intermediate", bab_intermediate, ("crown", "ibp")),
+    for name, value, allowed in (("method", method, ("crown", "alpha-crown")),
+                                 ("bab_intermediate", bab_intermediate, ("crown", "ibp")),
                                  ("bab_branching", bab_branching, ("shallow", "babsr"))):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    for name, value in (("falsify_restarts", falsify_restarts), ("falsify_steps", falsify_steps),
+                        ("alpha_steps", alpha_steps), ("bab_steps", bab_steps), ("refine_layers", refine_layers),
+                        ("milp_max_unstable", milp_max_unstable)):
+        validate.positive_int(value, name, allow_zero=True)
+    validate.positive_int(bab_batch, "bab_batch")
+    for name, value in (("alpha_lr", alpha_lr), ("refine_time", refine_time)):
+        validate.positive_float(value, name)
+    for name, value in (("milp_share", milp_share), ("refine_share", refine_share)):
+        if not 0.0 <= validate.positive_float(value, name, allow_zero=True) <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
     deadline = t0 + time_limit
     graph = _as_graph(net, spec)
     K = crown.node_shapes(graph, graph.input_shape)[-1][0]
     prop = as_property(spec, label, K)
-    d = int(np.prod(graph.input_shape))
-    if prop.lo.shape != (d,):
-        raise ValueError(f"the property has {prop.lo.shape[0]} inputs, the network {d}")
-    if prop.num_outputs != K:
-        raise ValueError(f"the property constrains {prop.num_outputs} outputs, the network has {K}")
+    check_fits(graph, prop)
     key = jax.random.key(0) if key is None else validate.key(key)
     log = (lambda msg: print(f"verify_property: {msg} ({time.perf_counter() - t0:.1f} s)", flush=True)) if progress \
         else (lambda msg: None)

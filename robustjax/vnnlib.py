@@ -137,9 +137,12 @@ def _linear(e, decl):
                 raise VnnlibError(f"line {_line(e)}: variable {e} used but not declared")
             return {(m.group(1), int(m.group(2))): 1.0}, 0.0
         try:
-            return {}, float(e)
+            value = float(e)
         except ValueError:
             raise VnnlibError(f"line {_line(e)}: unsupported term {e!r} (expected a number, X_i or Y_j)") from None
+        if not np.isfinite(value):
+            raise VnnlibError(f"line {_line(e)}: the constant {e!r} is not a finite number")
+        return {}, value
     if not e:
         raise VnnlibError(f"line {_line(e)}: empty expression")
     op, args = e[0], [_linear(a, decl) for a in e[1:]]

@@ -368,6 +368,9 @@ def test_errors_and_warnings(mnist_points):
         ddn(f, x, y[:2], p=2)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
         deepfool(f, x, y + 10, p=2)
+    r2 = deepfool(f, x, y, p=2, steps=2)
+    with pytest.raises(ValueError, match="results must be on the same points"):
+        best_of([r2, deepfool(f, x[:2], y[:2], p=2, steps=2)])
     nan_model = lambda z: f(z) * jnp.nan  # noqa: E731
     with pytest.raises(ValueError, match="NaN"):
         deepfool(nan_model, x, y, p=2)

@@ -247,6 +247,17 @@ def test_bad_input_is_named():
     gelu = as_graph([Dense(np.ones((4, 3)), np.zeros(3)), Activation("gelu"), Dense(np.ones((3, 2)), np.zeros(2))], (4,))
     with pytest.raises(ValueError, match="gelu"):
         bounds.output_bounds(gelu, x, eps=0.1)
+    with pytest.raises(ValueError, match=r"C must have K = 3 columns"):
+        bounds.linear_bounds(g, x, np.ones((2, 4)), eps=0.1)
+    with pytest.raises(ValueError, match="alpha_steps must be >= 0"):
+        bounds.margin_bounds(g, x, [0, 1], eps=0.1, method="alpha-crown", alpha_steps=-5)
+    with pytest.raises(ValueError, match="dtype must be None"):
+        bounds.margin_bounds(g, x, [0, 1], eps=0.1, dtype=np.int32)
+    from robustjax import models
+    mlp = models.build("mlp", widths=(5,), num_classes=3)
+    f = models.logits_fn(mlp, models.init(mlp, jax.random.key(0), (1, 6)))
+    with pytest.raises(ValueError, match=r"net \(a logits_fn\) fails on inputs of example shape \(4,\)"):
+        bounds.margin_bounds(f, x, [0, 1], eps=0.1)
     empty = bounds.certified_radius(g, x[:0], np.zeros(0, int))
     assert empty.radius.shape == (0,)
 

@@ -238,6 +238,16 @@ def test_bad_input_and_misclassified_points():
         certify.certified_radius(s, x, c, p=np.inf)
     with pytest.raises(ValueError, match="labels"):
         certify.certified_radius(s, x, c[:3])
+    with pytest.raises(ValueError, match=r"OneHiddenLayerWeights needs U \[d, m\] and W \[m, K\]; got U \(6, \d+\), W"):
+        certify.certified_radius(OneHiddenLayerWeights(s.U, s.W[1:], s.act), x, c)
+    with pytest.raises(ValueError, match=r"LinearWeights needs W \[d, K\] and b \[K\]"):
+        certify.certified_radius(LinearWeights(jnp.ones((6, 3)), jnp.ones(4)), x, c % 3)
+    with pytest.raises(ValueError, match=r"GaussianKernelWeights needs centers \[R, d\] and alpha \[R, K\]"):
+        certify.certified_radius(GaussianKernelWeights(jnp.ones((2, 6)), jnp.ones((3, 3)), 1.0), x, c % 3)
+    for radius, message in ((-1.0, "radius must be >= 0"), (np.array([np.nan] * 8), "radius must be finite"),
+                            (np.ones(3), r"radius must be a scalar or have shape \(8,\)")):
+        with pytest.raises(ValueError, match=message):
+            certify.cross_lipschitz_bound(s, x, radius)
     wrong = (c + 1) % 4
     res = certify.certified_radius(s, x, wrong)
     assert res.misclassified.all() and np.all(res.radius == 0)

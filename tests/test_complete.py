@@ -374,6 +374,11 @@ def test_cli_verify_writes_the_competition_format(tmp_path, capsys):
             cx = np.array([float(vals[f"X_{i}"]) for i in range(3)])
             assert vnnlib.load(prop).violated_by(evaluate_numpy(g, cx[None])[0])
     assert cli.main(["verify", str(net), str(tmp_path / "missing.vnnlib")]) == 2
+    wide = tmp_path / "wide.vnnlib"        # 4 inputs for a network of 3: refused before any work, exit status 2
+    wide.write_text("\n".join([f"(declare-const X_{i} Real)" for i in range(4)] + ["(declare-const Y_0 Real)",
+                               "(declare-const Y_1 Real)"] + [f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))"
+                                                              for i in range(4)] + ["(assert (>= Y_1 Y_0))"]))
+    assert cli.main(["verify", str(net), str(wide), "--quiet", "--cache-dir", ""]) == 2
     # a cache JAX already has (conftest's) is kept; a fresh process fills the one --cache-dir names
     import os
     import subprocess
@@ -395,8 +400,20 @@ def test_bad_input_is_named():
     g = _net(0, (5, 6, 3))
     with pytest.raises(ValueError, match="lo <= hi"):
         complete.verify_property(g, (np.ones(5), np.zeros(5)), 0)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"label must lie in \[0, 3\)"):
         complete.verify_property(g, (np.zeros(5), np.ones(5)), 4)
+    with pytest.raises(ValueError, match="the input box must be finite"):
+        complete.verify_property(g, (np.full(5, -np.inf), np.ones(5)), 0)
+    prop = complete.as_property((np.zeros(5), np.ones(5)), 0, 3)
+    with pytest.raises(ValueError, match="label must be None with a vnnlib.Property"):
+        complete.verify_property(g, prop, 2)
+    with pytest.raises(ValueError, match="the property constrains 3 outputs, the network has 4"):
+        complete.verify_property(_net(0, (5, 6, 4)), prop)
+    for kw, message in ((dict(method="foo"), "method must be one of"), (dict(alpha_steps=-5), "alpha_steps"),
+                        (dict(bab_batch=0), "bab_batch"), (dict(milp_share=1.5), r"milp_share must lie in \[0, 1\]"),
+                        (dict(alpha_lr=float("nan")), "alpha_lr")):
+        with pytest.raises(ValueError, match=message):
+            complete.verify_property(g, prop, **kw)
     with pytest.raises(ValueError, match="the property has 4 inputs, the network 5"):
         complete.verify_property(g, (np.zeros(4), np.ones(4)), 0)
     with pytest.raises(ValueError, match="bab_branching must be one of"):

@@ -400,6 +400,14 @@ def test_input_errors_and_warnings():
         region(f, x, labels, p=2, key=jax.random.key(0), box=Box(np.zeros((3, 4)), 1.0))
     with pytest.raises(ValueError, match="lp_solver"):
         region(f, x, labels, p=1, key=jax.random.key(0), lp_solver="glpk")
+    with pytest.raises(ValueError, match="restart_regions must be >= 0"):
+        region(f, x, labels, p=2, key=jax.random.key(0), restarts=1, restart_regions=-3)
+    with pytest.raises(ValueError, match=r"x_train must have x's 4 features per example, got shape \(3, 5\)"):
+        region(f, x, labels, p=2, key=jax.random.key(0), x_train=np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"y_train must lie in \[0, 3\)"):
+        region(f, x, labels, p=2, key=jax.random.key(0), x_train=np.zeros((3, 4), np.float32), y_train=[0, 1, 9])
+    with pytest.raises(ValueError, match="y_train needs x_train"):
+        region(f, x, labels, p=2, key=jax.random.key(0), y_train=[0, 1, 2])
     with pytest.raises(ValueError, match="piecewise-affine"):
         region(lambda z: jnp.tanh(f(z)), x, labels, p=2, key=jax.random.key(0), n_regions=2)
     with pytest.warns(UserWarning, match="probabilities"), pytest.raises(ValueError, match="reduce_max"):

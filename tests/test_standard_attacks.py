@@ -155,6 +155,13 @@ def test_bad_options():
         fab(f, x, y, p=2, key=key, beta=1.5)
     with pytest.raises(ValueError, match="target must lie"):
         fab(f, x, y, p=2, key=key, target=jnp.array([5, 5]))
+    for attack, kw in ((fab, {}), (apgd, dict(eps=1.0))):       # a target equal to the label cannot succeed
+        with pytest.raises(ValueError, match=r"target must differ from labels; equal at 1 rows \(first: row 1\)"):
+            attack(f, x, y, p=2, key=key, target=jnp.array([1, 0]), **kw)
+    with pytest.raises(ValueError, match="min_margin must be finite"):
+        apgd(f, x, y, p=2, eps=1.0, key=key, min_margin=float("nan"))
+    with pytest.raises(ValueError, match="min_margin must be >= 0"):
+        fab(f, x, y, p=2, key=key, min_margin=-1.0)
     with pytest.raises(ValueError, match="attacks must be"):
         standard_evaluation(f, x, y, p=2, eps=1.0, key=0, attacks=("apgd-ce", "nope"))
 

@@ -66,6 +66,8 @@ def test_semantics_of_bounds_and_disjunctions():
     ("(assert (<= X_0 0)) (assert (>= X_0 1)) (assert (<= X_1 1)) (assert (>= X_1 0)) (assert (>= Y_0 Y_1))",
      "lo 1.0 > hi 0.0"),
     ("(assert (<= Y_7 1))", "not declared"),
+    ("(assert (<= X_0 1)) (assert (>= X_0 0)) (assert (<= X_0 nan))", "constant 'nan' is not a finite number"),
+    ("(assert (<= (- Y_0 Y_1) inf))", "constant 'inf' is not a finite number"),
 ])
 def test_outside_the_subset_is_a_clear_error(body, match):
     with pytest.raises(vnnlib.VnnlibError, match=match):

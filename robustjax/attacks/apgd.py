@@ -25,8 +25,8 @@ import numpy as np
 from robustjax import batching, losses, validate
 from robustjax.attacks import steps as S
 from robustjax.attacks.model_arg import jit_model
-from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, default_min_margin,
-                                      finalize)
+from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, check_target,
+                                      default_min_margin, finalize)
 from robustjax.batching import map_batches
 from robustjax.geometry import Box, margin, per_example
 
@@ -176,7 +176,7 @@ def apgd(logits_fn, x, labels, *, p, eps, key, box=None, loss: str = "ce", targe
     box = as_box(box, x)
     eps = validate.per_example(eps, x.shape[0], "eps").astype(np.dtype(x.dtype))
     if targeted:
-        target = validate.labels(target, x.shape[0], num_classes=logits.shape[1], name="target")
+        target = check_target(target, labels, logits.shape[1])
     else:
         target = np.asarray(labels)
     opts = dict(p=p, steps=validate.positive_int(steps, "steps"), loss=loss, targeted=targeted,

@@ -27,8 +27,8 @@ from robustjax.attacks import steps as S
 from robustjax.attacks.apgd import targeted_cascade
 from robustjax.attacks.pgd import default_eps_init
 from robustjax.attacks.model_arg import jit_model
-from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, default_min_margin,
-                                      finalize, keep_best)
+from robustjax.attacks.result import (AttackResult, Timer, as_box, check_inputs, check_norm, check_target,
+                                      default_min_margin, finalize, keep_best)
 from robustjax.batching import map_batches
 from robustjax.geometry import dual_norm, lp_norm, margin, per_example
 
@@ -196,8 +196,7 @@ def fab(logits_fn, x, labels, *, p, key, box=None, eps=None, target=None, steps:
         eps_init = eps if eps is not None else default_eps_init(p, x, box)
     eps_init = validate.per_example(eps_init, n, "eps_init").astype(np.dtype(x.dtype))
     targeted = target is not None
-    target = np.asarray(labels) if not targeted else validate.labels(target, n, num_classes=logits.shape[1],
-                                                                     name="target")
+    target = np.asarray(labels) if not targeted else check_target(target, labels, logits.shape[1])
     opts = dict(p=p, steps=validate.positive_int(steps, "steps"), restarts=validate.positive_int(restarts, "restarts"),
                 alpha_max=alpha_max, eta=eta, beta=beta, targeted=targeted)
     run = lambda xb, yb, tb, lob, hib, eb, kb: _fab(logits_fn, xb, yb, tb, lob, hib, eb, kb, **opts)  # noqa: E731

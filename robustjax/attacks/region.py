@@ -354,6 +354,9 @@ def search(pb: Problem, z0, d0, key, n_regions: int, trace: list | None = None) 
     return s, traj
 
 
+_halfspace_box_distance = jax.jit(halfspace_box_distance, static_argnames=("p",))    # one program, not ~20 eager ops
+
+
 def restart_budget(pb: Problem, starts, total: int) -> list[int]:
     """Regions per restart start `[(point, distance)]`, `total` in all, split by each start's class's
     linearized distance at x (`halfspace_box_distance` of its margin's linearization, a cheap estimate of the
@@ -365,8 +368,8 @@ def restart_budget(pb: Problem, starts, total: int) -> list[int]:
     est = []
     for z, dz in starts:
         t = int(np.argmax(np.asarray(pb.oracle.logits(jnp.asarray(z[None])))[0]))
-        e = float(halfspace_box_distance(jnp.asarray(jac[t] - jac[pb.c]), out[pb.c] - out[t], jnp.asarray(pb.x),
-                                         jnp.asarray(pb.lo), jnp.asarray(pb.hi), pb.p))
+        e = float(_halfspace_box_distance(jnp.asarray(jac[t] - jac[pb.c]), out[pb.c] - out[t], jnp.asarray(pb.x),
+                                          jnp.asarray(pb.lo), jnp.asarray(pb.hi), p=pb.p))
         est.append(min(e if np.isfinite(e) else dz, dz))
     wgt = 1.0 / np.maximum(np.asarray(est), 1e-6 * max(est))
     share = np.maximum(np.round(total * wgt / wgt.sum()), pb.batch_regions)
@@ -548,11 +551,22 @@ def region(logits_fn: Callable, x, labels, *, p, key, box=None, n_regions: int =
         raise ValueError(f"lp_solver must be one of {LP_SOLVERS}, got {lp_solver!r}")
     if qp_solver not in QP_SOLVERS:
         raise ValueError(f"qp_solver must be one of {QP_SOLVERS}, got {qp_solver!r}")
+    if restart_regions is not None:
+        validate.positive_int(restart_regions, "restart_regions", allow_zero=True)
     t0 = time.perf_counter()
-    x, labels, _ = check_inputs(logits_fn, x, labels, box)
+    x, labels, logits = check_inputs(logits_fn, x, labels, box)
     box = as_box(box, x)
     n = x.shape[0]
     xn, yn = np.asarray(x, np.float32), np.asarray(labels)
+    if x_train is not None:
+        x_train = validate.batch(x_train, "x_train")
+        if int(np.prod(x_train.shape[1:])) != int(np.prod(xn.shape[1:])):
+            raise ValueError(f"x_train must have x's {int(np.prod(xn.shape[1:]))} features per example, "
+                             f"got shape {tuple(x_train.shape)}")
+        if y_train is not None:
+            y_train = validate.labels(y_train, len(x_train), num_classes=logits.shape[1], name="y_train")
+    elif y_train is not None:
+        raise ValueError("y_train needs x_train")
     lo, hi = (np.asarray(b, np.float64).reshape(n, int(np.prod(xn.shape[1:]))) for b in (box.lo, box.hi))
     options = dict(n_regions=n_regions, batch_regions=batch_regions, preacts_fn=preacts_fn,
                    gamma=validate.positive_float(gamma, "gamma"),

@@ -102,6 +102,16 @@ def check_inputs(logits_fn: Callable, x, labels, box=None, *, check_logits: bool
     return x, jnp.asarray(labels), logits
 
 
+def check_target(target, labels, num_classes: int) -> np.ndarray:
+    """target as int32 `[batch]` classes in [0, num_classes) that differ from labels on every row (a targeted
+    attack toward the label itself cannot succeed)."""
+    target = validate.labels(target, len(labels), num_classes=num_classes, name="target")
+    same = np.flatnonzero(target == np.asarray(labels))
+    if same.size:
+        raise ValueError(f"target must differ from labels; equal at {same.size} rows (first: row {int(same[0])})")
+    return target
+
+
 def default_min_margin(logits) -> jax.Array:
     """The margin a success must clear by default: MIN_MARGIN_ULPS ulps of the logits' scale,
     16 eps(dtype) max(1, max_j |f_j|) per row, `[batch, K]` -> `[batch]`."""
@@ -149,6 +159,8 @@ def finalize(logits_fn: Callable, x, labels, x_adv, *, p, box=None, model_calls=
     p = None if p is None else check_norm(p)
     if p is None and distance is None:
         raise ValueError("finalize needs p (1, 2 or inf) or the candidates' distance")
+    if min_margin is not None:
+        validate.positive_float(min_margin, "min_margin", allow_zero=True)
     x = jnp.asarray(x)
     labels = jnp.asarray(labels)
     box = as_box(box, x)
@@ -207,6 +219,9 @@ def best_of(results: Sequence[AttackResult]) -> AttackResult:
     if len(ps) != 1:
         raise ValueError(f"results measure distance differently (p = {sorted(ps, key=str)}); best_of compares "
                          "results with one p")
+    shapes = {np.shape(r.x_adv) for r in results}
+    if len(shapes) != 1:
+        raise ValueError(f"results must be on the same points; their x_adv shapes differ: {sorted(shapes)}")
     dist = np.stack([r.distance for r in results])
     pick = np.argmin(dist, axis=0)
     n = dist.shape[1]

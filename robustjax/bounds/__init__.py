@@ -4,11 +4,13 @@ bound that makes them hold for float32 evaluation too.
 
     bounds.margin_bounds(net, x, labels, *, eps, p, box, method)   # [B, K] lower bounds of f_y - f_j
     bounds.certified_radius(net, x, labels, *, p, box, method)     # certify.CertificateResult
+    bounds.lipschitz.theorem21_radius(...)                          # Theorem 2.1 for deep smooth nets
 """
+from robustjax.bounds import lipschitz
 from robustjax.bounds.ibp import IBP, Interval, interval_bounds
 from robustjax.bounds.propagate import (METHODS, as_network, linear_bounds, margin_bounds, margin_specs,
                                         output_bounds, predict_float64)
 from robustjax.bounds.radius import certified_radius, verified
 
-__all__ = ["IBP", "Interval", "interval_bounds", "METHODS", "as_network", "linear_bounds", "margin_bounds",
+__all__ = ["lipschitz", "IBP", "Interval", "interval_bounds", "METHODS", "as_network", "linear_bounds", "margin_bounds",
            "margin_specs", "output_bounds", "predict_float64", "certified_radius", "verified"]

@@ -41,7 +41,13 @@ def as_network(net, example_shape) -> Graph:
         return g if g.input_shape is not None else g._replace(input_shape=tuple(example_shape))
     if callable(net):
         from robustjax.network import trace
-        return trace(net, example_shape)
+        try:
+            return trace(net, example_shape)
+        except ValueError:
+            raise
+        except Exception as e:     # e.g. Flax's shape errors for inputs the model was not built for
+            raise ValueError(f"net (a logits_fn) fails on inputs of example shape {tuple(example_shape)} (x's): "
+                             f"{type(e).__name__}: {e}") from e
     raise ValueError(f"net must be a network Graph, a sequence of layers or a logits_fn, got {type(net).__name__}")
 
 
@@ -123,16 +129,22 @@ def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermedi
 
 def _run(net, x, C, *, eps, p, box, method, alpha_steps, dtype):
     check_method(method)
+    validate.positive_int(alpha_steps, "alpha_steps", allow_zero=True)
+    if dtype is not None and not (isinstance(dtype, (type, np.dtype, str)) and
+                                  np.issubdtype(np.dtype(dtype), np.floating)):
+        raise ValueError(f"dtype must be None (exact arithmetic) or a floating dtype, got {dtype!r}")
     x = validate.batch(x, "x")
     graph = as_network(net, x.shape[1:])
     if graph.input_shape is not None and tuple(graph.input_shape) != tuple(x.shape[1:]):
         raise ValueError(f"x has example shape {tuple(x.shape[1:])}, the network expects {tuple(graph.input_shape)}")
+    K = crown.node_shapes(graph, graph.input_shape)[-1][0]
+    if C.shape[-1] != K:
+        raise ValueError(f"C must have K = {K} columns (the network's outputs), got shape {C.shape}")
     with jax.enable_x64(True):
         s = input_set(x, eps, p, box)
         fn = compiled(graph, method, s.p, dtype)
         if x.shape[0] == 0:
-            k = crown.node_shapes(graph, graph.input_shape)[-1][0]
-            return np.zeros((0, C.shape[1])), np.zeros((0, k)), np.zeros((0, k))
+            return np.zeros((0, C.shape[1])), np.zeros((0, K)), np.zeros((0, K))
         low, bounds = fn(int(alpha_steps), s.center, s.eps, s.lo, s.hi, jnp.asarray(C, jnp.float64))
         return np.asarray(low), np.asarray(bounds[-1].lo), np.asarray(bounds[-1].hi)
 
