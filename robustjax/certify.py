@@ -748,6 +748,17 @@ def _compiled(kind: type, static_key: tuple, steps: int, cheap_steps: int, num_t
 
 
 @functools.lru_cache(maxsize=64)
+def _compiled_bound(kind: type, static_key: tuple, num_tight_classes: int, static_vals: tuple):
+    handler = BOUNDS[kind]
+    opts = _opts(static_key, static_vals, num_tight_classes=num_tight_classes)
+
+    def run(arrays, x, R):
+        _, problem = handler.problem(arrays, x, opts=opts)
+        return jnp.where(jnp.isinf(problem.margins), jnp.inf, problem.full(R))
+    return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=64)
 def _compiled_global(kind: type, static_key: tuple, static_vals: tuple):
     handler = BOUNDS[kind]
     opts = _opts(static_key, static_vals)
@@ -853,13 +864,11 @@ def cross_lipschitz_bound(structure, x, radius, *, num_tight_classes: int | None
     x `[batch, ...]`, radius: scalar or `[batch]`, finite and >= 0. By default every class gets the tightest bound."""
     handler = _handler(structure)
     _, x, _, dtype = _inputs(structure, x, np.zeros((np.shape(x)[0],), np.int32))
-    opts = handler.static(structure)
-    K = _num_classes(structure)
-    opts["num_tight_classes"] = K - 1 if num_tight_classes is None else num_tight_classes
-    _, problem = handler.problem(handler.prepare(structure, dtype), jnp.asarray(x), opts=opts)
     radius = validate.per_example(radius, x.shape[0], "radius")
-    L = problem.full(jnp.asarray(radius, dtype))
-    return jnp.where(jnp.isinf(problem.margins), jnp.inf, L)
+    tight = _num_classes(structure) - 1 if num_tight_classes is None else num_tight_classes
+    keys, vals = _static(structure)
+    fn = _compiled_bound(type(structure), keys, tight, vals)
+    return fn(handler.prepare(structure, dtype), jnp.asarray(x), jnp.asarray(radius, dtype))
 
 
 # ----------------------------------------------------------------------------- global baseline
