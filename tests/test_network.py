@@ -85,6 +85,30 @@ def test_unsupported_models_name_the_primitive():
         network.as_graph("mlp")
 
 
+def test_trace_never_changes_the_function():
+    """A cast that rounds (to int32 or float16) is refused, not dropped; a call named like an activation is
+    taken for it only when its body computes it (elu with alpha 2 is refused, a jitted 'relu' computing 2 x is
+    read from its body), and the traced graph equals the function."""
+    rng = np.random.default_rng(0)
+    W, W2 = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((6, 4), (4, 3)))
+    for dtype in (jnp.int32, jnp.float16):
+        with pytest.raises(ValueError, match=f"a cast from float32 to {jnp.dtype(dtype).name}, which rounds"):
+            network.trace(lambda z, dtype=dtype: (z @ W * 3).astype(dtype).astype(jnp.float32), (6,))
+    with pytest.raises(ValueError, match="'gt'"):
+        network.trace(lambda z: jax.nn.elu(z @ W - 1.0, alpha=2.0) @ W2, (6,))
+
+    @jax.jit
+    def relu(z):
+        return 2.0 * z
+    x = jnp.asarray(rng.uniform(size=(5, 6)), jnp.float32)
+    for f, kinds in ((lambda z: relu(z @ W) @ W2, ["Dense", "Affine", "Dense"]),
+                     (lambda z: jax.nn.elu(z @ W - 1.0) @ W2, ["Dense", "Activation", "Dense"]),
+                     (lambda z: jax.nn.relu(z @ W).astype(jnp.float32) @ W2, ["Dense", "ReLU", "Dense"])):
+        g = network.trace(f, (6,))
+        assert [type(n.layer).__name__ for n in g.nodes] == kinds
+        np.testing.assert_allclose(network.evaluate(g, x), f(x), rtol=1e-5, atol=1e-5)
+
+
 def _same_region(g, z, pat):
     q = network.pattern(g, z[None])[0]
     return np.array_equal(q[pat != 0], pat[pat != 0])

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from robustjax.network.evaluate import JAX
 from robustjax.network.graph import (Activation, Add, Affine, Concatenate, Conv, Dense, Flatten, Graph, MaxPool,
                                      Node, ReLU, Reshape, Transpose)
 
@@ -198,6 +199,27 @@ def _identity(b, eqn, a, uses):
     return a
 
 
+def _convert(b, eqn, a, uses):
+    """A cast that keeps every value (to a floating dtype at least as precise) is the identity; any other rounds."""
+    new, old = np.dtype(eqn.params["new_dtype"]), np.dtype(eqn.invars[0].aval.dtype)
+    if not (np.issubdtype(new, np.floating) and np.finfo(new).bits >= np.finfo(old).bits):
+        _fail(eqn, f"a cast from {old} to {new}, which rounds values (no layer for it)")
+    return _identity(b, eqn, a, uses)
+
+
+def _computes(eqn, layer) -> bool:
+    """Whether a one-argument call's body computes `layer` elementwise (checked on 101 points of [-6, 6]): a
+    call named like an activation is taken for it only if it is that function."""
+    body = sub_jaxpr(eqn)
+    aval = eqn.invars[0].aval
+    if body is None or not np.issubdtype(np.dtype(aval.dtype), np.floating):
+        return False
+    z = np.resize(np.linspace(-6.0, 6.0, 101), aval.shape).astype(aval.dtype)
+    out = np.asarray(jcore.jaxpr_as_fun(jcore.ClosedJaxpr(body[0], body[1]))(z)[0], np.float64)
+    ref = np.asarray(JAX[type(layer)](layer, jnp.asarray(z)), np.float64)
+    return out.shape == ref.shape and bool(np.allclose(out, ref, rtol=1e-5, atol=1e-6))
+
+
 def _activation(kind):
     return lambda b, eqn, a, uses: b.add(Activation(kind), a, shape=a.shape)
 
@@ -208,7 +230,7 @@ PRIMITIVES: dict[str, Callable] = {
     "neg": lambda b, eqn, a, uses: _affine(b, eqn, a, -1.0, 0.0),
     "max": _max, "dot_general": _dot_general, "conv_general_dilated": _conv,
     "reduce_window_max": _reduce_window_max, "reshape": _reshape, "transpose": _transpose,
-    "concatenate": _concatenate, "convert_element_type": _identity, "copy": _identity, "copy_p": _identity,
+    "concatenate": _concatenate, "convert_element_type": _convert, "copy": _identity, "copy_p": _identity,
     "broadcast_in_dim": _identity, "squeeze": _identity,
     "tanh": _activation("tanh"), "logistic": _activation("sigmoid"),
 }
@@ -249,8 +271,8 @@ def _trace_jaxpr(jaxpr, consts, args, b: _Builder):
         if name in _CALLS:
             named = NAMED_ACTIVATIONS.get(str(eqn.params.get("name", "")))
             refs = [v for v in invals if isinstance(v, _Ref)]
-            if named is not None and len(refs) == 1 and len(eqn.outvars) == 1 \
-                    and tuple(eqn.outvars[0].aval.shape) == refs[0].shape:
+            if named is not None and len(eqn.invars) == 1 and len(refs) == 1 and len(eqn.outvars) == 1 \
+                    and tuple(eqn.outvars[0].aval.shape) == refs[0].shape and _computes(eqn, named):
                 outvals = [b.add(named, refs[0], shape=refs[0].shape)]
             else:
                 outvals = _trace_jaxpr(*_sub_jaxpr(eqn), invals, b)
