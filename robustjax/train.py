@@ -226,7 +226,14 @@ def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, *, loss: str = "cr
     batches of one compiled shape (robustjax.batching.map_batches); both NaN for n = 0."""
     eval_step = eval_step or make_eval_step(losses.get(loss))
     x = validate.batch(x, "x")
-    y = validate.labels(y, len(x), name="y")
+    K = None
+    if len(x):
+        try:
+            K = jax.eval_shape(lambda v, z: state.apply_fn(v, z), state.variables(), x[:1]).shape[-1]
+        except Exception as e:     # e.g. Flax's shape errors for inputs the model was not built for
+            raise ValueError(f"the model fails on x of example shape {tuple(x.shape[1:])}: "
+                             f"{type(e).__name__}: {e}") from e
+    y = validate.labels(y, len(x), K, name="y")
     batch_size = validate.positive_int(batch_size, "batch_size")
     per_loss, correct = map_batches(lambda xb, yb: eval_step(state, xb, yb), (x, y), batch_size=batch_size)
     if len(per_loss) == 0:
@@ -421,8 +428,29 @@ def _record_step(line: str) -> float:
         return math.inf
 
 
+def _check_structure_terms(config: TrainConfig, model: nn.Module) -> None:
+    """A cross-Lipschitz term with structure 'one_hidden_layer' uses its own act / alpha (softplus, 10 by
+    default) in its closed form: they must be the model's, and the model a OneHiddenLayer."""
+    for entry in config.regularizers:
+        kw = entry[2] if len(entry) > 2 else {}
+        if entry[0] != "cross_lipschitz" or kw.get("structure") != "one_hidden_layer":
+            continue
+        if not isinstance(model, models.OneHiddenLayer):
+            raise ValueError(f"the cross_lipschitz term's structure 'one_hidden_layer' needs the one_hidden_layer "
+                             f"model, got {config.model!r}")
+        act, alpha = kw.get("act", "softplus"), float(kw.get("alpha", 10.0))
+        if act != model.act or (act == "softplus" and alpha != float(model.alpha)):
+            raise ValueError(f"the cross_lipschitz term's act={act!r}, alpha={alpha} differ from the model's "
+                             f"act={model.act!r}, alpha={model.alpha}: give the model's in its options")
+
+
 def _data(xy, num_classes: int, name: str, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
+        raise ValueError(f"{name} must be a pair (x, labels), got {type(xy).__name__}")
     x, y = xy
+    nx, ny = (np.shape(v)[0] if np.ndim(v) else None for v in (x, y))
+    if nx != ny:
+        raise ValueError(f"{name} x has {nx} examples but {name} labels {ny}")
     if size is not None:
         x, y = x[:size], y[:size]
     x = validate.batch(x, f"{name} x")
@@ -478,8 +506,13 @@ def fit(config: TrainConfig, train: tuple[np.ndarray, np.ndarray], test: tuple[n
     num_classes = validate.positive_int(num_classes, "num_classes")
     if resume not in RESUME:
         raise ValueError(f"resume must be one of {RESUME}, got {resume!r}")
+    given = config.model_config.get("num_classes", num_classes)
+    if given != num_classes:
+        raise ValueError(f"config.model_config['num_classes'] is {given!r}, but num_classes is {num_classes}")
     x_train, y_train = _data(train, num_classes, "train", config.train_size)
     test = None if test is None else _data(test, num_classes, "test")
+    if test is not None and test[0].shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"test x has example shape {test[0].shape[1:]}, train x {x_train.shape[1:]}")
     steps_per_epoch = len(x_train) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"config.batch_size {config.batch_size} exceeds the {len(x_train)} training examples")
@@ -488,7 +521,10 @@ def fit(config: TrainConfig, train: tuple[np.ndarray, np.ndarray], test: tuple[n
         total_steps, validate.positive_int(stop_after_steps, "stop_after_steps"))
     state_key, data_key = jax.random.split(jax.random.key(config.seed))
     input_shape = tuple(x_train.shape[1:])
-    state = create_train_state(state_key, config, build_model(config, num_classes), input_shape, total_steps,
+    model = build_model(config, num_classes)
+    if regularizer is None:
+        _check_structure_terms(config, model)
+    state = create_train_state(state_key, config, model, input_shape, total_steps,
                                init_kwargs=_init_kwargs(config, input_shape) if init_kwargs is None else init_kwargs)
     reg = regularizer if regularizer is not None else regularizers.from_spec(config.regularizers)
     train_step = make_train_step(losses.get(config.loss), reg, jit=False)

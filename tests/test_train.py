@@ -117,8 +117,23 @@ def test_bad_input_is_refused(mnist_small):
         train.fit(cfg, (x_nan, ytr[:640]))
     with pytest.raises(ValueError, match=r"train labels must lie in \[0, 10\)"):
         train.fit(cfg, (xtr[:640], np.full(640, 10, np.int32)))
-    with pytest.raises(ValueError, match=r"train labels must have shape \(640,\)"):
+    with pytest.raises(ValueError, match="train x has 640 examples but train labels 600"):
         train.fit(cfg, (xtr[:640], ytr[:600]))
+    with pytest.raises(ValueError, match="train x has 4 examples but train labels 3"):     # before the cut
+        train.fit(cfg.replace(train_size=2), (xtr[:4], ytr[:3]))
+    with pytest.raises(ValueError, match="train must be a pair"):
+        train.fit(cfg, xtr[:640])
+    with pytest.raises(ValueError, match=r"test x has example shape \(28, 28\), train x \(28, 28, 1\)"):
+        train.fit(cfg, (xtr[:640], ytr[:640]), (xtr[:10, ..., 0], ytr[:10]))
+    with pytest.raises(ValueError, match=r"model_config\['num_classes'\] is 2, but num_classes is 10"):
+        train.fit(cfg.replace(model_config={"widths": (8,), "num_classes": 2}), (xtr[:640], ytr[:640]))
+    for opts in ({"structure": "one_hidden_layer"}, {"structure": "one_hidden_layer", "act": "softplus", "alpha": 1.0}):
+        with pytest.raises(ValueError, match="differ from the model's act='tanh'"):
+            train.fit(cfg.replace(model="one_hidden_layer", model_config={"hidden": 8, "act": "tanh"},
+                                  regularizers=(("cross_lipschitz", 1.0, opts),)), (xtr[:640], ytr[:640]))
+    with pytest.raises(ValueError, match="needs the one_hidden_layer model, got 'mlp'"):
+        train.fit(cfg.replace(regularizers=(("cross_lipschitz", 1.0, {"structure": "one_hidden_layer"}),)),
+                  (xtr[:640], ytr[:640]))
     with pytest.raises(ValueError, match="train labels must be integers"):
         train.fit(cfg, (xtr[:640], ytr[:640] + 0.5))
     with pytest.raises(ValueError, match="test labels must lie"):
@@ -178,6 +193,11 @@ def test_divergence_stops_at_the_first_non_finite_step(mnist_small, tmp_path):
 def test_evaluate_empty_and_padded(mnist_small):
     (xtr, ytr), (xte, yte) = mnist_small
     state = train.fit(_small_config(epochs=1), (xtr, ytr))
+    for bad in (np.full(4, 10), np.full(4, -1)):
+        with pytest.raises(ValueError, match=r"y must lie in \[0, 10\)"):
+            train.evaluate(state, xte[:4], bad)
+    with pytest.raises(ValueError, match=r"the model fails on x of example shape \(27, 28, 1\)"):
+        train.evaluate(state, xte[:4, 1:], yte[:4])
     ev = train.evaluate(state, xte[:0], yte[:0])
     assert np.isnan(ev["loss"]) and np.isnan(ev["accuracy"])
     f = state.logits_fn()
