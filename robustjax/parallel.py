@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from robustjax import validate
+
 DATA = "data"
 
 
@@ -106,13 +108,17 @@ def sharded_call(fn: Callable, mesh: Mesh, logits_fn: Callable, x, labels, **kwa
     """Runs a batched method with the standard call shape `fn(logits_fn, x, labels, **kw)` (attacks,
     certificates) with x and labels sharded over the mesh's devices. The batch is padded to a
     multiple of the device count and every array field of the result is trimmed back."""
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh must be a jax.sharding.Mesh (parallel.data_mesh()), got {type(mesh).__name__}")
     n = mesh.shape[DATA]
+    if np.shape(x)[:1] != np.shape(labels)[:1]:
+        raise ValueError(f"x has {np.shape(x)[:1]} rows but labels {np.shape(labels)[:1]}")
     xp, rows = pad_to_multiple(np.asarray(x), n)
     lp, _ = pad_to_multiple(np.asarray(labels), n)
     xs, ls = shard_batch(mesh, xp, lp)
     with jax.sharding.use_mesh(mesh) if hasattr(jax.sharding, "use_mesh") else _null():
         result = fn(logits_fn, xs, ls, **kwargs)
-    return _trim(result, rows)
+    return _trim(result, rows, len(xp))
 
 
 class _null:
@@ -123,13 +129,14 @@ class _null:
         return False
 
 
-def _trim(result, rows):
+def _trim(result, rows, padded):
+    """Every array of the result (info dicts included) whose leading size is the padded batch, cut to rows."""
     def cut(v):
-        if isinstance(v, (np.ndarray, jax.Array)) and v.ndim >= 1 and v.shape[0] >= rows:
+        if isinstance(v, (np.ndarray, jax.Array)) and v.ndim >= 1 and v.shape[0] == padded:
             return np.asarray(v)[:rows]
         return v
     if hasattr(result, "_fields"):
-        return type(result)(*[cut(getattr(result, f)) for f in result._fields])
+        return type(result)(*[jax.tree.map(cut, getattr(result, f)) for f in result._fields])
     return jax.tree.map(cut, result)
 
 
@@ -139,7 +146,7 @@ def process_map(fn: Callable, items: Iterable, *, processes: int | None = None, 
     fork-safe). fn and the items must pickle (top-level functions, numpy arrays). processes=1 runs
     inline. Results keep the order of the items."""
     items = list(items)
-    processes = processes or os.cpu_count() or 1
+    processes = validate.positive_int(processes, "processes") if processes is not None else os.cpu_count() or 1
     if processes <= 1 or len(items) <= 1:
         it = items
         if progress:
@@ -192,19 +199,31 @@ def map_rows(fn: Callable, rows: Sequence, *, processes: int | None = None, chun
     in `process_map` (1 or n <= 1: fn(*rows) here). cpu: workers run JAX on their CPU (spawned workers would
     otherwise each claim the accelerator).
     """
+    if not isinstance(rows, (list, tuple)):
+        raise ValueError(f"rows must be a list or tuple of arrays, got {type(rows).__name__}")
     rows = [np.asarray(r) for r in rows]
-    n = rows[0].shape[0] if rows else 0
+    n = rows[0].shape[0] if rows and rows[0].ndim else 0
     for i, r in enumerate(rows):
-        if r.shape[0] != n:
-            raise ValueError(f"rows[{i}] has {r.shape[0]} rows, expected {n} like rows[0]")
-    processes = processes or os.cpu_count() or 1
+        if r.ndim == 0 or r.shape[0] != n:
+            raise ValueError(f"rows[{i}] has shape {r.shape}, expected {n} rows like rows[0]")
+    processes = validate.positive_int(processes, "processes") if processes is not None else os.cpu_count() or 1
+    if chunks is not None:
+        validate.positive_int(chunks, "chunks")
     if processes <= 1 or n <= 1:
-        return fn(*rows)
+        return _check_rows(fn(*rows), n)
     import cloudpickle
     k = min(n, chunks or 4 * processes)
     payload = cloudpickle.dumps(fn)
     items = [(payload, [r[c] for r in rows], cpu) for c in np.array_split(np.arange(n), k) if len(c)]
-    return _concat(process_map(_run_chunk, items, processes=processes, progress=progress, desc=desc))
+    return _check_rows(_concat(process_map(_run_chunk, items, processes=processes, progress=progress, desc=desc)), n)
+
+
+def _check_rows(out, n: int):
+    for v in out if isinstance(out, tuple) else (out,):
+        if np.ndim(v) == 0 or np.shape(v)[0] != n:
+            raise ValueError(f"map_rows: fn must return arrays with one row per input row ({n}); got shape "
+                             f"{np.shape(v)}")
+    return out
 
 
 def describe(mesh: Mesh) -> dict[str, Any]:

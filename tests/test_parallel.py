@@ -96,8 +96,33 @@ def test_map_rows_chunks_a_closure_over_workers():
     assert len(pids) == 7 and not np.any(pids == os.getpid())
     inline, _ = parallel.map_rows(fn, (a, b), processes=1)
     np.testing.assert_array_equal(inline, out)
-    with pytest.raises(ValueError, match="rows\\[1\\] has 2 rows"):
+    with pytest.raises(ValueError, match=r"rows\[1\] has shape \(2,\), expected 7 rows"):
         parallel.map_rows(fn, (a, b[:2]), processes=2)
+    with pytest.raises(ValueError, match=r"one row per input row \(7\); got shape \(3,\)"):
+        parallel.map_rows(lambda v: v.sum(keepdims=True), [a], processes=2, chunks=3)
+    with pytest.raises(ValueError, match=r"one row per input row \(7\); got shape \(1,\)"):
+        parallel.map_rows(lambda v: v.sum(keepdims=True), [a], processes=1)
+    for kw, message in ((dict(processes=-2), "processes must be > 0"), (dict(processes=2.5), "processes must be an"),
+                        (dict(chunks=0), "chunks must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            parallel.map_rows(fn, (a, b), **kw)
+    with pytest.raises(ValueError, match="rows must be a list or tuple"):
+        parallel.map_rows(fn, a, processes=1)
+
+
+def test_trim_cuts_every_batch_array_info_included():
+    """sharded_call's trim cuts arrays whose leading size is the padded batch (info entries too), and only them."""
+    from robustjax.attacks import AttackResult
+    r = AttackResult(x_adv=np.zeros((4, 2)), distance=np.zeros(4), success=np.zeros(4, bool),
+                     label_adv=np.zeros(4, int), model_calls=np.zeros(4, int), time_s=np.zeros(4), p=None,
+                     method="m", info={"angle": np.zeros(4), "shift": np.zeros((4, 2)), "grid": np.zeros((5, 3))})
+    t = parallel._trim(r, 3, 4)
+    assert t.x_adv.shape == (3, 2) and t.distance.shape == (3,) and t.p is None and t.method == "m"
+    assert t.info["angle"].shape == (3,) and t.info["shift"].shape == (3, 2) and t.info["grid"].shape == (5, 3)
+    with pytest.raises(ValueError, match=r"x has \(3,\) rows but labels \(4,\)"):
+        parallel.sharded_call(lambda f, x, y: None, parallel.data_mesh(), None, np.zeros((3, 2)), np.zeros(4, int))
+    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
+        parallel.sharded_call(lambda f, x, y: None, None, None, np.zeros((3, 2)), np.zeros(3, int))
 
 
 def test_shard_batch_refuses_uneven(mnist_small):
