@@ -353,6 +353,8 @@ def fpr_at_tpr(score_in, score_out, tpr: float = 0.95) -> float:
     b = np.asarray(score_out, np.float64).ravel()
     if a.size == 0 or b.size == 0:
         raise ValueError("fpr_at_tpr needs non-empty in- and out-distribution scores")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("fpr_at_tpr scores contain NaN or inf")
     if not 0 < tpr <= 1:
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
     k = int(np.ceil(tpr * a.size - 1e-9))                           # need at least k positives above t
@@ -363,6 +365,10 @@ def fpr_at_tpr(score_in, score_out, tpr: float = 0.95) -> float:
 def ood_metrics(log_conf_in, log_conf_out) -> dict:
     """MMC of the out-distribution, AUROC and FPR@95 %TPR (in-distribution positive), from
     log-confidences `[n]`, `[m]` (see `max_log_confidence`)."""
+    for name, v in (("log_conf_in", log_conf_in), ("log_conf_out", log_conf_out)):
+        if np.any(np.asarray(v, np.float64) > 1e-6):
+            raise ValueError(f"{name} must be log-confidences (<= 0), got a maximum of "
+                             f"{float(np.max(np.asarray(v, np.float64))):.4g}: pass log(max softmax), not the confidence")
     return {"mmc": float(np.mean(np.exp(np.asarray(log_conf_out, np.float64)))),
             "auroc": auroc(log_conf_in, log_conf_out),
             "fpr95": fpr_at_tpr(log_conf_in, log_conf_out, 0.95)}

@@ -169,6 +169,11 @@ def test_single_neuron_has_product_many_verified_minima():
     assert mins.per_axis == (3, 3) and len(mins.points) == 9
     assert np.all(mins.grad_norms < 1e-9) and np.all(mins.min_hessian_eig > 0)
     assert len(np.unique(np.round(mins.losses, 6))) > 1   # minima at different heights: not all global
+    for per_dim in (2, 5):
+        with pytest.raises(ValueError, match=f"per_dim must be len\\(X\\) / dim = 4 .* got {per_dim}"):
+            single_neuron.local_minima(X, y, per_dim=per_dim)
+    with pytest.raises(ValueError, match="axis-separable"):
+        single_neuron.local_minima(X + 0.1, y, per_dim=4)
 
 
 # ----------------------------------------------------------------------------- module hygiene, bad input

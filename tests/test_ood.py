@@ -44,6 +44,10 @@ def test_auroc_and_fpr_edge_cases():
         ood.auroc([], [1.0])
     with pytest.raises(ValueError):
         ood.auroc([np.nan], [1.0])
+    with pytest.raises(ValueError, match="fpr_at_tpr scores contain NaN"):
+        ood.fpr_at_tpr([np.nan, 0.5, 0.2], [0.3])
+    with pytest.raises(ValueError, match="log_conf_in must be log-confidences"):
+        ood.ood_metrics([0.9, 0.95], [0.5, 0.6])
 
 
 def test_log_confidence_is_stable_and_exact():

@@ -201,6 +201,12 @@ def test_bad_inputs_raise(digits, planted):
         S.spatial_grid(f, x, y, max_angle=0, max_shift=0)
     with pytest.raises(ValueError, match="outside the range"):
         S.spatial_grid(f, x, y, max_angle=10, grid=np.asarray([[20.0, 0, 0]]))
+    with pytest.raises(ValueError, match="grid contains NaN or inf"):
+        S.spatial_grid(f, x, y, grid=np.asarray([[np.nan, 0, 0], [0.0, 1.0, 0.0]]))
+    with pytest.raises(ValueError, match="max_angle must be a number"):
+        S.spatial_grid(f, x, y, max_angle=None)
+    with pytest.raises(ValueError, match="max_shift must be finite"):
+        S.spatial_first_order(f, x, y, key=jax.random.key(0), max_shift=np.inf)
     with pytest.raises(ValueError, match="NHWC"):
         S.spatial_grid(lambda z: jnp.zeros((z.shape[0], 2)), x.reshape(3, -1), y)
     with pytest.raises(ValueError, match="key"):

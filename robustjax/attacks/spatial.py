@@ -139,7 +139,7 @@ def transformation_grid(*, max_angle: float = 30.0, max_shift: float = 3.0, num_
     Engstrom et al.'s grid is 31 angles x 5 x 5 shifts; the default 7 shifts per axis hits every integer
     shift in [-3, 3]. A range of 0 gives the single value 0 on that axis.
     """
-    _check_range(max_angle, max_shift)
+    max_angle, max_shift = _check_range(max_angle, max_shift)
     if num_angles < 1 or num_shifts < 1:
         raise ValueError(f"num_angles and num_shifts must be >= 1, got {num_angles}, {num_shifts}")
     angles = np.linspace(-max_angle, max_angle, num_angles) if max_angle > 0 else np.zeros(1)
@@ -148,11 +148,13 @@ def transformation_grid(*, max_angle: float = 30.0, max_shift: float = 3.0, num_
     return np.stack([a.ravel(), dy.ravel(), dx.ravel()], axis=1).astype(np.float32)
 
 
-def _check_range(max_angle, max_shift):
-    if not (np.isfinite(max_angle) and np.isfinite(max_shift)) or max_angle < 0 or max_shift < 0:
-        raise ValueError(f"max_angle and max_shift must be finite and >= 0, got {max_angle}, {max_shift}")
+def _check_range(max_angle, max_shift) -> tuple[float, float]:
+    """(max_angle, max_shift) as floats: finite, >= 0, not both 0."""
+    max_angle = validate.positive_float(max_angle, "max_angle", allow_zero=True)
+    max_shift = validate.positive_float(max_shift, "max_shift", allow_zero=True)
     if max_angle == 0 and max_shift == 0:
         raise ValueError("max_angle and max_shift are both 0: the range is empty")
+    return max_angle, max_shift
 
 
 def _select(mis, mag, marg, criterion):
@@ -219,7 +221,7 @@ def spatial_grid(logits_fn: Callable, x, labels, *, p=None, key=None, box=None, 
     _check_padding(padding)
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    _check_range(max_angle, max_shift)
+    max_angle, max_shift = _check_range(max_angle, max_shift)
     x, labels, _ = check_inputs(logits_fn, x, labels, box)
     _check_images(x)
     box = as_box(box, x)
@@ -229,6 +231,8 @@ def spatial_grid(logits_fn: Callable, x, labels, *, p=None, key=None, box=None, 
     grid = np.asarray(grid, np.float32)
     if grid.ndim != 2 or grid.shape[1] != 3 or len(grid) == 0:
         raise ValueError(f"grid must be [n, 3] rows of (angle, dy, dx), got shape {grid.shape}")
+    if not np.all(np.isfinite(grid)):
+        raise ValueError(f"grid contains NaN or inf ({int(np.sum(~np.isfinite(grid)))} entries)")
     mags = np.asarray(magnitude(jnp.asarray(grid[:, 0]), jnp.asarray(grid[:, 1:]), max_angle=max_angle,
                                 max_shift=max_shift))
     if np.any(mags > 1 + 1e-6) or (max_angle == 0 and np.any(grid[:, 0] != 0)) or \
@@ -355,7 +359,7 @@ def spatial_first_order(logits_fn: Callable, x, labels, *, p=None, key, box=None
     if p is not None:
         raise ValueError(f"spatial attacks have no l_p norm; pass p=None, got p={p}")
     _check_padding(padding)
-    _check_range(max_angle, max_shift)
+    max_angle, max_shift = _check_range(max_angle, max_shift)
     losses.get(loss)
     num_steps = validate.positive_int(num_steps, "num_steps", allow_zero=True)
     restarts = validate.positive_int(restarts, "restarts")

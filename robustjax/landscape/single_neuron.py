@@ -73,7 +73,17 @@ def _axis_minima(t: np.ndarray, y: np.ndarray, wmax: float) -> np.ndarray:
 def local_minima(X: np.ndarray, y: np.ndarray, *, per_dim: int, wmax: float | None = None) -> Minima:
     """All local minima of `neuron_loss` for `auer_examples` data (axis-separable), verified with the
     float64 gradient and Hessian of the full loss."""
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    if X.ndim != 2 or y.shape != (len(X),):
+        raise ValueError(f"X must be [n, dim] and y [n]; got {X.shape} and {y.shape}")
     dim = X.shape[1]
+    if per_dim * dim != len(X):
+        raise ValueError(f"per_dim must be len(X) / dim = {len(X) / dim:g} for auer_examples data (per_dim "
+                         f"examples on each axis), got {per_dim}")
+    on_axis = np.repeat(np.eye(dim, dtype=bool), per_dim, axis=0)
+    if np.any(X[~on_axis] != 0) or np.any(X[on_axis] <= 0):
+        raise ValueError("X must be axis-separable as auer_examples makes it: the a-th block of per_dim rows "
+                         "positive on axis a and zero elsewhere")
     t = X[:per_dim, 0]
     wmax = wmax or 100.0 / t.min()
     axes = []
