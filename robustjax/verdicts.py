@@ -32,10 +32,27 @@ class Verdict:
     def __post_init__(self):
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        if not isinstance(self.numbers, dict):
+            raise ValueError(f"numbers must be a dict, got {type(self.numbers).__name__}")
+        nan = [k for k, v in self.numbers.items() if _has_nan(v)]
+        if nan and self.outcome != UNTESTABLE:      # a rule compared with NaN decides nothing
+            object.__setattr__(self, "outcome", UNTESTABLE)
+            object.__setattr__(self, "rule", f"{self.rule} ({', '.join(nan)}: NaN, so not testable.)")
 
     def line(self) -> str:
         nums = "; ".join(f"{k} {_fmt(v)}" for k, v in self.numbers.items())
         return f"**{self.claim}: {self.outcome}.** Rule: {self.rule} Numbers: {nums or '-'}."
+
+
+def _has_nan(v: Any) -> bool:
+    if isinstance(v, (list, tuple)):
+        return any(_has_nan(u) for u in v)
+    if isinstance(v, dict):
+        return any(_has_nan(u) for u in v.values())
+    try:
+        return not isinstance(v, (bool, str)) and math.isnan(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def _fmt(v: Any) -> str:
@@ -271,4 +288,7 @@ CLAIMS: dict[str, tuple[Callable[[dict], Verdict], ...]] = {
 
 def all_verdicts(results: dict[str, dict]) -> list[Verdict]:
     """The verdicts of every claim whose part is in `results` ({part: its results dict})."""
+    unknown = sorted(set(results) - set(CLAIMS))
+    if unknown:
+        raise ValueError(f"unknown parts {unknown}; known: {sorted(CLAIMS)}")
     return [fn(results[part]) for part, fns in CLAIMS.items() if part in results for fn in fns]

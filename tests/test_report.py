@@ -137,3 +137,17 @@ def test_all_verdicts_covers_every_claim_and_lines_carry_the_rule():
     assert all("Rule: " in v.line() and v.claim in v.line() for v in vs)
     with pytest.raises(ValueError):
         verdicts.Verdict("c", "probably", "r", {})
+    with pytest.raises(ValueError, match=r"unknown parts \['landscpe'\]"):
+        verdicts.all_verdicts({"landscpe": {}})
+
+
+def test_a_verdict_resting_on_nan_is_not_testable():
+    """A rule compared with NaN decides nothing: the kernel machine's NaN attack distance (a 'holds' by an inf
+    ratio before) and a NaN in a list of numbers make the verdict 'not testable', with the reason in its rule."""
+    k = [_gr("kernel", 0.10, 0.4, model="gaussian_kernel", attack=float("nan")),
+         _gr("kernel_cross_lipschitz", 0.11, 0.5, model="gaussian_kernel", lam=10.0, attack=2.5)]
+    v = verdicts.kernel_distance_doubled({"rows": k})
+    assert v.outcome == verdicts.UNTESTABLE and "NaN, so not testable" in v.line()
+    v = verdicts.Verdict("c", verdicts.HOLDS, "r.", {"accs": [0.9, float("nan")], "n": 3})
+    assert v.outcome == verdicts.UNTESTABLE and v.rule == "r. (accs: NaN, so not testable.)"
+    assert verdicts.Verdict("c", verdicts.FAILS, "r.", {"name": "x", "ok": True, "n": 3}).outcome == verdicts.FAILS
