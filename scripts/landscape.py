@@ -344,6 +344,10 @@ def main(argv=None):
     p.add_argument("--archs", default=None, help="comma-separated subset of the skip table's architectures")
     p.add_argument("--merge", default=None, help="comma-separated result folders of skip runs to merge into --out")
     a = p.parse_args(argv)
+    if a.parts and not set(a.parts.split(",")) <= {"widths", "skip", "badnews"}:
+        p.error(f"--parts takes a comma-separated subset of widths,skip,badnews; got {a.parts!r}")
+    if a.merge and not a.out:
+        p.error("--merge needs --out")
     config = load_config(a.config)
     if a.merge:
         merge_skip([Path(d) for d in a.merge.split(",")], Path(a.out), config)

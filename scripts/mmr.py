@@ -276,6 +276,14 @@ def main(argv=None) -> bool:
     ap.add_argument("--certify-n", type=int, default=200)
     args = ap.parse_args(argv)
     cfg = load_config("mmr", args.config)
+    if (args.only or args.certify_methods) and not (args.out and args.workdir):
+        ap.error("--only and --certify-methods need --workdir (the trained nets) and --out (the mmr.json to merge into)")
+    known = sorted({label for labels in cfg["attacks"].values() for label in labels})
+    if args.only and not set(args.only.split(",")) <= set(known):
+        ap.error(f"--only takes attacks of the config, {known}; got {args.only!r}")
+    from robustjax.bounds import METHODS
+    if args.certify_methods and not set(args.certify_methods.split(",")) <= set(METHODS):
+        ap.error(f"--certify-methods takes bound methods {list(METHODS)}; got {args.certify_methods!r}")
     if args.certify_methods:
         from robustjax.data import load_split_pair
         data = load_split_pair("mnist")

@@ -164,6 +164,8 @@ def test_bad_options():
         fab(f, x, y, p=2, key=key, min_margin=-1.0)
     with pytest.raises(ValueError, match="attacks must be"):
         standard_evaluation(f, x, y, p=2, eps=1.0, key=0, attacks=("apgd-ce", "nope"))
+    with pytest.raises(ValueError, match=r"attacks \['apgd-t'\] need at least 4 classes, the model has 3"):
+        standard_evaluation(f, x, y, p=2, eps=1.0, key=0)           # before any attack runs
 
 
 # -------------------------------------------------------------------- standard evaluation

@@ -143,6 +143,12 @@ def standard_evaluation(logits_fn, x, labels, *, p, eps, key, box=None, attacks=
         x, labels, logits = check_inputs(logits_fn, x, labels, box)
     box = as_box(box, x)
     n = x.shape[0]
+    K = logits.shape[1]
+    need = {"apgd-t": 4, "apgd-dlr": 3}
+    short = [a for a in attacks if K < need.get(a, 2)]
+    if short:
+        raise ValueError(f"attacks {short} need at least {max(need[a] for a in short)} classes, the model has {K}: "
+                         f"leave them out of attacks")
     eps_rows = validate.per_example(eps, n, "eps")
     fns = _attack_fns(p, apgd_steps=validate.positive_int(apgd_steps, "apgd_steps"),
                       n_targets=validate.positive_int(n_targets, "n_targets"),
