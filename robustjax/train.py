@@ -168,6 +168,10 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
 def create_train_state(key, config: TrainConfig, model: nn.Module, input_shape, total_steps: int,
                        *, init_kwargs: dict | None = None) -> TrainState:
     """Initial state; `input_shape` is one example's shape (no batch axis)."""
+    key = validate.key(key)
+    if not (isinstance(input_shape, (tuple, list)) and all(isinstance(d, (int, np.integer)) and d > 0
+                                                           for d in input_shape)):
+        raise ValueError(f"input_shape must be a tuple of positive ints (one example's shape), got {input_shape!r}")
     init_key, state_key = jax.random.split(key)
     variables = model.init(init_key, jnp.zeros((1,) + tuple(input_shape), jnp.float32),
                            **(init_kwargs or {}))

@@ -121,6 +121,11 @@ def test_bad_input_is_refused(mnist_small):
         train.fit(cfg, (xtr[:640], ytr[:600]))
     with pytest.raises(ValueError, match="train x has 4 examples but train labels 3"):     # before the cut
         train.fit(cfg.replace(train_size=2), (xtr[:4], ytr[:3]))
+    model = train.build_model(cfg, 10)
+    with pytest.raises(ValueError, match="input_shape must be a tuple of positive ints"):
+        train.create_train_state(jax.random.key(0), cfg, model, 784, 10)
+    with pytest.raises(ValueError, match="key must be a jax.random key"):
+        train.create_train_state(None, cfg, model, (28, 28, 1), 10)
     with pytest.raises(ValueError, match="train must be a pair"):
         train.fit(cfg, xtr[:640])
     with pytest.raises(ValueError, match=r"test x has example shape \(28, 28\), train x \(28, 28, 1\)"):
