@@ -107,6 +107,17 @@ def test_unsupported_operator_names_the_node():
         from_onnx(m)
     with pytest.raises(ValueError, match="cannot read ONNX model"):
         from_onnx("/nonexistent/model.onnx")
+    with pytest.raises(ValueError, match="model must be a path or an onnx.ModelProto, got int"):
+        from_onnx(123)
+    bad = [helper.make_node("Flatten", ["x"], ["a"]), helper.make_node("Gemm", ["a", "W", "nope"], ["y"], name="mm")]
+    unchecked = helper.make_model(helper.make_graph(
+        bad, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [_init("W", (4, 3))]))   # unchecked
+    with pytest.raises(ValueError, match=r"node mm \(Gemm\): 'nope' is not defined"):
+        from_onnx(unchecked)
+    bad = [helper.make_node("Flatten", ["x"], ["a"]), helper.make_node("MatMul", ["a", "W"], ["y"], name="mm")]
+    with pytest.raises(ValueError, match=r"node mm \(MatMul\): TypeError"):
+        from_onnx(_model(bad, [_init("W", (5, 3))], (4,), 3))
 
 
 def test_leaky_relu_clip_and_uncounted_padding_as_piecewise_affine_layers():

@@ -425,6 +425,8 @@ def from_onnx(model) -> Graph:
         import onnx.numpy_helper as nh
     except ImportError as e:  # pragma: no cover
         raise ImportError("from_onnx needs the onnx package: pip install onnx (or robustjax[onnx])") from e
+    if not isinstance(model, (str, Path)) and type(model).__name__ != "ModelProto":
+        raise ValueError(f"from_onnx: model must be a path or an onnx.ModelProto, got {type(model).__name__}")
     if isinstance(model, (str, Path)):
         path = Path(model)
         try:
@@ -445,7 +447,15 @@ def from_onnx(model) -> Graph:
         handler = OPS.get(node.op_type)
         if handler is None:
             _fail(node, f"operator {node.op_type} is not supported (supported: {', '.join(sorted(OPS))})")
-        handler(b, node, _attrs(node))
+        try:
+            handler(b, node, _attrs(node))
+        except ValueError:
+            raise
+        except KeyError as e:       # a tensor or an attribute the node needs is not there
+            _fail(node, f"{e.args[0]!r} is not defined (an input computed before the node, an initializer, or a "
+                        "required attribute)")
+        except (TypeError, IndexError) as e:     # e.g. shapes that do not fit (JAX's shape checks)
+            _fail(node, f"{type(e).__name__}: {e}")
     out = g.output[0].name
     if out not in b.ids:
         raise ValueError(f"from_onnx: the output {out!r} does not depend on the input")
