@@ -20,6 +20,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import numbers
 import os
 import re
 import warnings
@@ -113,6 +114,13 @@ def save(run_dir: str | os.PathLike, step: int, data: bytes, meta: dict, *, keep
     not verify raises and removes nothing."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    step = int(step)
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"meta must be JSON-serializable: {e}") from None
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{step}.msgpack"

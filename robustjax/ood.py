@@ -137,6 +137,7 @@ def alpha_for_confidence(logits_fn: Callable, x, *, target: float = 0.999, alpha
     x = _images(x)
     if not 0 < target < 1:
         raise ValueError(f"target must be in (0, 1), got {target}")
+    bisection = validate.positive_int(bisection, "bisection", allow_zero=True)
     alphas = np.logspace(0, 20, 161) if alphas is None else np.asarray(alphas, np.float64)
     if alphas.ndim != 1 or np.any(alphas <= 0) or np.any(np.diff(alphas) <= 0):
         raise ValueError("alphas must be a positive increasing 1-D array")

@@ -122,7 +122,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None, *
     out = ["| " + " | ".join(headers.get(c, c) for c in columns) + " |",
            "|" + "|".join("---" for _ in columns) + "|"]
     for r in rows:
-        out.append("| " + " | ".join(fmt(r.get(c), digits) for c in columns) + " |")
+        out.append("| " + " | ".join(fmt(r.get(c), digits).replace("|", "\\|") for c in columns) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -134,6 +134,11 @@ class Section:
     text: str = ""
     tables: list[str] = dataclasses.field(default_factory=list)
     figures: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        for name in ("tables", "figures"):
+            if isinstance(getattr(self, name), str):
+                raise ValueError(f"Section.{name} must be a list of strings, got the string {getattr(self, name)!r}")
 
 
 def render(title: str, sections: Iterable[Section], *, preamble: str = "") -> str:

@@ -42,6 +42,12 @@ def test_save_restore_round_trip_keeps_two(tmp_path):
         ckpt = checkpoint.restore(tmp_path)
     assert (ckpt.step, ckpt.data, ckpt.meta) == (20, _blob(20), {"step": 20, "nested": [1, {"a": 2.5}]})
     assert checkpoint.restore(tmp_path / "empty") is None
+    for step in ("abc", -1, 2.0, True):
+        with pytest.raises(ValueError, match="step must be an int >= 0"):
+            checkpoint.save(tmp_path / "bad", step, b"", {})
+    with pytest.raises(ValueError, match="meta must be JSON-serializable"):
+        checkpoint.save(tmp_path / "bad", 3, b"", {"x": object()})
+    assert not (tmp_path / "bad").exists()               # refused before anything is written
 
 
 @pytest.mark.parametrize("damage", ["flip", "delete", "truncate", "manifest", "meta"])

@@ -103,6 +103,9 @@ def test_numerical_rank_exact_cases():
     assert rank.numerical_rank(rng.standard_normal((30, 50)).astype(np.float32)).full
     with pytest.raises(ValueError):
         rank.numerical_rank(np.zeros((3,)))
+    for tol, message in ((-1.0, "tol must be >= 0"), (np.nan, "tol must be finite")):
+        with pytest.raises(ValueError, match=message):
+            rank.numerical_rank(A, tol=tol)
 
 
 @pytest.mark.parametrize("act", ["sigmoid", "softplus"])
@@ -142,6 +145,10 @@ def test_min_norm_fit_methods_agree_with_pinv():
         lstsq.min_norm_fit(Phi[:, :30], Y)
     with pytest.raises(ValueError, match="NaN"):
         lstsq.min_norm_fit(np.full_like(Phi, np.nan), Y)
+    for kw, message in ((dict(Y=np.full_like(Y, np.nan)), "Y contains NaN"), (dict(ridge=-1.0), "ridge must be >= 0"),
+                        (dict(ridge=np.nan), "ridge must be finite"), (dict(block=0), "block must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            lstsq.min_norm_fit(Phi, **{"Y": Y, **kw})
 
 
 @pytest.mark.parametrize("act", ["sigmoid"])   # softplus: same code path, covered by scripts/landscape.py

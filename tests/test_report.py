@@ -45,6 +45,9 @@ def test_markdown_table_cells_parse_back():
     parsed = [[float(c) for c in ln.strip("|").split("|")] for ln in lines[2:]]
     assert parsed == [[0.0, 0.9], [0.5, 0.4125], [1.0, 0.0]]
     assert report.markdown_table([]) == "(no rows)\n"
+    assert report.markdown_table([{"a": "x|y"}]).splitlines()[2] == "| x\\|y |"      # a | in a cell stays in it
+    with pytest.raises(ValueError, match="Section.figures must be a list of strings"):
+        report.Section("t", figures="ab.png")
 
 
 # ----------------------------------------------------------------------------- verdicts (robustjax/verdicts.py)

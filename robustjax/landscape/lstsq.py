@@ -134,6 +134,10 @@ def min_norm_fit(Phi, Y, *, method: str = "cholesky", ridge: float = 0.0, block:
         raise ValueError(f"P = {P} features < N = {N} points: an exact fit needs P >= N (a wide layer)")
     if not np.all(np.isfinite(Phi)):
         raise ValueError("Phi contains NaN or inf")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("Y contains NaN or inf")
+    ridge = validate.positive_float(ridge, "ridge", allow_zero=True)
+    block = validate.positive_int(block, "block")
     t0 = time.perf_counter()
     iters = 0
     if method == "cholesky":

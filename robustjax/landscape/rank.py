@@ -57,6 +57,10 @@ def numerical_rank(F, *, tol: float | None = None, eps: float | None = None) -> 
     if not np.all(np.isfinite(F)):
         raise ValueError("F contains NaN or inf")
     N, n = F.shape
+    if tol is not None:
+        tol = validate.positive_float(tol, "tol", allow_zero=True)
+    if eps is not None:
+        eps = validate.positive_float(eps, "eps")
     eps = float(np.finfo(F.dtype if np.issubdtype(F.dtype, np.floating) else np.float64).eps) if eps is None else eps
     F64 = F.astype(np.float64)
     # the smaller Gram side would square the condition number; the SVD of the N x n matrix does not

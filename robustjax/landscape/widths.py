@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustjax import validate
 from robustjax.landscape.capture import captured_outputs, is_activated_layer, is_linear_layer
 from robustjax.models import activations
 
@@ -287,9 +288,7 @@ def wide_layer_check(model: nn.Module, input_shape: Sequence[int], N: int, *, ac
     Returns:
       WideLayerReport; `report.failures()` lists each failed assumption with its reason.
     """
-    if int(N) <= 0:
-        raise ValueError(f"N must be positive, got {N}")
-    N = int(N)
+    N = validate.positive_int(N, "N")
     layers = list(layers) if layers is not None else layer_widths(model, input_shape)
     if x is not None and len(x) != N:
         raise ValueError(f"x has {len(x)} points but N = {N}")
