@@ -43,10 +43,16 @@ def main(argv=None) -> dict:
     p.add_argument("--workdir", required=True)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    try:
+        model_config = json.loads(args.model_config)
+    except json.JSONDecodeError as e:
+        p.error(f"--model-config must be a JSON object: {e}")
+    if not isinstance(model_config, dict):
+        p.error(f"--model-config must be a JSON object, got {args.model_config!r}")
 
     from robustjax import data, train
 
-    model_config = {k: train.tuplify(v) for k, v in json.loads(args.model_config).items()}
+    model_config = {k: train.tuplify(v) for k, v in model_config.items()}
     config = train.TrainConfig(
         model=args.model, model_config=model_config, dataset=args.dataset, loss=args.loss,
         regularizers=tuple(args.regularizer), optimizer=args.optimizer, learning_rate=args.lr,
