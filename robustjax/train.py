@@ -235,8 +235,7 @@ def evaluate(state: TrainState, x: np.ndarray, y: np.ndarray, *, loss: str = "cr
         try:
             K = jax.eval_shape(lambda v, z: state.apply_fn(v, z), state.variables(), x[:1]).shape[-1]
         except Exception as e:     # e.g. Flax's shape errors for inputs the model was not built for
-            raise ValueError(f"the model fails on x of example shape {tuple(x.shape[1:])}: "
-                             f"{type(e).__name__}: {e}") from e
+            raise validate.model_error(e, f"the model fails on x of example shape {tuple(x.shape[1:])}") from e
     y = validate.labels(y, len(x), K, name="y")
     batch_size = validate.positive_int(batch_size, "batch_size")
     per_loss, correct = map_batches(lambda xb, yb: eval_step(state, xb, yb), (x, y), batch_size=batch_size)

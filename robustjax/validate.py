@@ -88,3 +88,10 @@ def key(k, name: str = "key"):
                            (np.dtype(dt) == np.uint32 and tuple(k.shape) == (2,))):
         return k
     raise ValueError(f"{name} must be a jax.random key (e.g. jax.random.key(0)), got {type(k).__name__}")
+
+
+def model_error(e: Exception, what: str) -> ValueError:
+    """The ValueError for a user's model that failed: `what` (which call, on which input), then the original
+    error's type and first line (chain it with `from e`)."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    return ValueError(f"{what} ({type(e).__name__}: {first})")

@@ -136,13 +136,18 @@ def _apgd(logits_fn, x, labels, target, eps, lo, hi, key, *, p, steps, loss, tar
     return best, calls
 
 
+def min_classes(loss: str, targeted: bool) -> int:
+    """The classes a loss needs: DLR's denominator uses the 3rd largest logit (4th when targeted)."""
+    return 4 if (loss == "dlr" and targeted) else 3 if loss == "dlr" else 2
+
+
 def _check(p, loss, k, targeted):
     p = check_norm(p)
     if p not in (2.0, np.inf):
         raise ValueError(f"apgd supports p = 2 or inf, got {p}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    need = 4 if (loss == "dlr" and targeted) else 3 if loss == "dlr" else 2
+    need = min_classes(loss, targeted)
     if k < need:
         raise ValueError(f"loss {loss!r}{' (targeted)' if targeted else ''} needs at least {need} classes, "
                          f"the model has {k}")

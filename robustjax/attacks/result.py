@@ -66,9 +66,8 @@ def _call(logits_fn: Callable, x):
         s = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
         return jnp.zeros((0,) + tuple(s.shape[1:]), s.dtype)
     except Exception as e:  # noqa: BLE001  (any failure of the user's function)
-        raise ValueError(f"logits_fn failed on x of shape {tuple(x.shape)} ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); it must map inputs like x, "
-                         "[batch, ...], to logits [batch, K]") from e
+        raise validate.model_error(e, f"logits_fn failed on x of shape {tuple(x.shape)}; it must map inputs like "
+                                      "x, [batch, ...], to logits [batch, K]") from e
 
 
 def check_inputs(logits_fn: Callable, x, labels, box=None, *, check_logits: bool = True, atol: float = 1e-6):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import losses, validate
-from robustjax.attacks.apgd import apgd, apgd_targeted, on_rows
+from robustjax.attacks.apgd import apgd, apgd_targeted, min_classes, on_rows
 from robustjax.attacks.fab import fab, fab_targeted
 from robustjax.attacks.result import Timer, as_box, check_inputs, check_norm
 from robustjax.attacks.square import square
@@ -144,7 +144,7 @@ def standard_evaluation(logits_fn, x, labels, *, p, eps, key, box=None, attacks=
     box = as_box(box, x)
     n = x.shape[0]
     K = logits.shape[1]
-    need = {"apgd-t": 4, "apgd-dlr": 3}
+    need = {"apgd-t": min_classes("dlr", True), "apgd-dlr": min_classes("dlr", False)}
     short = [a for a in attacks if K < need.get(a, 2)]
     if short:
         raise ValueError(f"attacks {short} need at least {max(need[a] for a in short)} classes, the model has {K}: "

@@ -46,8 +46,8 @@ def as_network(net, example_shape) -> Graph:
         except ValueError:
             raise
         except Exception as e:     # e.g. Flax's shape errors for inputs the model was not built for
-            raise ValueError(f"net (a logits_fn) fails on inputs of example shape {tuple(example_shape)} (x's): "
-                             f"{type(e).__name__}: {e}") from e
+            raise validate.model_error(e, f"net (a logits_fn) fails on inputs of example shape "
+                                          f"{tuple(example_shape)} (x's)") from e
     raise ValueError(f"net must be a network Graph, a sequence of layers or a logits_fn, got {type(net).__name__}")
 
 
