@@ -202,7 +202,11 @@ def _kernel_size(kernel_size) -> int:
 
 def gaussian_kernel_matrix(n: int, sigma, kernel_size: int = 15):
     """The `[n, n]` matrix of a 1-D Gaussian blur with standard deviation `sigma` (pixels), truncated
-    to `kernel_size` taps and normalized to sum 1, zero padding: (A v)_i = sum_j g(i - j) v_j."""
+    to `kernel_size` taps and normalized to sum 1, zero padding: (A v)_i = sum_j g(i - j) v_j. sigma > 0 (checked
+    unless traced)."""
+    n = validate.positive_int(n, "n")
+    if not isinstance(sigma, jax.core.Tracer):
+        validate.positive_float(sigma, "sigma")
     r = _kernel_size(kernel_size) // 2
     t = jnp.arange(-r, r + 1, dtype=jnp.float32)
     g = jnp.exp(-0.5 * (t / sigma) ** 2)

@@ -69,10 +69,39 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
+        """The config of `to_json`'s dict (lists back to tuples). ValueError naming the field when d is not a
+        dict, has an unknown field or a field of the wrong JSON type (e.g. "10" for epochs)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a TrainConfig's JSON must be an object, got {type(d).__name__}")
         d = dict(d)
-        d["regularizers"] = tuple(tuple(r) for r in d.get("regularizers", ()))
+        for f in dataclasses.fields(cls):
+            if f.name in d:
+                _check_json_type(f.name, d[f.name], _JSON_TYPES[f.name])
+        regs = d.get("regularizers", ())
+        if not all(isinstance(r, (list, tuple)) for r in regs):
+            raise ValueError(f"config field 'regularizers' must be a list of [name, ...] lists, got {regs!r}")
+        d["regularizers"] = tuple(tuple(r) for r in regs)
         d["model_config"] = {k: tuplify(v) for k, v in d.get("model_config", {}).items()}
         return cls().replace(**d)
+
+
+_JSON_TYPES = {"model": str, "model_config": dict, "dataset": str, "loss": str, "regularizers": (list, tuple),
+               "optimizer": str, "learning_rate": float, "momentum": float, "schedule": str, "epochs": int,
+               "batch_size": int, "seed": int, "train_size": (int, type(None)), "eval_batch_size": int,
+               "checkpoint_every": int, "progress": bool}
+
+
+def _check_json_type(name: str, v, expected) -> None:
+    """ValueError unless v has the JSON type of a TrainConfig field (an int counts as a float, a bool as
+    neither)."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    ok = any(isinstance(v, bool) if k is bool else
+             (isinstance(v, (int, float)) and not isinstance(v, bool)) if k is float else
+             (isinstance(v, int) and not isinstance(v, bool)) if k is int else isinstance(v, k)
+             for k in kinds)
+    if not ok:
+        want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise ValueError(f"config field {name!r} must be {want}, got {type(v).__name__} {v!r}")
 
 
 def tuplify(v):

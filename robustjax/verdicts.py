@@ -220,6 +220,9 @@ def spatial_breaks(spatial: dict) -> Verdict:
         return Verdict(claim, UNTESTABLE, SPATIAL_RULE, {"threats": list(t)})
     clean = spatial["clean_accuracy_attacked"]
     nums = {"clean accuracy": clean, "points": spatial.get("n_attacked")}
+    empty = [k for k in t if not t[k]["grid"]["robust_accuracy"]]
+    if empty:
+        return Verdict(claim, UNTESTABLE, SPATIAL_RULE, {**nums, "threats without a robust-accuracy curve": empty})
     for threat in ("rotation", "translation", "rotation+translation"):
         if threat in t:
             nums[f"robust accuracy, {threat} (grid)"] = _full_range(t[threat]["grid"]["robust_accuracy"])

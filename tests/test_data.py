@@ -121,6 +121,17 @@ def test_explicit_folder_takes_precedence(tmp_path):
     assert x.shape == (3, 28, 28, 1) and list(y) == [9, 8, 7]
 
 
+def test_a_data_dir_that_is_not_a_folder_is_named(tmp_path, monkeypatch):
+    (tmp_path / "file.npz").write_bytes(b"")
+    for bad, what in ((tmp_path / "file.npz", "a file"), (tmp_path / "missing", "no such folder")):
+        with pytest.raises(ValueError, match=f"data_dir must be a folder .*{what}"):
+            data.load("mnist", "test", data_dir=bad)     # never the embedded copy instead
+    monkeypatch.setenv("ROBUSTJAX_DATA", str(tmp_path / "missing"))
+    with pytest.warns(UserWarning, match=r"\$ROBUSTJAX_DATA is not a folder .*no such folder"):
+        x, _ = data.load("mnist", "test")               # the variable only warns; the embedded copy is read
+    assert x.shape == (10000, 28, 28, 1)
+
+
 def test_bad_labels_in_file(tmp_path):
     np.savez(tmp_path / "mnist.npz", x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.array([0, 10]),
              x_train=np.zeros((1, 28, 28), np.uint8), y_train=np.array([0]))

@@ -30,6 +30,17 @@ def test_layer_widths_of_an_mlp_and_lenet():
     assert [x.units for x in lay] == [28 * 28 * 32, 14 * 14 * 64, 1024, 10]
 
 
+def test_one_hot_refuses_what_is_not_a_label():
+    from robustjax.landscape.lstsq import one_hot
+    np.testing.assert_array_equal(one_hot(np.array([2.0, 0.0]), 3), [[0, 0, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match="labels must be integers, got dtype float"):
+        one_hot(np.array([0.5, 1.0]), 3)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        one_hot(np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="labels must be \\[N\\]"):
+        one_hot(np.zeros((2, 1), int), 3)
+
+
 def test_layer_widths_rejects_bad_shapes():
     with pytest.raises(ValueError, match="input_shape"):
         layer_widths(models.MLP(widths=(4,)), (784,))

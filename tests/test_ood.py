@@ -215,6 +215,8 @@ def test_non_finite_or_unbatched_images_are_refused(key):
         ood.uniform_noise(key, x, box=(1.0, 0.0))
     with pytest.raises(ValueError, match="sigma must be > 0"):
         ood.gaussian_blur(x, 0.0)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        ood.gaussian_kernel_matrix(5, 0.0)              # not a matrix of NaN
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         ood.lowpass_noise(key, x, kernel_size=4)
     with pytest.raises(ValueError, match="weight must be >= 0"):

@@ -92,6 +92,8 @@ def test_verdict_kernel_and_region_and_spatial_flip():
     assert verdicts.spatial_breaks(sp).outcome == verdicts.HOLDS
     sp["threats"]["rotation+translation"] = curve(0.9)
     assert verdicts.spatial_breaks(sp).outcome == verdicts.FAILS
+    sp["threats"]["rotation"] = {"grid": {"robust_accuracy": {}}}
+    assert verdicts.spatial_breaks(sp).outcome == verdicts.UNTESTABLE     # an empty curve decides nothing
 
 
 def test_verdict_landscape_flip():

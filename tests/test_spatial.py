@@ -213,6 +213,11 @@ def test_bad_inputs_raise(digits, planted):
         S.spatial_first_order(f, x, y, key=None)
     with pytest.raises(ValueError, match="restarts"):
         S.spatial_first_order(f, x, y, key=jax.random.key(0), restarts=0)
+    with pytest.raises(ValueError, match=r"num_angles must be >= 2 for a range of \+-30 .*got 1"):
+        S.transformation_grid(num_angles=1)               # would try -30 degrees only
+    with pytest.raises(ValueError, match="num_shifts must be an integer"):
+        S.transformation_grid(num_shifts=2.5)
+    assert S.transformation_grid(max_angle=0, num_angles=1, num_shifts=3).shape == (9, 3)
     with pytest.raises(ValueError, match="unknown loss"):
         S.spatial_first_order(f, x, y, key=jax.random.key(0), loss="hinge")
     with pytest.raises(ValueError, match="box"):

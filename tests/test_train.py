@@ -178,6 +178,24 @@ def test_config_replace_rejects_unknown_fields():
         train.TrainConfig().replace(learningrate=0.1)
 
 
+def test_config_json_round_trip_and_wrong_types():
+    cfg = train.TrainConfig(model="mlp", model_config={"widths": (8, 4)}, regularizers=(("weight_decay", 1e-4),),
+                            train_size=100)
+    assert train.TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    assert train.TrainConfig.from_json({"learning_rate": 1}).learning_rate == 1    # an int is a JSON number
+    for d, message in (({"epochs": "10"}, "'epochs' must be int, got str '10'"),
+                       ({"learning_rate": "0.1"}, "'learning_rate' must be float, got str"),
+                       ({"progress": 1}, "'progress' must be bool, got int"),
+                       ({"epochs": True}, "'epochs' must be int, got bool"),
+                       ({"train_size": 1.5}, "'train_size' must be int or null"),
+                       ({"model_config": [8]}, "'model_config' must be dict"),
+                       ({"regularizers": ["weight_decay"]}, "'regularizers' must be a list of"),
+                       ({"lr": 0.1}, r"no field\(s\) \['lr'\]"),
+                       ([("epochs", 1)], "JSON must be an object, got list")):
+        with pytest.raises(ValueError, match=message):
+            train.TrainConfig.from_json(d)
+
+
 def test_divergence_stops_at_the_first_non_finite_step(mnist_small, tmp_path):
     """A learning rate that passes validation but overflows: FloatingPointError naming the step, and no
     checkpoint of non-finite parameters."""

@@ -137,11 +137,15 @@ def transformation_grid(*, max_angle: float = 30.0, max_shift: float = 3.0, num_
     linspace(-max_shift, max_shift, num_shifts)^2: `[num_angles * num_shifts**2, 3]` float32.
 
     Engstrom et al.'s grid is 31 angles x 5 x 5 shifts; the default 7 shifts per axis hits every integer
-    shift in [-3, 3]. A range of 0 gives the single value 0 on that axis.
+    shift in [-3, 3]. A range of 0 gives the single value 0 on that axis; a range > 0 needs at least 2 values
+    (a single one would be the range's lower end only).
     """
     max_angle, max_shift = _check_range(max_angle, max_shift)
-    if num_angles < 1 or num_shifts < 1:
-        raise ValueError(f"num_angles and num_shifts must be >= 1, got {num_angles}, {num_shifts}")
+    for name, num, rng in (("num_angles", num_angles, max_angle), ("num_shifts", num_shifts, max_shift)):
+        validate.positive_int(num, name)
+        if num < 2 and rng > 0:
+            raise ValueError(f"{name} must be >= 2 for a range of +-{rng:g} (1 value would be -{rng:g} only); "
+                             f"got {num}. Set the range to 0 for no {name[4:-1]}.")
     angles = np.linspace(-max_angle, max_angle, num_angles) if max_angle > 0 else np.zeros(1)
     shifts = np.linspace(-max_shift, max_shift, num_shifts) if max_shift > 0 else np.zeros(1)
     a, dy, dx = np.meshgrid(angles, shifts, shifts, indexing="ij")

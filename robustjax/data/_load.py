@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import pickle
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -185,7 +186,8 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
       images `[n, H, W, C]` float32 in [0, 1] and labels `[n]` int32.
 
     Raises:
-      ValueError: unknown name or split.
+      ValueError: unknown name or split; data_dir is not a folder (a $ROBUSTJAX_DATA that is not one only
+        warns).
       DataNotFoundError: no source has the data; the message says where it looked.
     """
     meta = info(name)
@@ -193,6 +195,11 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
         raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
     looked = []
     folder = data_dir if data_dir is not None else os.environ.get(ENV_DATA_DIR)
+    if folder and not Path(folder).is_dir():
+        what = f"{str(folder)!r}: {'a file' if Path(folder).exists() else 'no such folder'}"
+        if data_dir is not None:
+            raise ValueError(f"data_dir must be a folder (of <name>.npz files), got {what}")
+        warnings.warn(f"${ENV_DATA_DIR} is not a folder ({what}); looking elsewhere", stacklevel=2)
     if folder:
         path = Path(folder) / f"{name}.npz"
         if path.is_file():

@@ -54,11 +54,12 @@ class FitInfo(NamedTuple):
 
 
 def one_hot(y, num_classes: int) -> np.ndarray:
-    """labels `[N]` -> `[N, K]` float64 one-hot targets."""
+    """labels `[N]` (integers, or floats that are whole numbers) -> `[N, K]` float64 one-hot targets."""
+    num_classes = validate.positive_int(num_classes, "num_classes")
     y = np.asarray(y)
-    if y.ndim != 1 or (y.size and (y.min() < 0 or y.max() >= num_classes)):
-        raise ValueError(f"labels must be [N] integers in [0, {num_classes})")
-    return np.eye(num_classes, dtype=np.float64)[y]
+    if y.ndim != 1:
+        raise ValueError(f"labels must be [N], got shape {y.shape}")
+    return np.eye(num_classes, dtype=np.float64)[validate.labels(y, len(y), num_classes)]
 
 
 def _gram(Phi: np.ndarray, block: int) -> np.ndarray:
