@@ -425,7 +425,7 @@ def _attack_rows(logits_fn, x, labels, index, lo, hi, x_start, train, cheap_x, c
     n = x.shape[0]
     oracle = make_oracle(logits_fn, o["preacts_fn"], tuple(x.shape[1:]), jnp.dtype(jnp.float32))
     with jax.default_matmul_precision("highest"):   # exact region algebra also where f32 matmuls default to TF32
-        clean = np.asarray(jnp.argmax(oracle.logits(jnp.asarray(x.reshape(n, -1))), -1))
+        clean = np.argmax(np.asarray(oracle.logits(jnp.asarray(x.reshape(n, -1)))), -1)
         k_start, k_sample = jax.random.split(key)
         best, best_d, floor_x, floor_d = start_points(
             oracle, logits_fn, x, labels, p=p, key=k_start, lo=lo, hi=hi,

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import validate
+from robustjax.attacks.model_arg import jit_model
 from robustjax.batching import map_batches
 from robustjax.geometry import Box, as_box, box_violation, check_norm, lp_norm, margin, per_example  # noqa: F401
 
@@ -57,12 +58,18 @@ class AttackResult(NamedTuple):
         return self.success & (self.distance == 0)
 
 
+@jit_model()
+def _apply(logits_fn, x):
+    return jnp.asarray(logits_fn(x))
+
+
 def _call(logits_fn: Callable, x):
-    """logits_fn(x), or its shape for an empty batch (traced on one zero row, not run); a failure of
-    logits_fn becomes a ValueError naming x's shape, the original error chained."""
+    """logits_fn(x) (jitted, the model a jit argument: `model_arg`), or its shape for an empty batch (traced on
+    one zero row, not run); a failure of logits_fn becomes a ValueError naming x's shape, the original error
+    chained."""
     try:
         if x.shape[0]:
-            return jnp.asarray(logits_fn(x))
+            return _apply(logits_fn, x)
         s = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
         return jnp.zeros((0,) + tuple(s.shape[1:]), s.dtype)
     except Exception as e:  # noqa: BLE001  (any failure of the user's function)
@@ -79,8 +86,7 @@ def check_inputs(logits_fn: Callable, x, labels, box=None, *, check_logits: bool
     probabilities (non-negative rows summing to 1): attacks expect logits. An empty batch is valid.
     """
     x = jnp.asarray(validate.batch(x, "x"))
-    box = as_box(box, x)
-    gap = box_violation(x, box)
+    gap = box_violation(x, as_box(box, x))
     if gap > atol:
         raise ValueError(f"x lies outside the box (by up to {gap:.3g}); attacks work in the input space of the "
                          "box: normalize inside the model, or pass the box x lives in")
@@ -92,10 +98,10 @@ def check_inputs(logits_fn: Callable, x, labels, box=None, *, check_logits: bool
         raise ValueError(f"logits_fn must map x {tuple(x.shape)} to [batch, K] = [{x.shape[0]}, K]; "
                          f"got {tuple(logits.shape)}")
     labels = validate.labels(labels, x.shape[0], num_classes=logits.shape[1])
-    if not bool(jnp.all(jnp.isfinite(logits))):
+    host = np.asarray(logits)
+    if not np.all(np.isfinite(host)):
         raise ValueError("the model returned NaN or inf logits")
-    if x.shape[0] and logits.shape[1] > 1 and bool(jnp.all(logits >= 0)) and \
-            bool(jnp.allclose(jnp.sum(logits, -1), 1.0, atol=1e-4)):
+    if x.shape[0] and host.shape[1] > 1 and np.all(host >= 0) and np.allclose(np.sum(host, -1), 1.0, atol=1e-4):
         warnings.warn("the model's outputs are non-negative and sum to 1: they look like probabilities. "
                       "Attacks and certificates expect logits (drop the final softmax).", stacklevel=3)
     return x, jnp.asarray(labels), logits
@@ -118,14 +124,21 @@ def default_min_margin(logits) -> jax.Array:
     return MIN_MARGIN_ULPS * eps * jnp.maximum(1.0, jnp.max(jnp.abs(logits), -1))
 
 
+@jit_model(("default",))
+def _verdict(logits_fn, z, y, min_margin, *, default):
+    logits = logits_fn(z)
+    need = default_min_margin(logits) if default else jnp.asarray(min_margin).astype(logits.dtype)
+    pred = jnp.argmax(logits, -1)
+    return pred, (pred != y) & (-margin(logits, y) >= need)
+
+
 def _verdicts(logits_fn, z, labels, min_margin, batch_size):
-    """(argmax `[n]`, adversarial with the margin `[n]` bool) at z, in the model's dtype."""
-    def fn(zb, yb):
-        logits = logits_fn(zb)
-        need = default_min_margin(logits) if min_margin is None else jnp.asarray(min_margin, logits.dtype)
-        pred = jnp.argmax(logits, -1)
-        return pred, (pred != yb) & (-margin(logits, yb) >= need)
-    return map_batches(fn, (z, labels), batch_size=batch_size)
+    """(argmax `[n]`, adversarial with the margin `[n]` bool) at z, in the model's dtype (one jitted program per
+    model and batch shape)."""
+    default = min_margin is None
+    mm = np.float64(0.0 if default else min_margin)
+    return map_batches(lambda zb, yb: _verdict(logits_fn, zb, yb, mm, default=default), (z, labels),
+                       batch_size=batch_size)
 
 
 def keep_best(best_x, best_dist, x, dist, ok):
@@ -160,29 +173,28 @@ def finalize(logits_fn: Callable, x, labels, x_adv, *, p, box=None, model_calls=
         raise ValueError("finalize needs p (1, 2 or inf) or the candidates' distance")
     if min_margin is not None:
         validate.positive_float(min_margin, "min_margin", allow_zero=True)
-    x = jnp.asarray(x)
-    labels = jnp.asarray(labels)
+    x = np.asarray(x)
+    labels = np.asarray(labels)
     box = as_box(box, x)
-    x_adv = box.clip(jnp.asarray(x_adv, x.dtype))
+    x_adv = box.clip(np.asarray(x_adv, x.dtype))
     n = x.shape[0]
-    pred_clean = map_batches(lambda zb: jnp.argmax(logits_fn(zb), -1), (x,), batch_size=batch_size)
+    pred_clean, _ = _verdicts(logits_fn, x, labels, min_margin, batch_size)
     pred_adv, ok = _verdicts(logits_fn, x_adv, labels, min_margin, batch_size)
-    labels_np = np.asarray(labels)
-    wrong_clean = pred_clean != labels_np
+    wrong_clean = pred_clean != labels
     found = ok & ~wrong_clean
-    moved = np.any(np.asarray(x_adv != x).reshape(n, -1), 1) if n else np.zeros((0,), bool)
+    moved = np.any((x_adv != x).reshape(n, -1), 1) if n else np.zeros((0,), bool)
     for s in (1.0001, 1.001, 1.01) if push_outward else ():
-        retry = np.flatnonzero(~found & ~wrong_clean & moved)
-        if not len(retry):
+        retry = ~found & ~wrong_clean & moved
+        if not retry.any():
             break
-        xr = Box(box.lo[retry], box.hi[retry]).clip(x[retry] + s * (x_adv[retry] - x[retry]))
-        pr, okr = _verdicts(logits_fn, xr, labels[retry], min_margin, batch_size)
-        x_adv = x_adv.at[retry[okr]].set(xr[okr])
-        pred_adv[retry[okr]] = pr[okr]
-        found[retry[okr]] = True
-    x_np, xa_np = np.asarray(x), np.asarray(x_adv)
-    x_out = np.where(found.reshape((n,) + (1,) * (x.ndim - 1)), xa_np, x_np)
-    dist = _distance(x_out, x_np, p) if distance is None else np.asarray(distance, np.float64)
+        xr = box.clip(x + np.asarray(s, x.dtype) * (x_adv - x))     # every row: the program of the full batch
+        pr, okr = _verdicts(logits_fn, xr, labels, min_margin, batch_size)
+        take = retry & okr
+        x_adv[take] = xr[take]
+        pred_adv[take] = pr[take]
+        found |= take
+    x_out = np.where(found.reshape((n,) + (1,) * (x.ndim - 1)), x_adv, x)
+    dist = _distance(x_out, x, p) if distance is None else np.asarray(distance, np.float64)
     dist = np.where(found, dist, np.where(wrong_clean, 0.0, np.inf))
     return AttackResult(
         x_adv=x_out, distance=dist, success=found | wrong_clean,
