@@ -108,7 +108,7 @@ def layer_bounds(layers: Sequence[Layer], x, lo, hi, *, p=np.inf, radius: float 
     """
     import jax
 
-    from robustjax.bounds import crown, propagate
+    from robustjax.bounds import propagate
     if method not in BOUNDS:
         raise ValueError(f"bounds must be one of {BOUNDS}, got {method!r}")
     layers = chain_layers(layers, "layer_bounds")
@@ -116,7 +116,7 @@ def layer_bounds(layers: Sequence[Layer], x, lo, hi, *, p=np.inf, radius: float 
     graph = network.as_graph(layers, (x.size,))
     with jax.enable_x64(True):
         s = propagate.input_set(x[None], radius, p, (lo[None], hi[None]))
-        b, _, _ = crown.intermediate_bounds(graph, s, crown.node_shapes(graph, (x.size,)), method=method)
+        b = propagate.node_bounds(graph, s, method)
         return [(np.asarray(v.lo, np.float64).reshape(-1), np.asarray(v.hi, np.float64).reshape(-1)) for v in b[1:]]
 
 

@@ -127,6 +127,24 @@ def compiled(graph: Graph, method: str, p: float, dtype=None, *, alpha_intermedi
     return fn
 
 
+@functools.lru_cache(maxsize=32)
+def _node_bounds_program(structure: Structure, shapes: tuple, method: str, p: float):
+    def run(weights, center, eps, lo, hi):
+        s = crown.InputSet(center, eps, lo, hi, p)
+        return crown.intermediate_bounds(join(structure, weights), s, shapes, method=method)[0]
+    return jax.jit(run)
+
+
+def node_bounds(graph: Graph, s: crown.InputSet, method: str = "crown") -> list:
+    """`crown.intermediate_bounds(graph, s, ...)`'s bounds of every node (method 'ibp' or 'crown'), as one jitted
+    program per network structure, shapes, method and norm: the weights and the input set are its arguments (in
+    the input set's dtype), so nets of one architecture share it."""
+    structure, arrays = split(graph)
+    shapes = tuple(crown.node_shapes(graph, graph.input_shape))
+    fn = _node_bounds_program(structure, shapes, method, float(s.p))
+    return fn(floating_as(arrays, s.center.dtype), s.center, s.eps, s.lo, s.hi)
+
+
 def _run(net, x, C, *, eps, p, box, method, alpha_steps, dtype):
     check_method(method)
     validate.positive_int(alpha_steps, "alpha_steps", allow_zero=True)
