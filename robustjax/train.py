@@ -9,11 +9,13 @@ against a second writer).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
 import os
 import time
+import typing
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -74,9 +76,9 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ValueError(f"a TrainConfig's JSON must be an object, got {type(d).__name__}")
         d = dict(d)
-        for f in dataclasses.fields(cls):
-            if f.name in d:
-                _check_json_type(f.name, d[f.name], _JSON_TYPES[f.name])
+        for name, kinds in _json_types().items():
+            if name in d:
+                _check_json_type(name, d[name], kinds)
         regs = d.get("regularizers", ())
         if not all(isinstance(r, (list, tuple)) for r in regs):
             raise ValueError(f"config field 'regularizers' must be a list of [name, ...] lists, got {regs!r}")
@@ -85,16 +87,21 @@ class TrainConfig:
         return cls().replace(**d)
 
 
-_JSON_TYPES = {"model": str, "model_config": dict, "dataset": str, "loss": str, "regularizers": (list, tuple),
-               "optimizer": str, "learning_rate": float, "momentum": float, "schedule": str, "epochs": int,
-               "batch_size": int, "seed": int, "train_size": (int, type(None)), "eval_batch_size": int,
-               "checkpoint_every": int, "progress": bool}
+@functools.lru_cache(maxsize=1)
+def _json_types() -> dict:
+    """Field name -> the Python types its JSON value may have, read from TrainConfig's annotations (a tuple field
+    comes back from JSON as a list; `int | None` may be null)."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        kinds = typing.get_args(hints[f.name]) or (hints[f.name],)
+        out[f.name] = tuple(k for t in kinds for k in ((list, tuple) if t is tuple else (t,)))
+    return out
 
 
-def _check_json_type(name: str, v, expected) -> None:
-    """ValueError unless v has the JSON type of a TrainConfig field (an int counts as a float, a bool as
-    neither)."""
-    kinds = expected if isinstance(expected, tuple) else (expected,)
+def _check_json_type(name: str, v, kinds: tuple) -> None:
+    """ValueError unless v has one of the JSON types `kinds` of a TrainConfig field (an int counts as a float, a
+    bool as neither)."""
     ok = any(isinstance(v, bool) if k is bool else
              (isinstance(v, (int, float)) and not isinstance(v, bool)) if k is float else
              (isinstance(v, int) and not isinstance(v, bool)) if k is int else isinstance(v, k)

@@ -15,6 +15,7 @@ import functools
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 
 
 def as_pytree(logits_fn: Callable) -> jax.tree_util.Partial:
@@ -34,3 +35,9 @@ def jit_model(static_argnames: Sequence[str] = ()) -> Callable:
         call.jitted = jitted
         return call
     return decorate
+
+
+@jit_model()
+def apply(logits_fn, x):
+    """logits_fn(x) as a JAX array, one jitted program per model function and input shape."""
+    return jnp.asarray(logits_fn(x))

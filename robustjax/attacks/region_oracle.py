@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import network
-from robustjax.attacks.model_arg import as_pytree
+from robustjax.attacks.model_arg import apply, as_pytree
 from robustjax.attacks.result import default_min_margin
 from robustjax.geometry import halfspace_box_distance
 
@@ -114,11 +114,6 @@ def _rows(g, y, idx):
     return jax.vmap(lambda c: pullback(c)[0])(jax.nn.one_hot(idx, sw.shape[0], dtype=sw.dtype))
 
 
-@jax.jit
-def _apply(f, z):
-    return f(z)
-
-
 @functools.partial(jax.jit, static_argnames=("n_grid", "n_bisect", "s_max"))
 def _ray(f, x, z, c, lo, hi, *, n_grid, n_bisect, s_max):
     """clip(x + s (z - x)) for the smallest s in [0, s_max] (grid, then bisection) at which the model f (flat
@@ -175,7 +170,7 @@ def make_oracle(logits_fn, preacts_fn, example_shape: tuple, dtype, n_grid: int 
     g = switch_fn(logits_fn, example_shape, preacts_fn=preacts_fn, dtype=dtype)
     f = jax.tree_util.Partial(_Flat(tuple(example_shape)), as_pytree(logits_fn))
     part = functools.partial
-    return RegionOracle(part(_probe, g), part(_lin_one, g), part(_rows_one, g), part(_apply, f),
+    return RegionOracle(part(_probe, g), part(_lin_one, g), part(_rows_one, g), part(apply, f),
                         part(_ray, f, n_grid=n_grid, n_bisect=n_bisect, s_max=s_max), part(_round, g),
                         n_grid + n_bisect, part(_lin_batch, g), part(_rows_batch, g), f)
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import validate
-from robustjax.attacks.model_arg import jit_model
+from robustjax.attacks.model_arg import apply, jit_model
 from robustjax.batching import map_batches
 from robustjax.geometry import Box, as_box, box_violation, check_norm, lp_norm, margin, per_example  # noqa: F401
 
@@ -58,18 +58,13 @@ class AttackResult(NamedTuple):
         return self.success & (self.distance == 0)
 
 
-@jit_model()
-def _apply(logits_fn, x):
-    return jnp.asarray(logits_fn(x))
-
-
 def _call(logits_fn: Callable, x):
     """logits_fn(x) (jitted, the model a jit argument: `model_arg`), or its shape for an empty batch (traced on
     one zero row, not run); a failure of logits_fn becomes a ValueError naming x's shape, the original error
     chained."""
     try:
         if x.shape[0]:
-            return _apply(logits_fn, x)
+            return apply(logits_fn, x)
         s = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
         return jnp.zeros((0,) + tuple(s.shape[1:]), s.dtype)
     except Exception as e:  # noqa: BLE001  (any failure of the user's function)
@@ -136,7 +131,7 @@ def _verdicts(logits_fn, z, labels, min_margin, batch_size):
     """(argmax `[n]`, adversarial with the margin `[n]` bool) at z, in the model's dtype (one jitted program per
     model and batch shape)."""
     default = min_margin is None
-    mm = np.float64(0.0 if default else min_margin)
+    mm = 0.0 if default else float(min_margin)
     return map_batches(lambda zb, yb: _verdict(logits_fn, zb, yb, mm, default=default), (z, labels),
                        batch_size=batch_size)
 

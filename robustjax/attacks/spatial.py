@@ -141,11 +141,12 @@ def transformation_grid(*, max_angle: float = 30.0, max_shift: float = 3.0, num_
     (a single one would be the range's lower end only).
     """
     max_angle, max_shift = _check_range(max_angle, max_shift)
-    for name, num, rng in (("num_angles", num_angles, max_angle), ("num_shifts", num_shifts, max_shift)):
+    for name, num, rng, none in (("num_angles", num_angles, max_angle, "max_angle=0 for no rotation"),
+                                 ("num_shifts", num_shifts, max_shift, "max_shift=0 for no translation")):
         validate.positive_int(num, name)
         if num < 2 and rng > 0:
             raise ValueError(f"{name} must be >= 2 for a range of +-{rng:g} (1 value would be -{rng:g} only); "
-                             f"got {num}. Set the range to 0 for no {name[4:-1]}.")
+                             f"got {num}. Set {none}.")
     angles = np.linspace(-max_angle, max_angle, num_angles) if max_angle > 0 else np.zeros(1)
     shifts = np.linspace(-max_shift, max_shift, num_shifts) if max_shift > 0 else np.zeros(1)
     a, dy, dx = np.meshgrid(angles, shifts, shifts, indexing="ij")

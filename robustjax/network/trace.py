@@ -208,14 +208,10 @@ def _convert(b, eqn, a, uses):
     return _identity(b, eqn, a, uses)
 
 
-_REFERENCE = {"relu": jax.nn.relu, "softplus": jax.nn.softplus, "sigmoid": jax.nn.sigmoid, "silu": jax.nn.silu,
-              "swish": jax.nn.swish, "gelu": jax.nn.gelu, "elu": jax.nn.elu}
-
-
 @functools.lru_cache(maxsize=256)
 def _reference_body(name: str, shape: tuple, dtype) -> str:
-    """The printed innermost body of jax.nn's own function `name` on `shape`."""
-    return str(_innermost(jax.make_jaxpr(_REFERENCE[name])(jax.ShapeDtypeStruct(shape, dtype)).jaxpr))
+    """The printed innermost body of jax.nn's own function `name` (a key of NAMED_ACTIVATIONS) on `shape`."""
+    return str(_innermost(jax.make_jaxpr(getattr(jax.nn, name))(jax.ShapeDtypeStruct(shape, dtype)).jaxpr))
 
 
 def _innermost(jaxpr):
@@ -234,7 +230,7 @@ def _computes(eqn, layer) -> bool:
     if body is None or not np.issubdtype(np.dtype(aval.dtype), np.floating):
         return False
     name = str(eqn.params.get("name", ""))
-    if name in _REFERENCE and str(_innermost(body[0])) == _reference_body(name, tuple(aval.shape),
+    if name in NAMED_ACTIVATIONS and str(_innermost(body[0])) == _reference_body(name, tuple(aval.shape),
                                                                           np.dtype(aval.dtype)):
         return True
     z = np.resize(np.linspace(-6.0, 6.0, 101), aval.shape).astype(aval.dtype)
