@@ -23,6 +23,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
 jax.config.update("jax_persistent_cache_min_entry_size_bytes",
                   int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
+# XLA's backend at optimization level 0: the suite compiles over a thousand small programs and runs most of them a
+# few times, so LLVM's optimizations cost more than they save (a first region-attack call: 13 s -> 10 s). No fast
+# math either way; ROBUSTJAX_TEST_XLA_OPT=default runs the suite at XLA's default level.
+XLA_FLAGS_GIVEN = os.environ.get("XLA_FLAGS")
+if os.environ.get("ROBUSTJAX_TEST_XLA_OPT") != "default":
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "ROBUSTJAX_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["ROBUSTJAX_DATA"] = str(SHARED_DATA)
@@ -73,14 +80,25 @@ def softplus_1hl_mnist(mnist_small) -> Trained:
 
 
 @pytest.fixture
+def xla_as_given(monkeypatch):
+    """XLA_FLAGS as the suite was started with (XLA's default level) for the subprocesses this test starts: the
+    notebook kernels, whose numbers are compared with outputs built at that level."""
+    if XLA_FLAGS_GIVEN is None:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("XLA_FLAGS", XLA_FLAGS_GIVEN)
+
+
+@pytest.fixture
 def key():
     return jax.random.key(0)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-    """Drops JAX's compiled programs after each test module: one process runs the whole suite, and programs
-    piling up over hundreds of tests cost memory (a compile in a late module crashed once)."""
+    """Drops JAX's compiled programs after each test module: one process runs a whole share of the suite, and
+    with programs piling up over hundreds of tests XLA's compiler segfaulted in a late module (twice, the last
+    time with 5 GB resident, so not for want of memory)."""
     yield
     import gc
     jax.clear_caches()
