@@ -26,9 +26,10 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes",
 # XLA's backend at optimization level 0: the suite compiles over a thousand small programs and runs most of them a
 # few times, so LLVM's optimizations cost more than they save (a first region-attack call: 13 s -> 10 s). No fast
 # math either way; ROBUSTJAX_TEST_XLA_OPT=default runs the suite at XLA's default level.
-XLA_FLAGS_GIVEN = os.environ.get("XLA_FLAGS")
-if os.environ.get("ROBUSTJAX_TEST_XLA_OPT") != "default":
-    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+os.environ.setdefault("ROBUSTJAX_XLA_FLAGS_GIVEN", os.environ.get("XLA_FLAGS", ""))  # xdist workers inherit it
+_LEVEL_0 = "--xla_backend_optimization_level=0"
+if os.environ.get("ROBUSTJAX_TEST_XLA_OPT") != "default" and _LEVEL_0 not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), _LEVEL_0]).strip()
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "ROBUSTJAX_DATA" not in os.environ and SHARED_DATA.is_dir():
@@ -83,10 +84,7 @@ def softplus_1hl_mnist(mnist_small) -> Trained:
 def xla_as_given(monkeypatch):
     """XLA_FLAGS as the suite was started with (XLA's default level) for the subprocesses this test starts: the
     notebook kernels, whose numbers are compared with outputs built at that level."""
-    if XLA_FLAGS_GIVEN is None:
-        monkeypatch.delenv("XLA_FLAGS", raising=False)
-    else:
-        monkeypatch.setenv("XLA_FLAGS", XLA_FLAGS_GIVEN)
+    monkeypatch.setenv("XLA_FLAGS", os.environ["ROBUSTJAX_XLA_FLAGS_GIVEN"])
 
 
 @pytest.fixture
@@ -98,7 +96,8 @@ def key():
 def _release_compiled_programs():
     """Drops JAX's compiled programs after each test module: one process runs a whole share of the suite, and
     with programs piling up over hundreds of tests XLA's compiler segfaulted in a late module (twice, the last
-    time with 5 GB resident, so not for want of memory)."""
+    time with 5 GB resident). Each CPU executable holds its own memory mappings, and a process may have at
+    most vm.max_map_count (65530) of them (jax-ml/jax#27201)."""
     yield
     import gc
     jax.clear_caches()
