@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import types
 import typing
 import warnings
 from pathlib import Path
@@ -92,11 +93,16 @@ def _json_types() -> dict:
     """Field name -> the Python types its JSON value may have, read from TrainConfig's annotations (a tuple field
     comes back from JSON as a list; `int | None` may be null)."""
     hints = typing.get_type_hints(TrainConfig)
-    out = {}
-    for f in dataclasses.fields(TrainConfig):
-        kinds = typing.get_args(hints[f.name]) or (hints[f.name],)
-        out[f.name] = tuple(k for t in kinds for k in ((list, tuple) if t is tuple else (t,)))
-    return out
+    return {f.name: _json_kinds(hints[f.name]) for f in dataclasses.fields(TrainConfig)}
+
+
+def _json_kinds(t) -> tuple:
+    """The Python types a JSON value of annotation t may have: a union's members, a generic's origin (dict[str,
+    Any] -> dict), list or tuple for a tuple."""
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        return tuple(k for a in typing.get_args(t) for k in _json_kinds(a))
+    base = typing.get_origin(t) or t
+    return (list, tuple) if base is tuple else (base,)
 
 
 def _check_json_type(name: str, v, kinds: tuple) -> None:
