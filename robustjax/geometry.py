@@ -157,10 +157,25 @@ def class_margins(logits, labels):
     return jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), jnp.inf, m)
 
 
+def take_max(v, axis: int = -1):
+    """max of v along `axis` (JAX) whose gradient goes to the first maximizer through a gather.
+
+    jnp.max's own gradient compares v with the max bitwise; under jit XLA may compute the two in different
+    fusions with different rounding, and the gradient then comes out 0 or NaN (seen on XLA:CPU, jax 0.10, for a
+    margin through an image transformation). The gather has no such comparison."""
+    return jnp.take_along_axis(v, jnp.expand_dims(jnp.argmax(v, axis=axis), axis), axis=axis).squeeze(axis)
+
+
+def take_min(v, axis: int = -1):
+    """min of v along `axis` with the gradient of `take_max` (to the first minimizer, through a gather)."""
+    return jnp.take_along_axis(v, jnp.expand_dims(jnp.argmin(v, axis=axis), axis), axis=axis).squeeze(axis)
+
+
 def margin(logits, labels):
     """f_y - max_{j != y} f_j per example, `[batch, K]` -> `[batch]`: positive iff correctly classified
-    (ties aside). Its negative is the attack loss of Carlini & Wagner (2017, f_6)."""
-    return jnp.min(class_margins(logits, labels), axis=-1)
+    (ties aside). Its negative is the attack loss of Carlini & Wagner (2017, f_6). Its gradient goes to the
+    first runner-up (`take_min`)."""
+    return take_min(class_margins(logits, labels), axis=-1)
 
 
 def runner_up(logits, labels):

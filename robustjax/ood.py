@@ -45,7 +45,7 @@ import numpy as np
 
 from robustjax import regularizers, validate
 from robustjax.batching import map_batches
-from robustjax.geometry import Box, as_box, lp_norm, per_example
+from robustjax.geometry import Box, as_box, lp_norm, per_example, take_max
 
 NOISES = ("lowpass", "uniform", "permuted")
 
@@ -55,7 +55,7 @@ NOISES = ("lowpass", "uniform", "permuted")
 def log_confidence(logits):
     """log max_k softmax_k(logits): `[..., K]` -> `[...]`, <= 0, stable for huge logits (no rounding to 0
     where the confidence is 1 - 1e-30)."""
-    top = jnp.max(logits, axis=-1, keepdims=True)
+    top = jnp.expand_dims(take_max(logits, axis=-1), -1)
     mask = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=bool)
     rest = jnp.sum(jnp.where(mask, 0.0, jnp.exp(logits - top)), axis=-1)   # sum_{j != argmax} e^(f_j - f_max)
     return -jnp.log1p(rest)

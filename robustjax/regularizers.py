@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import validate
+from robustjax.geometry import check_norm, dual, take_max
 
 
 class Term(Protocol):
@@ -352,7 +353,7 @@ def preactivations(apply_fn: Callable, params, x) -> tuple[jax.Array, list]:
 def _safe_norm(g, q, axis):
     """||g||_q along `axis` with a finite gradient at g = 0 (the l2 case: sqrt of a positive stand-in)."""
     if q == np.inf:
-        return jnp.max(jnp.abs(g), axis=axis)
+        return take_max(jnp.abs(g), axis=axis)
     if q == 1:
         return jnp.sum(jnp.abs(g), axis=axis)
     sq = jnp.sum(g * g, axis=axis)
@@ -377,7 +378,6 @@ def mmr_distances(params, x, y, *, apply_fn: Callable, p=np.inf) -> tuple[jax.Ar
     are the rows of its affine map, computed per example by `jax.jacfwd` (hidden units; under `vmap` the first
     layer's Jacobian is computed once for the batch) and `jax.jacrev` (the K logits).
     """
-    from robustjax.geometry import dual
     q = dual(p)
 
     def one(xi, yi):
@@ -434,7 +434,6 @@ def mmr(weight: float, *, p=np.inf, gamma_boundary: float = 0.2, gamma_decision:
     Returns term(params, x `[batch, ...]`, y `[batch]`, *, apply_fn, key) -> scalar (key unused). The
     cost is the batch's Jacobians `[batch, n, d]` of the hidden units of layers 2.., plus K vjps per example.
     """
-    from robustjax.geometry import check_norm
     p = check_norm(p)
     gamma_boundary = validate.positive_float(gamma_boundary, "gamma_boundary")
     gamma_decision = validate.positive_float(gamma_decision, "gamma_decision")

@@ -46,6 +46,37 @@ def test_margin_sign_and_runner_up():
     np.testing.assert_array_equal(np.asarray(geometry.runner_up(logits, y)), [2, 1])
 
 
+def test_margin_gradient_under_jit_equals_eager():
+    """The margin's gradient through a rotation of an image, under jit and eagerly: jnp.min's own gradient
+    compares its operand with the result bitwise, and XLA, computing the two in different fusions, made it
+    NaN (suite's XLA flags) or 0 (XLA's defaults, the min written out) here; take_min / take_max gather."""
+    from robustjax.attacks.spatial import transform_images
+    ii, jj = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
+    x0 = jnp.asarray(np.exp(-0.5 * (((ii - 13.5) / 2.0) ** 2 + ((jj - 13.5) / 6.0) ** 2))[None, ..., None],
+                     jnp.float32)
+    target = transform_images(x0, jnp.asarray([20.0]), jnp.zeros((1, 2)))
+    labels = jnp.zeros(1, jnp.int32)
+
+    def logits(q):
+        s = jnp.sum(transform_images(x0, q[:, 0], q[:, 1:]) * target, axis=(1, 2, 3)) / jnp.sum(target * target)
+        return jnp.stack([jnp.full_like(s, 0.97), s], -1) * 50.0
+
+    for fn in (lambda q: geometry.margin(logits(q), labels),
+               lambda q: geometry.take_min(jnp.where(jnp.asarray([True, False]), jnp.inf,
+                                                     logits(q)[:, :1] - logits(q)), -1),
+               lambda q: -geometry.take_max(jnp.where(jnp.asarray([True, False]), -jnp.inf,
+                                                      logits(q) - logits(q)[:, :1]), -1)):
+        for angle in (5.0, 10.0):
+            q = jnp.asarray([[angle, 0.0, 0.0]])
+            g = jax.jit(jax.grad(lambda v: jnp.sum(fn(v))))(q)
+            np.testing.assert_allclose(g, jax.grad(lambda v: jnp.sum(fn(v)))(q), rtol=1e-3, atol=1e-5)
+            assert abs(float(g[0, 0])) > 0.01
+    v = jnp.asarray([[1.0, 3.0, 3.0, -2.0]])
+    assert float(geometry.take_max(v)[0]) == 3.0 and float(geometry.take_min(v)[0]) == -2.0
+    np.testing.assert_array_equal(jax.grad(lambda u: geometry.take_max(u)[0])(v), [[0.0, 1.0, 0.0, 0.0]])
+
+
+
 @pytest.mark.parametrize("p", [1, 2, np.inf])
 def test_halfspace_box_step_is_optimal_against_lp(p):
     """The closed form equals the LP / QP optimum (scipy) and the jitted distance measures it."""
