@@ -85,7 +85,7 @@ def softplus_1hl_mnist(mnist_small) -> Trained:
 
 @pytest.fixture
 def xla_as_given(monkeypatch):
-    """XLA_FLAGS as the suite was started with (without its level-0 flag) for the subprocesses this test starts: the
+    """XLA_FLAGS as the suite was started with (without the suite's compile-speed flags) for the subprocesses this test starts: the
     notebook kernels, whose numbers are compared with outputs built at that level."""
     monkeypatch.setenv("XLA_FLAGS", os.environ["ROBUSTJAX_XLA_FLAGS_GIVEN"])
 

@@ -206,7 +206,7 @@ def _stdout(cell):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, xla_as_given):
     """Executes a fresh copy the way build.py --execute does (ROBUSTJAX_SMALL=1, CPU, inline figures, XLA's
-    default optimization level, not the suite's level 0: trained numbers differ between the two by up to 7 %),
+    default settings, not the suite's compile-speed flags: trained numbers differ between the two by up to 7 %),
     checks the probe's numbers, then compares every code cell with the committed outputs: the same kinds
     of outputs (stream stdout/stderr, display_data, execute_result), the same number of image/png outputs
     with the same figure captions, and the same printed text. The text is compared exactly except for
