@@ -162,7 +162,8 @@ def take_max(v, axis: int = -1):
 
     jnp.max's own gradient compares v with the max bitwise; under jit XLA may compute the two in different
     fusions with different rounding, and the gradient then comes out 0 or NaN (seen on XLA:CPU, jax 0.10, for a
-    margin through an image transformation). The gather has no such comparison."""
+    margin through an image transformation; the same mechanism as jax-ml/jax#40564 for the elementwise
+    maximum on GPU). The gather has no such comparison."""
     return jnp.take_along_axis(v, jnp.expand_dims(jnp.argmax(v, axis=axis), axis), axis=axis).squeeze(axis)
 
 

@@ -44,12 +44,18 @@ def _sorted_desc(logits):
     return -jnp.sort(-logits, axis=-1)
 
 
+def _floor(d, tiny: float = 1e-12):
+    """max(d, tiny) with the gradient of a select on d > tiny (jnp.maximum's compares d with the result bitwise,
+    which XLA may compute in another fusion: `geometry.take_max`)."""
+    return jnp.where(d > tiny, d, tiny)
+
+
 def dlr(*, logits, labels):
     """Difference of logits ratio (Croce & Hein, ICML 2020): -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3),
     pi sorting the logits in decreasing order (K >= 3); invariant to shifting and scaling the logits,
     positive iff misclassified. The denominator is floored at 1e-12."""
     zs = _sorted_desc(logits)
-    return -geometry.margin(logits, labels) / jnp.maximum(zs[:, 0] - zs[:, 2], 1e-12)
+    return -geometry.margin(logits, labels) / _floor(zs[:, 0] - zs[:, 2])
 
 
 def dlr_targeted(*, logits, labels, target):
@@ -58,7 +64,7 @@ def dlr_targeted(*, logits, labels, target):
     zs = _sorted_desc(logits)
     zy = jnp.take_along_axis(logits, labels[:, None], -1)[:, 0]
     zt = jnp.take_along_axis(logits, target[:, None], -1)[:, 0]
-    return -(zy - zt) / jnp.maximum(zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]), 1e-12)
+    return -(zy - zt) / _floor(zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]))
 
 
 LOSSES: dict[str, Callable] = {

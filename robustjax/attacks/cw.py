@@ -49,7 +49,7 @@ def _cw(logits_fn, x, labels, lo, hi, *, steps, binary_search_steps, learning_ra
     def objective(w, consts):
         xa = _to_model(w, lo, hi)
         logits = logits_fn(xa)
-        hinge = jnp.maximum(margin(logits, labels) + confidence, 0.0)
+        hinge = jax.nn.relu(margin(logits, labels) + confidence)
         sq = jnp.sum((xa - x_start).reshape(n, -1) ** 2, -1)
         return jnp.sum(sq + consts * hinge), (xa, logits)
 

@@ -21,7 +21,7 @@ class GaussianKernelWeights(NamedTuple):
 def gaussian_kernel(x, centers, gamma):
     """k(x_i, c_r) = exp(-gamma ||x_i - c_r||^2); x `[n, d]`, centers `[R, d]` -> `[n, R]`."""
     sq = (jnp.sum(x * x, -1)[:, None] + jnp.sum(centers * centers, -1)[None, :] - 2 * x @ centers.T)
-    return jnp.exp(-gamma * jnp.maximum(sq, 0.0))
+    return jnp.exp(-gamma * jax.nn.relu(sq))          # relu: a gradient that compares sq with 0, not with max
 
 
 class GaussianKernelMachine(nn.Module):
