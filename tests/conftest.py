@@ -26,7 +26,7 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes",
 # XLA's CPU backend tuned for compiling fast: the suite compiles over a thousand small programs and runs most of them
 # a few times, so code generation costs more than it saves. Optimization level 0 and the classic (not the MLIR
 # fusion-emitter) code generator: a first region-attack call 5.8 s -> 3.7 s, XLA's compile time 6.6 s -> 2.8 s
-# (level 0 alone; the same distances). No fast math either way; ROBUSTJAX_TEST_XLA_OPT=default runs the suite with
+# against level 0 alone, the same distances. No fast math either way; ROBUSTJAX_TEST_XLA_OPT=default runs the suite with
 # XLA's defaults.
 os.environ.setdefault("ROBUSTJAX_XLA_FLAGS_GIVEN", os.environ.get("XLA_FLAGS", ""))  # xdist workers inherit it
 _FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
@@ -85,8 +85,8 @@ def softplus_1hl_mnist(mnist_small) -> Trained:
 
 @pytest.fixture
 def xla_as_given(monkeypatch):
-    """XLA_FLAGS as the suite was started with (without the suite's compile-speed flags) for the subprocesses this test starts: the
-    notebook kernels, whose numbers are compared with outputs built at that level."""
+    """XLA_FLAGS as the suite was started with (without its compile-speed flags) for the subprocesses this test
+    starts: the notebook kernels, whose numbers are compared with outputs built with those flags."""
     monkeypatch.setenv("XLA_FLAGS", os.environ["ROBUSTJAX_XLA_FLAGS_GIVEN"])
 
 
