@@ -164,12 +164,16 @@ def take_max(v, axis: int = -1):
     fusions with different rounding, and the gradient then comes out 0 or NaN (seen on XLA:CPU, jax 0.10, for a
     margin through an image transformation; the same mechanism as jax-ml/jax#40564 for the elementwise
     maximum on GPU). The gather has no such comparison."""
-    return jnp.take_along_axis(v, jnp.expand_dims(jnp.argmax(v, axis=axis), axis), axis=axis).squeeze(axis)
+    return _take(v, jnp.argmax(v, axis=axis), axis)
 
 
 def take_min(v, axis: int = -1):
     """min of v along `axis` with the gradient of `take_max` (to the first minimizer, through a gather)."""
-    return jnp.take_along_axis(v, jnp.expand_dims(jnp.argmin(v, axis=axis), axis), axis=axis).squeeze(axis)
+    return _take(v, jnp.argmin(v, axis=axis), axis)
+
+
+def _take(v, index, axis: int):
+    return jnp.take_along_axis(v, jnp.expand_dims(index, axis), axis=axis).squeeze(axis)
 
 
 def margin(logits, labels):

@@ -32,7 +32,8 @@ os.environ.setdefault("ROBUSTJAX_XLA_FLAGS_GIVEN", os.environ.get("XLA_FLAGS", "
 _FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 if os.environ.get("ROBUSTJAX_TEST_XLA_OPT") != "default":
     _flags = os.environ.get("XLA_FLAGS", "").split()
-    os.environ["XLA_FLAGS"] = " ".join(_flags + [f for f in _FAST_COMPILE if f not in _flags])
+    _named = {f.split("=")[0] for f in _flags}                   # a flag the caller set keeps its value
+    os.environ["XLA_FLAGS"] = " ".join(_flags + [f for f in _FAST_COMPILE if f.split("=")[0] not in _named])
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "ROBUSTJAX_DATA" not in os.environ and SHARED_DATA.is_dir():

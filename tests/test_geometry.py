@@ -76,7 +76,6 @@ def test_margin_gradient_under_jit_equals_eager():
     np.testing.assert_array_equal(jax.grad(lambda u: geometry.take_max(u)[0])(v), [[0.0, 1.0, 0.0, 0.0]])
 
 
-
 @pytest.mark.parametrize("p", [1, 2, np.inf])
 def test_halfspace_box_step_is_optimal_against_lp(p):
     """The closed form equals the LP / QP optimum (scipy) and the jitted distance measures it."""
