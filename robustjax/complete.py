@@ -18,7 +18,8 @@ each child's parent re-bounded by CROWN with the splits clamped and the parent's
 rows packed into passes of a fixed size, `bab_intermediate="crown"`, or
 the parent's bounds clamped and tightened by IBP, "ibp"; per-row slopes and one multiplier per split optimized
 by `bab_steps` Adam steps),
-until every subdomain is proven, a candidate point violates the property, or the time is up. Optional
+until every subdomain is proven, a candidate point violates the property, or the time is up; a subdomain
+with nothing left to split (chains only) is decided exactly by the MILP of its split signs, an LP. Optional
 (`refine_layers` > 0, chains only): before branching, ERAN's MILP refinement of the intermediate bounds of the
 first hidden layers (`verify.tighten_bounds_milp`, `refine_time` s per unit and side, `refine_share` of the
 time left), then alpha-CROWN on the refined bounds.
@@ -474,7 +475,11 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
             for val, _, sp, sc, kn in take:
                 units = _split_units(sc, [z for _, z in bab.relus], depth)
                 if not units:
-                    stuck = True
+                    leaf = _leaf_milp(graph, prop, root, bab, sp, kn, deadline)
+                    if leaf is None:
+                        stuck = True
+                    elif leaf != "verified":
+                        return done("counterexample", "bab", hit=leaf, domains=domains)
                     continue
                 for signs in np.array(np.meshgrid(*[(1, -1)] * len(units), indexing="ij")).reshape(len(units), -1).T:
                     child = {zz: v.copy() for zz, v in sp.items()}
@@ -483,7 +488,7 @@ def verify_property(net, spec, label=None, *, time_limit: float = 60.0, key=None
                     children.append(child)
                     given.append(kn)
             if not children:
-                break
+                continue
             safety, infeasible, cand, scores, kept = bab.bound(children, given)
             domains += len(children)
             open_ = [i for i in range(len(children)) if not (infeasible[i] or safety[i] > 0)]
@@ -509,6 +514,36 @@ def _split_units(scores: dict, nodes: list, depth: int) -> list:
     best = best[flat[best] >= 0]
     where = np.searchsorted(offsets, best, side="right") - 1
     return [(nodes[w], int(j - offsets[w])) for w, j in zip(where, best)]
+
+
+def _leaf_milp(graph, prop, root, bab: _BaB, splits: dict, known: dict, deadline: float, limit: float = 10.0):
+    """A subdomain with no unit left to split (each unit unstable at the root is split or stable in it): the
+    network is affine on it, so `verify.property_milp` on its bounds (the root's, its own for the root's unstable
+    units, each split's sign as a bound of its pre-activation; no binaries remain) decides it exactly: 'verified'
+    (also where the splits leave no input of the box), a float64-checked counterexample (x, outputs), or None
+    (undecided within min(limit, time left) s, or a graph that is not a chain)."""
+    from robustjax import verify
+    try:
+        layers = verify.chain_layers(graph, "verify_property")
+    except ValueError:
+        return None
+    bounds = [[np.array(v.lo[0], np.float64).reshape(-1), np.array(v.hi[0], np.float64).reshape(-1)]
+              for v in root[1:]]
+    for _, z in bab.relus:
+        lo, hi = bounds[z - 1]
+        rows = bab.rows[z][bab.real[z]]
+        lo[rows], hi[rows] = known[z][0][bab.real[z]], known[z][1][bab.real[z]]
+        sign = np.asarray(splits[z]).reshape(-1)
+        lo[sign > 0], hi[sign < 0] = np.maximum(lo[sign > 0], 0.0), np.minimum(hi[sign < 0], 0.0)
+        if np.any(lo > hi):
+            return "verified"
+    left = min(limit, deadline - time.perf_counter())
+    if left <= 0:
+        return None
+    res = verify.property_milp(layers, prop, time_limit=left, bounds=[tuple(b) for b in bounds], constrained=True)
+    if res.status == "verified":
+        return "verified"
+    return _check(graph, prop, res.x) if res.status == "counterexample" else None
 
 
 def _root_bounds(graph, x0, box, A, alpha_steps: int, lr: float = 0.1, given=None):

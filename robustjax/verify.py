@@ -358,13 +358,16 @@ class PropertyMILP(NamedTuple):
 
 
 def property_milp(layers: Sequence[Layer], prop, *, time_limit: float = 60.0, bounds=None,
-                  bound_method: str = "crown") -> PropertyMILP:
+                  bound_method: str = "crown", constrained: bool = False) -> PropertyMILP:
     """Complete verification of a `vnnlib.Property` on a Dense / Affine / ReLU chain by MILP (HiGHS).
 
     Per disjunct (A, b) (unsafe iff A f(z) <= b): max_z min_rows (b - A f(z)) over the box, i.e. min t with
     A f(z) - b <= t row by row; the property holds iff the optimum t > 0 for every disjunct, and a proven dual
     bound > 0 already decides it. bounds: precomputed `layer_bounds` over the box (e.g. the caller's CROWN
     bounds), else computed with bound_method. The time limit is shared by the disjuncts.
+    constrained: the bounds also restrict the inputs (e.g. a branch-and-bound subdomain's split signs as bounds
+    of pre-activations), so HiGHS may find no input satisfying them: the property then holds on that set
+    ('verified', lower bound +inf). Without it, an infeasible encoding is an error (the box is never empty).
     """
     import time
     t0 = time.perf_counter()
@@ -393,6 +396,8 @@ def property_milp(layers: Sequence[Layer], prop, *, time_limit: float = 60.0, bo
         res = m.solve(left, 1e-9)
         dual = getattr(res, "mip_dual_bound", None)
         if res.status == 2:   # the encoding of a nonempty box is always feasible: never read this as 'verified'
+            if constrained:
+                continue
             return PropertyMILP("error", -np.inf, None, time.perf_counter() - t0)
         if res.x is not None:
             x = np.clip(res.x[z], lo, hi)

@@ -326,6 +326,34 @@ def test_batched_check_returns_the_first_float64_counterexample_inside_the_box()
     assert complete._check(g, prop, xs[bad[-1]]) is not None
 
 
+def test_subdomains_with_nothing_left_to_split_are_decided_exactly(monkeypatch):
+    """Branch and bound without beta steps leaves fully split subdomains whose bound is still negative; each is
+    decided by the LP of its split signs (`complete._leaf_milp`), so every property here is decided, rightly
+    (against the MILP distance d, at eps = d (1 -+ 1 %)), and the same search without that step says 'unknown'."""
+    seen = set()
+    for seed in (1, 3):
+        g = _net(seed, (3, 6, 6, 3))
+        x = np.random.default_rng(seed).uniform(0.3, 0.7, (2, 3))
+        y = predict_float64(g, x)
+        for i in range(len(x)):
+            exact = verify.min_adversarial_milp(list(g.layers), x[i], int(y[i]), p=np.inf, time_limit=30)
+            assert exact.status == "optimal"
+            for factor in (0.99, 1.01):
+                eps = factor * exact.distance
+                box = (np.clip(x[i] - eps, 0, 1), np.clip(x[i] + eps, 0, 1))
+                res = complete.verify_property(g, box, int(y[i]), time_limit=120, bab_batch=4, milp_max_unstable=0,
+                                               bab_steps=0, falsify_restarts=1, falsify_steps=1)
+                assert res.status == ("verified" if factor < 1 else "counterexample"), (seed, i, factor, res)
+                seen.add((res.status, res.stage))
+                if res.stage == "bab":
+                    last = (g, box, int(y[i]))
+    assert {("verified", "bab"), ("counterexample", "bab")} <= seen, seen
+    monkeypatch.setattr(complete, "_leaf_milp", lambda *args, **kwargs: None)
+    res = complete.verify_property(last[0], last[1], last[2], time_limit=120, bab_batch=4, milp_max_unstable=0,
+                                   bab_steps=0, falsify_restarts=1, falsify_steps=1)
+    assert res.status == "unknown", res
+
+
 def test_timeout_is_reported_never_verified():
     g = _net(5, (6, 32, 32, 32, 3))
     x = np.full(6, 0.5)
