@@ -1,5 +1,6 @@
 """Shared test helpers: small random ReLU networks as robustjax.verify layers (region-attack and MILP tests),
-random polyhedra in the unit box (the qp and lp tests), exact pytree equality."""
+random polyhedra in the unit box (the qp and lp tests), exact pytree equality, benchmark scripts as modules (their
+small versions run as tests)."""
 import jax
 import numpy as np
 
@@ -33,3 +34,14 @@ def assert_same_tree(a, b):
     """Every leaf of two pytrees bit-equal (exact resume checks)."""
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,8 +1,6 @@
 """Theorem 2.1 certificates: exactness on linear models, soundness tests that try to break the bounds
 (sampled and maximized gradient differences over the ball, attacks confined to the certified ball),
 and bad input."""
-import importlib.util
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +12,8 @@ from robustjax.certify import LinearWeights
 from robustjax.models import activations
 from robustjax.models.kernel import GaussianKernelWeights
 from robustjax.models.mlp import OneHiddenLayerWeights
+
+from _nets import load_benchmark  # noqa: E402  (tests/ is on sys.path under pytest)
 
 ACTS = {"softplus": 10.0, "sigmoid": 1.0, "tanh": 1.0}
 
@@ -336,21 +336,13 @@ def test_activation_and_exp_errors_within_the_certificates_budget(act):
     assert max(e_f, e_g, e_x) <= certify.ACT_ULPS / 2, (e_f, e_g, e_x)
 
 
-def _bench_soundness():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_soundness.py"
-    spec = importlib.util.spec_from_file_location("bench_soundness", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("family", ["linear", "softplus", "sigmoid", "tanh", "kernel"])
 def test_no_certificate_exceeds_the_true_distance_near_the_boundary(family):
     """The small version of benchmarks/bench_soundness.py: points at 1e-2 ... 1e-6 of their margin, float32
     and float64; every local and global radius <= the exact distance (linear, rational arithmetic) or <= the
     distance of a float64-verified adversarial example. The float32 certificates before the rigorous error
     bounds failed this (e.g. 6 of 15 linear radii at 1e-3 exceeded the exact distance)."""
-    rows = _bench_soundness().run(n_nets=2, n_points=4, seed=11, families=(family,))
+    rows = load_benchmark("bench_soundness").run(n_nets=2, n_points=4, seed=11, families=(family,))
     pairs = sum(r["pairs"] for r in rows)
     assert pairs >= 60
     assert sum(r["local_violations"] + r["global_violations"] for r in rows) == 0, rows

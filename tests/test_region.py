@@ -6,8 +6,6 @@ minimal PGD), one region's convex problem against a dense grid; validity of ever
 returned example; per-example boxes; the switches on conv/max-pool nets; input checks."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +23,7 @@ from robustjax.solvers import solve_min_norm
 P_ALL = [2, np.inf, 1]
 
 
-from _nets import random_net  # noqa: E402  (tests/ is on sys.path under pytest)
+from _nets import load_benchmark, random_net  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def as_logits_fn(layers):
@@ -414,14 +412,6 @@ def test_input_errors_and_warnings():
         region(lambda z: jax.nn.softmax(f(z)), x, labels, p=2, key=jax.random.key(0), n_regions=2)
 
 
-def _bench_small():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_region_small.py"
-    spec = importlib.util.spec_from_file_location("bench_region_small", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("p", P_ALL)
 def test_never_worse_than_its_cheap_starts(p):
     """Per example, the region distance is <= the l_p distance of each cheap attack's point it starts from
@@ -446,7 +436,7 @@ def test_small_random_nets_within_five_percent_of_exact():
     """The small version of benchmarks/bench_region_small.py: fresh random nets (10-12 inputs, one or two
     hidden layers of 16 ReLUs, 3-4 classes), default settings: exact <= region <= 1.05 exact in l_inf, l1
     (MILP) and l2 (outer-approximation MILP), every returned point valid."""
-    bench = _bench_small()
+    bench = load_benchmark("bench_region_small")
     compared = 0
     for seed, sizes in [(31, [10, 16, 3]), (32, [12, 16, 16, 4])]:
         layers = random_net(seed, sizes)
