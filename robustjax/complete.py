@@ -43,7 +43,7 @@ import numpy as np
 from robustjax import validate, vnnlib
 from robustjax.bounds import crown, propagate
 from robustjax.network.evaluate import evaluate, evaluate_numpy
-from robustjax.network.function import Structure, floating_as, join, split
+from robustjax.network.function import Structure, as_function, floating_as, join, split
 from robustjax.network.graph import Graph, ReLU
 
 STATUSES = ("verified", "counterexample", "unknown", "timeout")
@@ -178,7 +178,7 @@ def _region_falsify(graph, prop, key):
     shape = tuple(graph.input_shape)
     x0 = (0.5 * (prop.lo + prop.hi)).reshape((1,) + shape).astype(np.float32)
     box = (prop.lo.reshape((1,) + shape), prop.hi.reshape((1,) + shape))
-    res = region(lambda v: evaluate(graph, v), x0, np.array([label]), p=np.inf, key=key, box=box, n_regions=20)
+    res = region(as_function(graph), x0, np.array([label]), p=np.inf, key=key, box=box, n_regions=20)
     if res.success[0]:
         return _check(graph, prop, res.x_adv[0])
     return None

@@ -354,6 +354,26 @@ def test_subdomains_with_nothing_left_to_split_are_decided_exactly(monkeypatch):
     assert res.status == "unknown", res
 
 
+def test_a_second_network_of_the_same_architecture_compiles_nothing(caplog):
+    """verify_property's programs take the weights as arguments (the region attack too: `network.as_function`),
+    so a second net of one architecture compiles nothing. A closure per call compiled the region attack's eight
+    programs anew each time, and a process deciding a few hundred properties ran out of memory mappings."""
+    import jax
+    nets = [_net(seed, (5, 16, 3)) for seed in (40, 41)]
+    x = np.full(5, 0.5)
+
+    def decide(g):
+        y = int(predict_float64(g, x[None])[0])
+        return complete.verify_property(g, (x - 0.05, x + 0.05), y, time_limit=120, falsify_restarts=2)
+    first = decide(nets[0])
+    assert first.stage not in ("pgd", "region"), first       # the region attack ran
+    caplog.set_level("WARNING")
+    with jax.log_compiles(True):
+        second = decide(nets[1])
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert second.stage not in ("pgd", "region") and not compiled, (second, compiled)
+
+
 def test_timeout_is_reported_never_verified():
     g = _net(5, (6, 32, 32, 32, 3))
     x = np.full(6, 0.5)
