@@ -9,6 +9,8 @@ import pytest
 from robustjax import bounds, verify
 from robustjax.network import Activation, Dense, Flatten, ReLU, as_graph, evaluate_numpy, trace
 
+from _nets import load_benchmark  # noqa: E402  (tests/ is on sys.path under pytest)
+
 P_EPS = {np.inf: 0.04, 2.0: 0.3, 1.0: 0.8}
 
 
@@ -330,3 +332,26 @@ def test_bound_programs_compile_once_per_architecture():
     finite = np.isfinite(first[0]) & np.isfinite(first[1])
     assert finite.any() and not np.allclose(first[0][finite], first[1][finite])
     assert np.max(radii[0]) > 0 and not np.allclose(radii[0], radii[1])
+
+
+@pytest.mark.parametrize("act, depth, p", [("relu", 3, np.inf), ("softplus", 2, 2.0)])
+def test_random_net_campaign_finds_no_violation_and_catches_a_shrunk_bound(act, depth, p, monkeypatch):
+    """The small version of benchmarks/bench_bounds_soundness.py (every method, float64 and float32 bounds against
+    sampled and ascended points, certified radii near the boundary) finds 0 violations; the same campaign with
+    every lower bound raised by 10 % of the bound's width (an unsound bound) counts violations in both dtypes."""
+    bench = load_benchmark("bench_bounds_soundness")
+    row, = bench.run(2, seed=3, acts=(act,), depths=(depth,), norms=(p,), log=lambda m: None)
+    assert row["violations"] == 0 and row["order_violations"] == 0, row
+    assert row["points32"] > 0.7 * row["points64"] > 1000
+    assert row["radius_pairs"]["crown"] >= 8 and (p != 2 or row["radius_pairs"]["theorem21"] >= 8), row
+    linear_bounds = bench.bounds.linear_bounds
+
+    def shrunk(*args, **kwargs):
+        low = linear_bounds(*args, **kwargs)
+        K = low.shape[1] // 2
+        width = -low[:, K:] - low[:, :K]
+        return low + 0.1 * np.concatenate([width, width], 1)
+    monkeypatch.setattr(bench.bounds, "linear_bounds", shrunk)
+    row, = bench.run(1, seed=3, acts=(act,), depths=(depth,), norms=(p,), log=lambda m: None)
+    for dtype in ("64", "32"):
+        assert sum(v for k, v in row["by_check"].items() if k.startswith(f"viol{dtype}_")) > 0, row
