@@ -34,16 +34,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from robustjax import bounds, geometry  # noqa: E402
-from robustjax.attacks import fab  # noqa: E402
-from robustjax.network import Activation, Dense, Flatten, ReLU, as_graph, evaluate, evaluate_numpy  # noqa: E402
-from robustjax.network.function import as_function, join, split  # noqa: E402
+from robustjax import bounds, geometry
+from robustjax.attacks import fab
+from robustjax.network import Activation, Dense, Flatten, ReLU, as_graph, evaluate, evaluate_numpy
+from robustjax.network.function import as_function, join, split
 
 HERE = Path(__file__).resolve().parent
 ACTS = ("relu", "sigmoid", "tanh", "softplus")
@@ -80,19 +78,22 @@ def in_set(pts, x, eps, p, slack=0.0):
 
 
 def into_set(pts, x, eps, p):
-    """pts moved into the set in float64: scaled into the ball, then clipped to the box (x is in the box, so the
-    clip keeps them in the ball)."""
-    n = geometry.vector_norm(pts - x, p)
-    scale = np.minimum(1.0, eps / np.maximum(n, 1e-300)) * (1 - 1e-12)
-    return np.clip(x + (pts - x) * scale[:, None], 0.0, 1.0)
+    """pts `[n, *x.shape]` moved into the set in float64: scaled into the ball, then clipped to the box (x is in
+    the box, so the clip keeps them in the ball)."""
+    d = (pts - x).reshape(len(pts), -1)
+    scale = np.minimum(1.0, eps / np.maximum(geometry.vector_norm(d, p), 1e-300)) * (1 - 1e-12)
+    return np.clip(x + (d * scale[:, None]).reshape(pts.shape), 0.0, 1.0)
 
 
 def random_points(rng, x, eps, p, n):
-    z = rng.laplace(size=(n, D)) if p == 1 else rng.normal(size=(n, D))
+    """`[n (+ n // 4 corners for l_inf), *x.shape]` points of the l_p ball around x (radius uniform^(1/3) of eps),
+    not yet clipped to the box (`into_set`)."""
+    shape = (n,) + np.shape(x)
+    z = (rng.laplace(size=shape) if p == 1 else rng.normal(size=shape)).reshape(n, -1)
     z /= geometry.vector_norm(z, p)[:, None]
-    pts = x + eps * rng.uniform(0, 1, (n, 1)) ** (1 / 3) * z
+    pts = x + (eps * rng.uniform(0, 1, (n, 1)) ** (1 / 3) * z).reshape(shape)
     if p == np.inf:
-        pts = np.concatenate([pts, x + eps * np.sign(rng.normal(size=(n // 4, D)))])
+        pts = np.concatenate([pts, x + eps * np.sign(rng.normal(size=(n // 4,) + np.shape(x)))])
     return pts
 
 
@@ -114,15 +115,21 @@ def _ascent(fn, x, eps, p_code, signs):
     return jax.lax.fori_loop(0, 20, body, z0)
 
 
-SIGNS = np.concatenate([np.eye(K), -np.eye(K)])
 P_CODE = {np.inf: 0, 1.0: 1, 2.0: 2}
+
+
+def ascent_ends(fn, x, eps, p):
+    """`[2K, D]` float64: per logit, the ends of a projected ascent and of a descent from x `[D]` inside the set
+    (fn: a batched logits_fn, e.g. `network.as_function`, whose programs are then shared per architecture)."""
+    x32 = jnp.asarray(x, jnp.float32)
+    k = int(fn(x32[None]).shape[-1])
+    signs = jnp.asarray(np.concatenate([np.eye(k), -np.eye(k)]), jnp.float32)
+    return np.asarray(_ascent(fn, x32, jnp.float32(eps), P_CODE[p], signs), np.float64)
 
 
 def set_points(rng, fn32, x, eps, p):
     """Points of the set: random, corners (l_inf) and ascent ends, float64, each exactly inside."""
-    asc = np.asarray(_ascent(fn32, jnp.asarray(x, jnp.float32), jnp.float32(eps), P_CODE[p],
-                             jnp.asarray(SIGNS, jnp.float32)), np.float64)
-    return into_set(np.concatenate([random_points(rng, x, eps, p, 160), asc]), x, eps, p)
+    return into_set(np.concatenate([random_points(rng, x, eps, p, 160), ascent_ends(fn32, x, eps, p)]), x, eps, p)
 
 
 def float32_points(pts, x, eps, p):
@@ -330,6 +337,8 @@ def write(rows, wall, load_before, load_after, args, path_md, path_json):
 
 
 def main():
+    # compile fast, as the test suite does (JAX reads the flags when its backend starts, at the first computation)
+    os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nets", type=int, default=28, help="random networks per (activation, depth, norm)")
     ap.add_argument("--quick", action="store_true", help="2 nets per group, depths 1 and 3 (a smoke run)")

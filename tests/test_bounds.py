@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from robustjax import bounds, verify
-from robustjax.network import Activation, Dense, Flatten, ReLU, as_graph, evaluate_numpy, trace
+from robustjax.network import Activation, Dense, Flatten, ReLU, as_function, as_graph, evaluate_numpy, trace
 
 from _nets import load_benchmark  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -24,46 +24,13 @@ def _net(rng, d, widths, K, act):
     return as_graph(layers, (d,))
 
 
-def _ball_points(rng, x, eps, p, n):
-    z = rng.normal(size=(n,) + x.shape) if p != 1 else rng.laplace(size=(n,) + x.shape)
-    z /= np.linalg.norm(z.reshape(n, -1), ord=p, axis=1).reshape((n,) + (1,) * x.ndim)
-    r = rng.uniform(0, 1, (n,) + (1,) * x.ndim) ** (1 / 3)
-    pts = np.clip(x + eps * r * z, 0, 1)
-    corners = np.clip(x + eps * np.sign(rng.normal(size=(n // 4,) + x.shape)), 0, 1) if p == np.inf else pts[:0]
-    return np.concatenate([pts, corners])
+_BENCH = load_benchmark("bench_bounds_soundness")
+_ball_points, _into_set = _BENCH.random_points, _BENCH.into_set
 
 
-def _into_set(pts, x, eps, p):
-    """Points moved into the set exactly, in float64: scaled into the ball, then clipped to [0, 1] (which
-    keeps them in the ball since x is in [0, 1])."""
-    d = (pts - x).reshape(len(pts), -1)
-    n = np.linalg.norm(d, ord=p, axis=1)
-    d = d * np.minimum(1.0, eps / np.maximum(n, 1e-300))[:, None] * (1 - 1e-12)
-    return np.clip(x + d.reshape(pts.shape), 0.0, 1.0)
-
-
-def _attack_extremes(graph, x, eps, p, steps=20):
-    """Points of the ball (in [0, 1]) maximizing and minimizing each logit: projected steepest-ascent steps,
-    all 2K objectives at once (jitted)."""
-    from robustjax.network import evaluate
-    K = int(evaluate(graph, jnp.asarray(x[None], jnp.float32)).shape[-1])
-    signs = jnp.concatenate([jnp.eye(K), -jnp.eye(K)])
-    x0 = jnp.asarray(x, jnp.float32)
-
-    @jax.jit
-    def run(z):
-        def body(_, z):
-            g = jax.grad(lambda v: jnp.sum(evaluate(graph, v) * signs))(z)
-            if p == np.inf:
-                z = jnp.clip(z + 0.25 * eps * jnp.sign(g), x0 - eps, x0 + eps)
-            else:
-                z = z + 0.25 * eps * g / (jnp.linalg.norm(g.reshape(len(g), -1), axis=1).reshape(-1, *([1] * x0.ndim)) + 1e-12)
-                dz = (z - x0).reshape(len(z), -1)
-                nrm = jnp.linalg.norm(dz, ord=p, axis=1) if p != 1 else jnp.sum(jnp.abs(dz), 1)
-                z = x0 + (z - x0) * jnp.minimum(1.0, eps / (nrm + 1e-12)).reshape(-1, *([1] * x0.ndim))
-            return jnp.clip(z, 0.0, 1.0)
-        return jax.lax.fori_loop(0, steps, body, z)
-    return np.asarray(run(jnp.broadcast_to(x0, (2 * K,) + x0.shape)), np.float64)
+def _attack_extremes(graph, x, eps, p):
+    """Per logit, the ends of a projected ascent and descent from x `[D]` inside the set, float64."""
+    return _BENCH.ascent_ends(as_function(graph), x, eps, p)
 
 
 CASES = [("relu", 1, np.inf, bounds.METHODS), ("relu", 5, 2.0, ("ibp", "crown")), ("relu", 3, 1.0, ("crown",)),
@@ -339,7 +306,7 @@ def test_random_net_campaign_finds_no_violation_and_catches_a_shrunk_bound(act, 
     """The small version of benchmarks/bench_bounds_soundness.py (every method, float64 and float32 bounds against
     sampled and ascended points, certified radii near the boundary) finds 0 violations; the same campaign with
     every lower bound raised by 10 % of the bound's width (an unsound bound) counts violations in both dtypes."""
-    bench = load_benchmark("bench_bounds_soundness")
+    bench = _BENCH
     row, = bench.run(2, seed=3, acts=(act,), depths=(depth,), norms=(p,), log=lambda m: None)
     assert row["violations"] == 0 and row["order_violations"] == 0, row
     assert row["points32"] > 0.7 * row["points64"] > 1000

@@ -6,7 +6,6 @@ minimal PGD), one region's convex problem against a dense grid; validity of ever
 returned example; per-example boxes; the switches on conv/max-pool nets; input checks."""
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
